@@ -1,0 +1,97 @@
+"""The FastAPI application: thin HTTP over the job store and the queue."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from redis.exceptions import RedisError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.routes import health, jobs
+from common.errors import GpuqError, PayloadTooLarge, ServiceUnavailable
+from common.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+
+def _error_response(exc: GpuqError) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+    return JSONResponse({"error": exc.to_dict()}, status_code=exc.status_code, headers=headers)
+
+
+async def _gpuq_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, GpuqError)
+    return _error_response(exc)
+
+
+async def _redis_error(_: Request, exc: Exception) -> Response:
+    log.warning("redis unavailable: %s", exc)
+    return _error_response(ServiceUnavailable(f"job store unavailable: {type(exc).__name__}"))
+
+
+async def _validation_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    fields = [".".join(str(p) for p in e["loc"] if p != "body") or "body" for e in errors]
+    first = errors[0] if errors else {"msg": "invalid request"}
+    body: dict[str, Any] = {"error": {"type": "invalid_input", "message": f"{fields[0] if fields else 'body'}: "
+                                      f"{first['msg']}", "retryable": False, "field": fields[0] if fields else None,
+                                      "fields": [{"field": f, "message": e["msg"]} for f, e in zip(fields, errors)]}}
+    return JSONResponse(body, status_code=422)
+
+
+class BodyLimit:
+    """Reject request bodies over ``max_body_bytes`` with 413, whether or not Content-Length is sent."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await _error_response(self._too_large())(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await _error_response(self._too_large())(scope, receive, send)
+
+    def _too_large(self) -> PayloadTooLarge:
+        return PayloadTooLarge(f"request body exceeds {self.max_bytes} bytes", field="body")
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def create_app() -> FastAPI:
+    """Build the API app."""
+    settings = get_settings()
+    app = FastAPI(title="gpuq", version="0.1.0",
+                  description="Distributed job queue for GPU workers: submit, stream, cancel, fetch artifacts.")
+    app.include_router(health.router)
+    app.include_router(jobs.router)
+    app.add_exception_handler(GpuqError, _gpuq_error)
+    app.add_exception_handler(RedisError, _redis_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    return app
+
+

@@ -1,0 +1,6 @@
+"""Job kinds. Importing this package registers every built-in kind."""
+from __future__ import annotations
+
+from common.jobs import inference
+
+BUILTIN_KINDS = (inference,)

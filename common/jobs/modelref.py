@@ -1,0 +1,30 @@
+"""Model references: a Hub repo id, or a local directory under one of GPUQ_MODEL_ROOTS."""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from common.errors import InvalidInput
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$")
+
+
+def is_local(model: str) -> bool:
+    """A reference is local when it looks like a filesystem path rather than a repo id."""
+    return model.startswith(("/", "./", "../", "~")) or os.sep + os.sep in model or model.startswith(".")
+
+
+def check_model_ref(model: str, roots: list[Path], field: str = "model") -> str:
+    """Validate a model reference; local paths must resolve inside a configured root."""
+    if is_local(model):
+        path = Path(model).expanduser().resolve()
+        allowed = [r.expanduser().resolve() for r in roots]
+        if not any(path == r or path.is_relative_to(r) for r in allowed):
+            raise InvalidInput(f"{field}: local path is outside GPUQ_MODEL_ROOTS", field=field)
+        if not path.is_dir():
+            raise InvalidInput(f"{field}: local model directory does not exist", field=field)
+        return str(path)
+    if ".." in model or not _HUB_ID.match(model):
+        raise InvalidInput(f"{field}: not a Hub repo id (owner/name) nor an absolute path", field=field)
+    return model

@@ -1,0 +1,93 @@
+"""The job-kind registry: one spec per kind; the API validates and Celery routes from it."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from common.errors import InvalidInput
+from common.settings import Settings
+
+
+@dataclass(frozen=True)
+class Validated:
+    """A request after its kind's checks: normalised model reference, inputs and params."""
+
+    model: str
+    inputs: Any
+    params: dict[str, Any]
+
+
+Check = Callable[[str, Any, BaseModel, Settings], Validated]
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What gpuq needs to know about one job kind."""
+
+    kind: str
+    queue: str
+    params_model: type[BaseModel]
+    check: Check
+    time_limit_s: int | None = None
+    max_attempts: int = 3
+    description: str = ""
+
+    def effective_time_limit(self, settings: Settings) -> int:
+        """Hard time limit in seconds for jobs of this kind."""
+        return self.time_limit_s or settings.job_time_limit_s
+
+    def validate(self, model: str, inputs: Any, params: dict[str, Any], settings: Settings) -> Validated:
+        """Validate params with the kind's model, then run its input checks; 422 names the field."""
+        try:
+            parsed = self.params_model.model_validate(params)
+        except ValidationError as exc:
+            raise pydantic_to_invalid(exc, prefix="params", raw=params) from None
+        return self.check(model, inputs, parsed, settings)
+
+
+_REGISTRY: dict[str, JobSpec] = {}
+
+
+def register(spec: JobSpec) -> JobSpec:
+    """Add a kind to the registry (module import time)."""
+    _REGISTRY[spec.kind] = spec
+    return spec
+
+
+def get_spec(kind: str) -> JobSpec:
+    """The spec for ``kind``; 422 naming ``kind`` when unknown."""
+    load_builtin_kinds()
+    try:
+        return _REGISTRY[kind]
+    except KeyError:
+        raise InvalidInput(f"unknown job kind {kind!r}; known: {sorted(_REGISTRY)}", field="kind") from None
+
+
+def all_specs() -> list[JobSpec]:
+    """Every registered kind."""
+    load_builtin_kinds()
+    return list(_REGISTRY.values())
+
+
+def load_builtin_kinds() -> None:
+    """Import the built-in kind modules so they register themselves."""
+    from common.jobs import BUILTIN_KINDS  # noqa: F401  (import has the side effect)
+
+
+def pydantic_to_invalid(exc: ValidationError, prefix: str, raw: object = None) -> InvalidInput:
+    """Turn a pydantic error into InvalidInput naming the first bad field.
+
+    Discriminated unions put the tag value into ``loc``; it is dropped so the field reads
+    ``params.max_new_tokens``, and a bad or missing tag is reported against the discriminator itself.
+    """
+    first = exc.errors()[0]
+    parts = [str(p) for p in first["loc"]]
+    if first["type"].startswith("union_tag"):
+        parts = [str(first.get("ctx", {}).get("discriminator", "")).strip("'")]
+    elif parts and isinstance(raw, dict) and parts[0] not in raw and parts[0] in map(str, raw.values()):
+        parts = parts[1:]
+    loc = ".".join(p for p in (prefix, *parts) if p)
+    return InvalidInput(f"{loc}: {first['msg']}", field=loc)

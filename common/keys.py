@@ -1,0 +1,36 @@
+"""Redis key layout, in one place so every reader and writer agrees."""
+from __future__ import annotations
+
+from common.settings import get_settings
+
+
+def _p() -> str:
+    return get_settings().key_prefix
+
+
+def job(job_id: str) -> str:
+    return f"{_p()}:job:{job_id}"
+
+
+def events(job_id: str) -> str:
+    return f"{_p()}:events:{job_id}"
+
+
+def tenant_jobs(tenant: str) -> str:
+    return f"{_p()}:tenant:{tenant}:jobs"
+
+
+def idempotency(tenant: str, key: str) -> str:
+    return f"{_p()}:idem:{tenant}:{key}"
+
+
+def workers() -> str:
+    return f"{_p()}:workers"
+
+
+def worker_info(worker_id: str) -> str:
+    return f"{_p()}:worker:{worker_id}"
+
+
+def running(queue: str) -> str:
+    return f"{_p()}:running:{queue}"

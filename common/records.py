@@ -1,0 +1,186 @@
+"""The job record store: one Redis hash per job, status changes and their events applied atomically."""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from common import keys
+from common.errors import Conflict, NotFound
+from common.schemas import JobRecord
+from common.settings import get_settings
+
+# Fields stored as JSON in the hash; everything else is a plain string.
+_JSON_FIELDS = ("params", "inputs", "progress", "result", "error", "artifacts", "timings")
+
+# Create a job unless the tenant's idempotency key already names one; append the queued event.
+_SUBMIT = """
+if KEYS[1] ~= '' and redis.call('EXISTS', KEYS[1]) == 1 then
+  return redis.call('GET', KEYS[1])
+end
+local fields = cjson.decode(ARGV[1])
+for k, v in pairs(fields) do redis.call('HSET', KEYS[2], k, v) end
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+redis.call('ZADD', KEYS[3], ARGV[3], fields['id'])
+redis.call('XADD', KEYS[4], '*', 'type', 'queued', 'data', ARGV[2])
+redis.call('EXPIRE', KEYS[4], ARGV[4])
+if KEYS[1] ~= '' then
+  redis.call('SET', KEYS[1], cjson.encode({job_id=fields['id'], body_hash=ARGV[5]}), 'EX', ARGV[6])
+end
+return ''
+"""
+
+# Move a job between states only from an allowed state; write fields and append the event atomically.
+_TRANSITION = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return {0, ''} end
+local allowed = cjson.decode(ARGV[1])
+local ok = false
+for _, s in ipairs(allowed) do if s == status then ok = true end end
+if not ok then return {0, status} end
+local fields = cjson.decode(ARGV[2])
+for k, v in pairs(fields) do redis.call('HSET', KEYS[1], k, v) end
+if ARGV[3] ~= '' then
+  redis.call('XADD', KEYS[2], '*', 'type', ARGV[3], 'data', ARGV[4])
+  redis.call('EXPIRE', KEYS[2], ARGV[5])
+end
+return {1, status}
+"""
+
+
+def body_hash(body: dict[str, Any]) -> str:
+    """Stable hash of a request body, used to detect an idempotency key reused with another body."""
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _encode(fields: dict[str, Any]) -> dict[str, str]:
+    return {k: json.dumps(v) if k in _JSON_FIELDS else ("" if v is None else str(v)) for k, v in fields.items()}
+
+
+def _decode(raw: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in raw.items():
+        out[k] = json.loads(v) if k in _JSON_FIELDS and v else (v if v != "" else None)
+    return out
+
+
+@dataclass(frozen=True)
+class Transition:
+    """Outcome of a compare-and-set on a job's status."""
+
+    applied: bool
+    previous: str | None
+
+
+class JobStore:
+    """Typed access to job records and their state machine."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.r = client
+        self._submit = client.register_script(_SUBMIT)
+        self._transition = client.register_script(_TRANSITION)
+
+    def create(self, fields: dict[str, Any], idem_key: str | None, request_hash: str) -> str | None:
+        """Store a new queued job; returns the existing job id when the idempotency key already names one."""
+        s = get_settings()
+        idem = keys.idempotency(fields["tenant"], idem_key) if idem_key else ""
+        queued = json.dumps({"status": "queued", "queue": fields["queue"]})
+        existing = self._submit(
+            keys=[idem, keys.job(fields["id"]), keys.tenant_jobs(fields["tenant"]), keys.events(fields["id"])],
+            args=[json.dumps(_encode(fields)), queued, fields["timings"]["submitted_at"], s.record_ttl_s,
+                  request_hash, s.idempotency_ttl_s],
+        )
+        if not existing:
+            return None
+        prior = json.loads(existing)
+        if prior["body_hash"] != request_hash:
+            raise Conflict("Idempotency-Key was already used with a different request body",
+                           field="Idempotency-Key")
+        return str(prior["job_id"])
+
+    def delete(self, job_id: str, tenant: str, idem_key: str | None) -> None:
+        """Remove a job that could not be enqueued, so a failed submit leaves nothing behind."""
+        pipe = self.r.pipeline()
+        pipe.delete(keys.job(job_id), keys.events(job_id))
+        pipe.zrem(keys.tenant_jobs(tenant), job_id)
+        if idem_key:
+            pipe.delete(keys.idempotency(tenant, idem_key))
+        pipe.execute()
+
+    def get_raw(self, job_id: str) -> dict[str, Any] | None:
+        """The decoded hash, or None when no such job exists."""
+        raw = self.r.hgetall(keys.job(job_id))
+        return _decode(raw) if raw else None
+
+    def get(self, job_id: str, tenant: str | None = None) -> JobRecord:
+        """The record; 404 when missing or owned by another tenant (existence is not leaked)."""
+        raw = self.get_raw(job_id)
+        if raw is None or (tenant is not None and raw.get("tenant") != tenant):
+            raise NotFound(f"job {job_id} not found", field="job_id")
+        return to_record(raw)
+
+    def list(self, tenant: str, limit: int, status: str | None, kind: str | None) -> list[JobRecord]:
+        """The tenant's newest jobs, filtered by status and kind."""
+        out: list[JobRecord] = []
+        start, page = 0, max(limit * 2, 50)
+        while len(out) < limit:
+            ids = self.r.zrevrange(keys.tenant_jobs(tenant), start, start + page - 1)
+            if not ids:
+                break
+            pipe = self.r.pipeline()
+            for job_id in ids:
+                pipe.hgetall(keys.job(job_id))
+            for raw in pipe.execute():
+                rec = _decode(raw) if raw else None
+                if rec and (status is None or rec["status"] == status) and (kind is None or rec["kind"] == kind):
+                    out.append(to_record(rec))
+            start += page
+        return out[:limit]
+
+    def transition(self, job_id: str, allowed: list[str], fields: dict[str, Any],
+                   event: str = "", data: dict[str, Any] | None = None) -> Transition:
+        """Compare-and-set the status (``fields`` usually holds the new one) and append ``event``."""
+        applied, previous = self._transition(
+            keys=[keys.job(job_id), keys.events(job_id)],
+            args=[json.dumps(allowed), json.dumps(_encode(fields)), event, json.dumps(data or {}),
+                  get_settings().record_ttl_s],
+        )
+        return Transition(bool(applied), previous or None)
+
+    def update(self, job_id: str, fields: dict[str, Any]) -> None:
+        """Write fields without a status check (progress, artifacts)."""
+        self.r.hset(keys.job(job_id), mapping=_encode(fields))
+
+    def request_cancel(self, job_id: str, tenant: str) -> JobRecord:
+        """Cancel a queued job at once, or flag a running one to stop at its next progress point."""
+        rec = self.get(job_id, tenant)
+        now = time.time()
+        if rec.status == "queued":
+            timings = rec.timings.model_copy(update={"finished_at": now}).model_dump()
+            done = self.transition(job_id, ["queued"], {"status": "cancelled", "cancel_requested": 1,
+                                                        "timings": timings},
+                                   "cancelled", {"reason": "cancelled before it started"})
+            if done.applied:
+                return self.get(job_id, tenant)
+            rec = self.get(job_id, tenant)
+        if rec.status == "running":
+            self.transition(job_id, ["running"], {"cancel_requested": 1}, "log",
+                            {"message": "cancellation requested"})
+            return self.get(job_id, tenant)
+        raise Conflict(f"job {job_id} is already {rec.status}", field="job_id")
+
+    def cancel_requested(self, job_id: str) -> bool:
+        """True once somebody asked for this job to stop."""
+        return self.r.hget(keys.job(job_id), "cancel_requested") == "1"
+
+
+def to_record(raw: dict[str, Any]) -> JobRecord:
+    """Build the wire record from a decoded hash."""
+    data = {k: v for k, v in raw.items() if k in JobRecord.model_fields}
+    data["cancel_requested"] = raw.get("cancel_requested") == "1"
+    data["attempts"] = int(raw.get("attempts") or 0)
+    return JobRecord.model_validate(data)

@@ -1,0 +1,106 @@
+"""The one settings object for gpuq: every knob is a ``GPUQ_`` environment variable."""
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "secret", "dev", "devkey", "password", "admin"})
+
+
+def _split(value: object, sep: str) -> object:
+    """Split a delimited env string into a list; pass lists through untouched."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(sep) if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Process-wide configuration, read once from the environment (prefix ``GPUQ_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="GPUQ_", extra="ignore")
+
+    env: Literal["dev", "test", "prod"] = "dev"
+    redis_url: str | None = None
+    redis_sentinel_master: str = "mymaster"
+    key_prefix: str = "gpuq"
+    api_keys: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    admin_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    model_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+    artifact_dir: Path = Path("var/artifacts")
+    data_dir: Path = Path("var")
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    flower_port: int = 5555
+    flower_basic_auth: SecretStr | None = None
+    max_body_bytes: int = 2_000_000
+    max_list_limit: int = 500
+    queues: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    job_time_limit_s: int = 3600
+    visibility_timeout_s: int = 7200
+    worker_soft_shutdown_s: int = 60
+    worker_heartbeat_s: float = 5.0
+    worker_ttl_s: float = 20.0
+    worker_metrics_port: int = 9100
+    record_ttl_s: int = 7 * 86400
+    idempotency_ttl_s: int = 86400
+    result_inline_max_bytes: int = 64_000
+    model_cache_max_models: int = 4
+    device: str | None = None
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    preload: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    max_new_tokens_limit: int = 2048
+    max_inputs_per_job: int = 1024
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _parse_api_keys(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        pairs: dict[str, str] = {}
+        for item in _split(value, ","):  # type: ignore[union-attr]
+            tenant, sep, key = item.partition(":")
+            if not sep or not tenant or not key:
+                raise ValueError("GPUQ_API_KEYS entries must look like tenant:key")
+            pairs[key] = tenant
+        return pairs
+
+    @field_validator("admin_keys", "queues", "preload", mode="before")
+    @classmethod
+    def _parse_csv(cls, value: object) -> object:
+        return _split(value, ",")
+
+    @field_validator("model_roots", mode="before")
+    @classmethod
+    def _parse_roots(cls, value: object) -> object:
+        return _split(value, os.pathsep)
+
+    @model_validator(mode="after")
+    def _refuse_placeholders_outside_dev(self) -> Settings:
+        if self.env != "prod":
+            return self
+        for key in [*self.api_keys, *self.admin_keys]:
+            if key.lower() in PLACEHOLDER_SECRETS or len(key) < 16:
+                raise ValueError("GPUQ_API_KEYS/GPUQ_ADMIN_KEYS hold a placeholder or short key in prod")
+        if self.flower_basic_auth is not None:
+            password = self.flower_basic_auth.get_secret_value().partition(":")[2]
+            if password.lower() in PLACEHOLDER_SECRETS:
+                raise ValueError("GPUQ_FLOWER_BASIC_AUTH has a placeholder password in prod")
+        return self
+
+    @property
+    def resolved_redis_url(self) -> str:
+        """The Redis URL to use; the launcher fills it in when an embedded Redis is started."""
+        if not self.redis_url:
+            raise RuntimeError("GPUQ_REDIS_URL is unset: start the stack with `gpuq up` for an embedded Redis")
+        return self.redis_url
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Return the cached process-wide settings."""
+    return Settings()

@@ -1,0 +1,76 @@
+"""Worker lifecycle hooks: identity, liveness heartbeats, and hard-time-limit bookkeeping."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from typing import Any
+
+from celery import signals
+from celery.exceptions import TimeLimitExceeded
+
+from common import keys
+from common.errors import JobTimeout
+from common.redis_client import get_redis
+from common.settings import get_settings
+
+log = logging.getLogger(__name__)
+_stop = threading.Event()
+
+
+@signals.celeryd_init.connect
+def _name_worker(sender: str | None = None, **_: Any) -> None:
+    """Children inherit the node name, so job records say which worker ran them."""
+    os.environ["GPUQ_WORKER_NAME"] = str(sender or socket.gethostname())
+
+
+def _beat(node: str, queues: list[str]) -> None:
+    settings = get_settings()
+    info = {"node": node, "host": socket.gethostname(), "pid": os.getpid(), "queues": queues,
+            "started_at": time.time()}
+    while not _stop.is_set():
+        try:
+            r = get_redis()
+            pipe = r.pipeline(transaction=False)
+            pipe.zadd(keys.workers(), {node: time.time()})
+            pipe.set(keys.worker_info(node), json.dumps(info), ex=int(settings.worker_ttl_s * 3))
+            pipe.execute()
+        except Exception as exc:  # noqa: BLE001 - Redis may be down; keep beating when it returns
+            log.warning("heartbeat failed: %s", exc)
+        _stop.wait(settings.worker_heartbeat_s)
+
+
+@signals.worker_ready.connect
+def _start_heartbeat(sender: Any = None, **_: Any) -> None:
+    queues = [q.name for q in sender.app.amqp.queues.consume_from.values()] if sender else []
+    node = os.environ.get("GPUQ_WORKER_NAME", socket.gethostname())
+    threading.Thread(target=_beat, args=(node, queues), name="gpuq-heartbeat", daemon=True).start()
+
+
+@signals.worker_shutdown.connect
+def _stop_heartbeat(**_: Any) -> None:
+    _stop.set()
+    try:
+        get_redis().zrem(keys.workers(), os.environ.get("GPUQ_WORKER_NAME", socket.gethostname()))
+    except Exception:  # noqa: BLE001
+        pass
+
+
+@signals.task_failure.connect
+def _hard_time_limit(task_id: str | None = None, exception: BaseException | None = None, **_: Any) -> None:
+    """The parent sees a hard time limit after killing the child; fail the job record there."""
+    if not isinstance(exception, TimeLimitExceeded) or not task_id:
+        return
+    from common.records import JobStore
+    from worker.runner import finish
+
+    jobs = JobStore(get_redis())
+    raw = jobs.get_raw(task_id)
+    if raw is None:
+        return
+    timings = {**(raw.get("timings") or {}), "finished_at": time.time()}
+    finish(jobs, task_id, raw["queue"], "failed", timings,
+            error=JobTimeout(f"job exceeded its hard time limit ({exception})").to_dict())
