@@ -55,6 +55,7 @@ class Settings(BaseSettings):
     preload: Annotated[list[str], NoDecode] = Field(default_factory=list)
     max_new_tokens_limit: int = 2048
     max_inputs_per_job: int = 1024
+    synthetic_jobs: bool = True
 
     @field_validator("api_keys", mode="before")
     @classmethod
@@ -83,6 +84,8 @@ class Settings(BaseSettings):
     def _refuse_placeholders_outside_dev(self) -> Settings:
         if self.env != "prod":
             return self
+        if "synthetic_jobs" not in self.model_fields_set:
+            self.synthetic_jobs = False
         for key in [*self.api_keys, *self.admin_keys]:
             if key.lower() in PLACEHOLDER_SECRETS or len(key) < 16:
                 raise ValueError("GPUQ_API_KEYS/GPUQ_ADMIN_KEYS hold a placeholder or short key in prod")

@@ -1,0 +1,43 @@
+"""The ``synthetic`` job kind: a fixed-cost job with no model, for benchmarks and fault drills.
+
+It runs a busy loop (fixed CPU cost, like a GPU kernel that holds its device) or sleeps, for a number of
+steps with a progress point each, and can be told to fail in a chosen way. Refused when
+``GPUQ_SYNTHETIC_JOBS`` is false (the default in prod).
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from common.errors import InvalidInput
+from common.jobs.registry import JobSpec, Validated, register
+from common.settings import Settings
+
+
+class SyntheticParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    steps: int = Field(1, ge=0, le=100_000)
+    step_ms: float = Field(0.0, ge=0, le=60_000)
+    mode: Literal["busy", "sleep"] = "sleep"
+    fail: Literal["error", "oom", "crash", "hang"] | None = None
+    fail_at_step: int = Field(0, ge=0)
+    result_bytes: int = Field(0, ge=0, le=50_000_000)
+
+
+def check(model: str, inputs: Any, parsed: Any, settings: Settings) -> Validated:
+    """Allow synthetic jobs only where enabled; ``model`` is a free label."""
+    if not settings.synthetic_jobs:
+        raise InvalidInput("kind 'synthetic' is disabled on this deployment", field="kind")
+    return Validated(model=model, inputs=inputs, params=parsed.model_dump(exclude_none=True))
+
+
+SPEC = register(JobSpec(
+    kind="synthetic",
+    queue="inference",
+    params_model=SyntheticParams,
+    check=check,
+    time_limit_s=None,
+    description="Fixed-cost job without a model (benchmarks, drills).",
+))

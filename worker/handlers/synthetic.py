@@ -1,0 +1,50 @@
+"""Handler for the ``synthetic`` kind: fixed work per step, optional injected failure."""
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from common.errors import JobError
+from worker.context import JobContext
+
+
+def _work(step_ms: float, mode: str) -> None:
+    if step_ms <= 0:
+        return
+    if mode == "sleep":
+        time.sleep(step_ms / 1000)
+        return
+    end = time.perf_counter() + step_ms / 1000
+    x = 0
+    while time.perf_counter() < end:
+        x += 1
+
+
+def _fail(kind: str) -> None:
+    if kind == "error":
+        raise JobError("synthetic failure requested")
+    if kind == "oom":
+        raise MemoryError("synthetic allocation failure (out of memory)")
+    if kind == "crash":
+        os._exit(137)
+    if kind == "hang":
+        while True:
+            time.sleep(1)
+
+
+def run(ctx: JobContext) -> Any:
+    """Do ``steps`` units of work with a progress point after each."""
+    p = ctx.params
+    steps = int(p.get("steps", 1))
+    for step in range(steps):
+        if p.get("fail") and step == int(p.get("fail_at_step", 0)):
+            _fail(str(p["fail"]))
+        _work(float(p.get("step_ms", 0.0)), str(p.get("mode", "sleep")))
+        ctx.progress(step + 1, steps)
+    if p.get("fail") and steps == 0:
+        _fail(str(p["fail"]))
+    result: dict[str, Any] = {"steps": steps, "echo": ctx.inputs}
+    if p.get("result_bytes"):
+        result["blob"] = "x" * int(p["result_bytes"])
+    return result

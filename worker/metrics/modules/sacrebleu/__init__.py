@@ -1,0 +1,1 @@
+"""Package marker so setuptools ships sacrebleu.py; evaluate loads the script by path, not by import."""
