@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     max_new_tokens_limit: int = 2048
     max_inputs_per_job: int = 1024
     synthetic_jobs: bool = True
+    secret_key: SecretStr | None = None
+    hf_token: SecretStr | None = None
+    hub_namespaces: Annotated[dict[str, list[str]], NoDecode] = Field(default_factory=dict)
 
     @field_validator("api_keys", mode="before")
     @classmethod
@@ -69,6 +72,18 @@ class Settings(BaseSettings):
                 raise ValueError("GPUQ_API_KEYS entries must look like tenant:key")
             pairs[key] = tenant
         return pairs
+
+    @field_validator("hub_namespaces", mode="before")
+    @classmethod
+    def _parse_namespaces(cls, value: object) -> object:
+        """``tenant:ns1|ns2,tenant2:ns3`` -> {tenant: [ns1, ns2], ...}."""
+        if not isinstance(value, str):
+            return value
+        out: dict[str, list[str]] = {}
+        for item in _split(value, ","):  # type: ignore[union-attr]
+            tenant, _, spaces = item.partition(":")
+            out[tenant] = [ns for ns in spaces.split("|") if ns]
+        return out
 
     @field_validator("admin_keys", "queues", "preload", mode="before")
     @classmethod

@@ -14,7 +14,7 @@ from api import queue
 from api.deps import Artifacts, Jobs, SettingsDep, Tenant
 from common import events
 from common.errors import InvalidInput, ServiceUnavailable
-from common.jobs.registry import get_spec
+from common.jobs.registry import Submitter, get_spec
 from common.records import body_hash
 from common.redis_client import get_async_redis
 from common.schemas import ArtifactInfo, JobList, JobRecord, JobRequest, JobStatus
@@ -28,7 +28,7 @@ def submit_job(body: JobRequest, tenant: Tenant, jobs: Jobs, settings: SettingsD
                idempotency_key: IdempotencyKey = None) -> JSONResponse:
     """Validate a job against its kind, store its record and enqueue it (202)."""
     spec = get_spec(body.kind)
-    valid = spec.validate(body.model, body.inputs, body.params, settings)
+    valid = spec.validate(body.model, body.inputs, body.params, Submitter(tenant, settings))
     job_id = uuid.uuid4().hex
     fields: dict[str, Any] = {
         "id": job_id, "tenant": tenant, "kind": spec.kind, "model": valid.model, "queue": spec.queue,

@@ -7,8 +7,8 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from common.errors import InvalidInput
 from common.jobs.modelref import check_model_ref
-from common.jobs.registry import JobSpec, Validated, register
 from common.settings import Settings
+from common.jobs.registry import JobSpec, Submitter, Validated, register
 
 Revision = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")]
 DType = Literal["auto", "float32", "float16", "bfloat16"]
@@ -74,9 +74,9 @@ def _check_texts(inputs: Any, settings: Settings) -> list[str] | str:
     return inputs  # type: ignore[no-any-return]
 
 
-def check(model: str, inputs: Any, parsed: Any, settings: Settings) -> Validated:
+def check(model: str, inputs: Any, parsed: Any, who: Submitter) -> Validated:
     """Validate an inference request beyond its params' types."""
-    params = parsed.root
+    params, settings = parsed.root, who.settings
     if isinstance(params, TextGenerationParams) and params.max_new_tokens > settings.max_new_tokens_limit:
         raise InvalidInput(f"params.max_new_tokens: at most {settings.max_new_tokens_limit}",
                            field="params.max_new_tokens")

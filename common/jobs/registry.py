@@ -20,7 +20,15 @@ class Validated:
     params: dict[str, Any]
 
 
-Check = Callable[[str, Any, BaseModel, Settings], Validated]
+@dataclass(frozen=True)
+class Submitter:
+    """Who submits, and under which settings: what kind checks may depend on besides the body."""
+
+    tenant: str
+    settings: Settings
+
+
+Check = Callable[[str, Any, BaseModel, Submitter], Validated]
 
 
 @dataclass(frozen=True)
@@ -39,13 +47,13 @@ class JobSpec:
         """Hard time limit in seconds for jobs of this kind."""
         return self.time_limit_s or settings.job_time_limit_s
 
-    def validate(self, model: str, inputs: Any, params: dict[str, Any], settings: Settings) -> Validated:
+    def validate(self, model: str, inputs: Any, params: dict[str, Any], who: Submitter) -> Validated:
         """Validate params with the kind's model, then run its input checks; 422 names the field."""
         try:
             parsed = self.params_model.model_validate(params)
         except ValidationError as exc:
             raise pydantic_to_invalid(exc, prefix="params", raw=params) from None
-        return self.check(model, inputs, parsed, settings)
+        return self.check(model, inputs, parsed, who)
 
 
 _REGISTRY: dict[str, JobSpec] = {}

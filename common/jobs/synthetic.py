@@ -11,8 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from common.errors import InvalidInput
-from common.jobs.registry import JobSpec, Validated, register
-from common.settings import Settings
+from common.jobs.registry import JobSpec, Submitter, Validated, register
 
 
 class SyntheticParams(BaseModel):
@@ -26,9 +25,9 @@ class SyntheticParams(BaseModel):
     result_bytes: int = Field(0, ge=0, le=50_000_000)
 
 
-def check(model: str, inputs: Any, parsed: Any, settings: Settings) -> Validated:
+def check(model: str, inputs: Any, parsed: Any, who: Submitter) -> Validated:
     """Allow synthetic jobs only where enabled; ``model`` is a free label."""
-    if not settings.synthetic_jobs:
+    if not who.settings.synthetic_jobs:
         raise InvalidInput("kind 'synthetic' is disabled on this deployment", field="kind")
     return Validated(model=model, inputs=inputs, params=parsed.model_dump(exclude_none=True))
 

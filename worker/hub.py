@@ -1,0 +1,94 @@
+"""Hugging Face Hub integration for workers: pin revisions, push folders with retries and clear errors."""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from common.errors import JobError, TransientJobError
+from common.secrets import unseal
+from common.settings import get_settings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+RETRIES = 4
+
+
+class HubAuthError(JobError):
+    """The Hub refused the credentials or the namespace."""
+
+    type_name = "hub_auth_error"
+
+
+@dataclass(frozen=True)
+class PushResult:
+    repo_id: str
+    repo_type: str
+    commit_sha: str
+    commit_url: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"repo_id": self.repo_id, "repo_type": self.repo_type, "commit_sha": self.commit_sha,
+                "commit_url": self.commit_url}
+
+
+def token_for(push: dict[str, Any] | None) -> str | None:
+    """The token to use: the job's own (unsealed here, in memory only) or the server's."""
+    if push and push.get("sealed_token"):
+        return unseal(str(push["sealed_token"]))
+    server = get_settings().hf_token
+    return server.get_secret_value() if server is not None else None
+
+
+def _status(exc: BaseException) -> int | None:
+    response = getattr(exc, "response", None)
+    return getattr(response, "status_code", None)
+
+
+def with_retries(call: Callable[[], T], what: str) -> T:
+    """Run a Hub call, retrying transient failures (5xx, 429, connection errors) with backoff."""
+    import httpx
+    from huggingface_hub.errors import HfHubHTTPError
+
+    for attempt in range(RETRIES):
+        try:
+            return call()
+        except (HfHubHTTPError, httpx.TransportError, ConnectionError, TimeoutError) as exc:
+            status = _status(exc)
+            if status in (401, 403):
+                raise HubAuthError(f"{what}: the Hub refused the credentials ({status})") from None
+            transient = status is None or status == 429 or status >= 500
+            if not transient or attempt == RETRIES - 1:
+                error = TransientJobError if transient else JobError
+                raise error(f"{what}: {type(exc).__name__}: {str(exc)[:300]}") from None
+            delay = 0.5 * 2 ** attempt
+            log.warning("%s failed (%s); retrying in %.1fs", what, status or type(exc).__name__, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def push_folder(push: dict[str, Any], folder: Path, message: str) -> PushResult:
+    """Create the repo if needed and upload ``folder`` as one commit."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token_for(push))
+    repo_id, repo_type = str(push["repo_id"]), str(push.get("repo_type", "model"))
+    with_retries(lambda: api.create_repo(repo_id, repo_type=repo_type, private=bool(push.get("private", True)),
+                                         exist_ok=True), f"create_repo {repo_id}")
+    info = with_retries(lambda: api.upload_folder(repo_id=repo_id, folder_path=str(folder), repo_type=repo_type,
+                                                  commit_message=push.get("commit_message") or message),
+                        f"upload to {repo_id}")
+    return PushResult(repo_id, repo_type, str(info.oid), str(info.commit_url))  # type: ignore[union-attr]
+
+
+def resolve_revision(repo_id: str, revision: str | None, repo_type: str = "model",
+                     token: str | None = None) -> str:
+    """Pin a branch or tag to the commit sha it points at now (recorded in the job record)."""
+    from huggingface_hub import HfApi
+
+    info = with_retries(lambda: HfApi(token=token).repo_info(repo_id, revision=revision, repo_type=repo_type),
+                        f"resolve {repo_id}@{revision or 'main'}")
+    return str(info.sha)
