@@ -93,6 +93,7 @@ def create_app() -> FastAPI:
                   description="Distributed job queue for GPU workers: submit, stream, cancel, fetch artifacts.")
     app.include_router(health.router)
     app.include_router(jobs.router)
+    app.include_router(jobs.deadletter_router)
     app.add_exception_handler(GpuqError, _gpuq_error)
     app.add_exception_handler(RedisError, _redis_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -18,6 +18,12 @@ def _api(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
+    import os
+
+    # SIGTERM (Kubernetes, docker stop) starts Celery's soft shutdown: the running job gets
+    # GPUQ_WORKER_SOFT_SHUTDOWN_S to finish or hand itself back, then unacked messages are restored at once.
+    # billiard reads this when it is first imported, so it must be set before Celery loads.
+    os.environ.setdefault("REMAP_SIGTERM", "SIGQUIT")
     from common.jobs.registry import all_specs
     from common.settings import get_settings
     from worker.celery_app import app

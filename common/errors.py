@@ -107,3 +107,10 @@ class WorkerLost(JobError):
     """The worker died under the job too many times (poison job)."""
 
     type_name = "worker_lost"
+
+
+class JobInterrupted(JobError):
+    """The worker is shutting down; the job goes back to the queue (after checkpointing if it can)."""
+
+    retryable = True
+    type_name = "interrupted"

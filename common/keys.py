@@ -34,3 +34,19 @@ def worker_info(worker_id: str) -> str:
 
 def running(queue: str) -> str:
     return f"{_p()}:running:{queue}"
+
+
+def lease(job_id: str) -> str:
+    return f"{_p()}:lease:{job_id}"
+
+
+def deadletter() -> str:
+    return f"{_p()}:deadletter"
+
+
+def draining(node: str) -> str:
+    return f"{_p()}:draining:{node}"
+
+
+def sweeper_lock() -> str:
+    return f"{_p()}:sweeper-lock"

@@ -141,6 +141,18 @@ class JobStore:
             start += page
         return out[:limit]
 
+    def dead_letters(self, tenant: str, limit: int) -> list[JobRecord]:
+        """The tenant's jobs that were given up on (poison jobs), newest first."""
+        ids = self.r.zrevrange(keys.deadletter(), 0, -1)
+        out = []
+        for job_id in ids:
+            raw = self.get_raw(job_id)
+            if raw and raw.get("tenant") == tenant:
+                out.append(to_record(raw))
+            if len(out) >= limit:
+                break
+        return out
+
     def transition(self, job_id: str, allowed: list[str], fields: dict[str, Any],
                    event: str = "", data: dict[str, Any] | None = None) -> Transition:
         """Compare-and-set the status (``fields`` usually holds the new one) and append ``event``."""

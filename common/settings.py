@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     max_new_tokens_limit: int = 2048
     max_inputs_per_job: int = 1024
     synthetic_jobs: bool = True
+    lease_ttl_s: float = 30.0
+    sweep_interval_s: float = 10.0
+    time_limit_grace_s: int = 30
     secret_key: SecretStr | None = None
     hf_token: SecretStr | None = None
     hub_namespaces: Annotated[dict[str, list[str]], NoDecode] = Field(default_factory=dict)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 import redis
 
 from common import events, keys
-from common.errors import JobCancelled
+from common.errors import JobCancelled, JobInterrupted
 from common.records import JobStore
 from common.schemas import ArtifactInfo
 from common.settings import Settings
@@ -36,16 +37,28 @@ class JobContext:
     artifacts: list[ArtifactInfo] = field(default_factory=list)
     model_load_ms: float = 0.0
     timings: dict[str, Any] = field(default_factory=dict)
+    attempt: int = 1
+    last_progress: dict[str, Any] | None = None
 
     def progress(self, done: int, total: int, **extra: Any) -> None:
         """Record progress, append a progress event and stop here if cancellation was requested."""
         data = {"done": done, "total": total, **extra}
+        self.last_progress = data
+        encoded = json.dumps(data)
         pipe = self.redis.pipeline(transaction=False)
-        pipe.hset(keys.job(self.job_id), "progress", json.dumps(data))
-        pipe.xadd(keys.events(self.job_id), {"type": "progress", "data": json.dumps(data)})
+        pipe.hset(keys.job(self.job_id), "progress", encoded)
+        pipe.xadd(keys.events(self.job_id), {"type": "progress", "data": encoded})
         pipe.hget(keys.job(self.job_id), "cancel_requested")
-        if pipe.execute()[-1] == "1":
+        pipe.exists(keys.draining(node_name()))
+        *_, cancel, draining = pipe.execute()
+        if cancel == "1":
             raise JobCancelled("cancelled while running")
+        if draining:
+            raise JobInterrupted("worker is shutting down")
+
+    def draining(self) -> bool:
+        """True when this worker was asked to shut down (handlers that checkpoint may check it)."""
+        return bool(self.redis.exists(keys.draining(node_name())))
 
     def check_cancelled(self) -> None:
         """Raise JobCancelled when somebody asked this job to stop."""
@@ -78,6 +91,11 @@ class JobContext:
         value, load_ms = self.models.get(key, loader)
         self.model_load_ms += load_ms
         return value
+
+
+def node_name() -> str:
+    """The Celery node this process belongs to."""
+    return os.environ.get("GPUQ_WORKER_NAME", "")
 
 
 def now() -> float:

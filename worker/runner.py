@@ -1,4 +1,9 @@
-"""Runs one job end to end: claim it, call its handler, record the outcome. Celery tasks call this."""
+"""Runs one job end to end: claim it under a lease, call its handler, record the outcome.
+
+Celery tasks call ``run_job``. Delivery is at-least-once (acks late); the lease and the record's atomic
+status transitions make execution effectively once: a duplicate delivery of a job that a live worker is
+running is dropped, and only one terminal transition (one ``completed``/``failed`` event) can ever happen.
+"""
 from __future__ import annotations
 
 import json
@@ -9,7 +14,8 @@ import time
 from typing import Any
 
 from common import keys
-from common.errors import (GpuqError, JobCancelled, JobError, JobTimeout, ResourceExhausted, WorkerLost)
+from common.errors import (GpuqError, JobCancelled, JobError, JobInterrupted, JobTimeout, ResourceExhausted,
+                           WorkerLost)
 from common.jobs.registry import get_spec
 from common.records import JobStore
 from common.redis_client import get_redis
@@ -18,10 +24,15 @@ from common.settings import get_settings
 from common.storage import get_store
 from worker.context import JobContext, now
 from worker.handlers import get_handler
+from worker.lease import Lease
 from worker.models import get_cache, release_memory
 
 log = logging.getLogger(__name__)
 RESULT_ARTIFACT = "result.json"
+
+
+class Requeue(Exception):
+    """Raised to the task layer: give the message back to the broker at once."""
 
 
 def worker_id() -> str:
@@ -39,10 +50,17 @@ def run_job(job_id: str) -> str:
     if raw["status"] in TERMINAL_STATUSES:
         log.info("job %s is already %s; not running it again", job_id, raw["status"])
         return str(raw["status"])
-    ctx = _claim(jobs, raw)
-    if ctx is None:
-        return str(jobs.get_raw(job_id)["status"])  # type: ignore[index]
-    return _execute(jobs, ctx, raw)
+    lease = Lease(jobs.r, job_id, worker_id(), get_settings().lease_ttl_s)
+    if not lease.acquire():
+        log.warning("job %s is leased by a live worker; dropping duplicate delivery", job_id)
+        return "duplicate"
+    try:
+        ctx = _claim(jobs, raw)
+        if ctx is None:
+            return str((jobs.get_raw(job_id) or {}).get("status"))
+        return _execute(jobs, ctx, raw)
+    finally:
+        lease.release()
 
 
 def _claim(jobs: JobStore, raw: dict[str, Any]) -> JobContext | None:
@@ -52,8 +70,11 @@ def _claim(jobs: JobStore, raw: dict[str, Any]) -> JobContext | None:
     attempts = int(raw.get("attempts") or 0) + 1
     timings = dict(raw.get("timings") or {})
     if attempts > spec.max_attempts:
-        finish(jobs, raw["id"], raw["queue"], "failed", timings, error=WorkerLost(
-            f"job was interrupted {attempts - 1} times (worker lost each time); giving up").to_dict())
+        error = WorkerLost(f"job was interrupted {attempts - 1} times (its worker died each time); giving up "
+                           f"after max_attempts={spec.max_attempts}")
+        if finish(jobs, raw["id"], raw["queue"], "failed", {**timings, "finished_at": now()},
+                  error=error.to_dict()) == "failed":
+            jobs.r.zadd(keys.deadletter(), {raw["id"]: now()})
         return None
     started = now()
     timings.update(started_at=started, queue_wait_ms=round((started - timings["submitted_at"]) * 1000, 3))
@@ -66,38 +87,45 @@ def _claim(jobs: JobStore, raw: dict[str, Any]) -> JobContext | None:
     return JobContext(
         job_id=raw["id"], tenant=raw["tenant"], kind=raw["kind"], model=raw["model"], inputs=raw.get("inputs"),
         params=raw.get("params") or {}, settings=settings, redis=jobs.r, jobs=jobs,
-        store=get_store(settings.artifact_dir), models=get_cache(),
-        artifacts=[], model_load_ms=0.0, timings=timings,
+        store=get_store(settings.artifact_dir), models=get_cache(), timings=timings, attempt=attempts,
     )
 
 
 def _execute(jobs: JobStore, ctx: JobContext, raw: dict[str, Any]) -> str:
-    timings = ctx.timings
     begin = time.perf_counter()
     try:
         result = get_handler(ctx.kind).run(ctx)
         result = _maybe_offload(ctx, result)
     except JobCancelled as exc:
-        return finish(jobs, ctx.job_id, raw["queue"], "cancelled", _timed(timings, ctx, begin),
-                       event_data={"reason": exc.message})
+        return finish(jobs, ctx.job_id, raw["queue"], "cancelled", _timed(ctx, begin),
+                      event_data={"reason": exc.message})
+    except JobInterrupted as exc:
+        _requeue(jobs, ctx, raw["queue"], exc.message)
+        raise Requeue(exc.message) from None
     except Exception as exc:  # noqa: BLE001 - every failure is recorded; the worker keeps serving
         error = classify(exc)
         log.warning("job %s failed: %s: %s", ctx.job_id, error.type_name, error.message)
         release_memory()
-        return finish(jobs, ctx.job_id, raw["queue"], "failed", _timed(timings, ctx, begin),
-                       error=error.to_dict())
-    return finish(jobs, ctx.job_id, raw["queue"], "succeeded", _timed(timings, ctx, begin), result=result)
+        return finish(jobs, ctx.job_id, raw["queue"], "failed", _timed(ctx, begin), error=error.to_dict())
+    return finish(jobs, ctx.job_id, raw["queue"], "succeeded", _timed(ctx, begin), result=result)
 
 
-def _timed(timings: dict[str, Any], ctx: JobContext, begin: float) -> dict[str, Any]:
+def _requeue(jobs: JobStore, ctx: JobContext, queue: str, why: str) -> None:
+    """Hand a job back: running -> queued, so the next worker claims it (and resumes from a checkpoint)."""
+    jobs.transition(ctx.job_id, ["running"], {"status": "queued"}, "log",
+                    {"message": f"{why}; returned to the queue", "progress": ctx.last_progress})
+    jobs.r.zrem(keys.running(queue), ctx.job_id)
+
+
+def _timed(ctx: JobContext, begin: float) -> dict[str, Any]:
     elapsed = (time.perf_counter() - begin) * 1000
-    return {**timings, "finished_at": now(), "model_load_ms": round(ctx.model_load_ms, 3),
+    return {**ctx.timings, "finished_at": now(), "model_load_ms": round(ctx.model_load_ms, 3),
             "run_ms": round(max(elapsed - ctx.model_load_ms, 0.0), 3)}
 
 
 def _maybe_offload(ctx: JobContext, result: Any) -> Any:
     """Store a large result as an artifact and keep a reference in the record."""
-    encoded = json.dumps(result, separators=(",", ":")).encode()
+    encoded = json.dumps(result, separators=(",", ":"), allow_nan=False).encode()
     if len(encoded) <= ctx.settings.result_inline_max_bytes:
         return result
     info = ctx.put_artifact(RESULT_ARTIFACT, encoded)
@@ -105,9 +133,9 @@ def _maybe_offload(ctx: JobContext, result: Any) -> Any:
 
 
 def finish(jobs: JobStore, job_id: str, queue: str, status: str, timings: dict[str, Any],
-            result: Any = None, error: dict[str, Any] | None = None,
-            event_data: dict[str, Any] | None = None) -> str:
-    """Write the terminal state and its event in one atomic step."""
+           result: Any = None, error: dict[str, Any] | None = None,
+           event_data: dict[str, Any] | None = None) -> str:
+    """Write the terminal state and its event in one atomic step; a second attempt is a no-op."""
     event = {"succeeded": "completed", "failed": "failed", "cancelled": "cancelled"}[status]
     fields: dict[str, Any] = {"status": status, "timings": timings}
     data: dict[str, Any] = dict(event_data or {})
@@ -117,9 +145,9 @@ def finish(jobs: JobStore, job_id: str, queue: str, status: str, timings: dict[s
     if error is not None:
         fields["error"] = error
         data["error"] = error
-    jobs.transition(job_id, ["queued", "running"], fields, event, data)
+    done = jobs.transition(job_id, ["queued", "running"], fields, event, data)
     jobs.r.zrem(keys.running(queue), job_id)
-    return status
+    return status if done.applied else str(done.previous)
 
 
 def classify(exc: BaseException) -> GpuqError:

@@ -27,10 +27,13 @@ def _name_worker(sender: str | None = None, **_: Any) -> None:
     os.environ["GPUQ_WORKER_NAME"] = str(sender or socket.gethostname())
 
 
-def _beat(node: str, queues: list[str]) -> None:
+def _beat(app: Any, node: str, queues: list[str]) -> None:
+    from worker.sweeper import sweep_once
+
     settings = get_settings()
     info = {"node": node, "host": socket.gethostname(), "pid": os.getpid(), "queues": queues,
             "started_at": time.time()}
+    next_sweep = time.monotonic() + settings.sweep_interval_s
     while not _stop.is_set():
         try:
             r = get_redis()
@@ -38,6 +41,9 @@ def _beat(node: str, queues: list[str]) -> None:
             pipe.zadd(keys.workers(), {node: time.time()})
             pipe.set(keys.worker_info(node), json.dumps(info), ex=int(settings.worker_ttl_s * 3))
             pipe.execute()
+            if time.monotonic() >= next_sweep:
+                next_sweep = time.monotonic() + settings.sweep_interval_s
+                sweep_once(app, r)
         except Exception as exc:  # noqa: BLE001 - Redis may be down; keep beating when it returns
             log.warning("heartbeat failed: %s", exc)
         _stop.wait(settings.worker_heartbeat_s)
@@ -47,7 +53,19 @@ def _beat(node: str, queues: list[str]) -> None:
 def _start_heartbeat(sender: Any = None, **_: Any) -> None:
     queues = [q.name for q in sender.app.amqp.queues.consume_from.values()] if sender else []
     node = os.environ.get("GPUQ_WORKER_NAME", socket.gethostname())
-    threading.Thread(target=_beat, args=(node, queues), name="gpuq-heartbeat", daemon=True).start()
+    get_redis().delete(keys.draining(node))
+    app = sender.app if sender else None
+    threading.Thread(target=_beat, args=(app, node, queues), name="gpuq-heartbeat", daemon=True).start()
+
+
+@signals.worker_shutting_down.connect
+def _drain(**_: Any) -> None:
+    """Tell the running job (through Redis, read at its next progress point) to checkpoint and hand back."""
+    node = os.environ.get("GPUQ_WORKER_NAME", socket.gethostname())
+    try:
+        get_redis().set(keys.draining(node), "1", ex=get_settings().worker_soft_shutdown_s + 120)
+    except Exception as exc:  # noqa: BLE001 - without Redis the soft-shutdown window still applies
+        log.warning("could not flag draining: %s", exc)
 
 
 @signals.worker_shutdown.connect

@@ -20,6 +20,7 @@ from common.redis_client import get_async_redis
 from common.schemas import ArtifactInfo, JobList, JobRecord, JobRequest, JobStatus
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+deadletter_router = APIRouter(prefix="/v1/deadletter", tags=["jobs"])
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
 
 
@@ -115,3 +116,9 @@ def download_artifact(job_id: str, name: str, tenant: Tenant, jobs: Jobs, store:
     jobs.get(job_id, tenant)
     path = store.local_path(tenant, job_id, name)
     return FileResponse(path, filename=path.name)
+
+
+@deadletter_router.get("", response_model=JobList)
+def list_dead_letters(tenant: Tenant, jobs: Jobs, limit: int = Query(50, ge=1, le=500)) -> JobList:
+    """Jobs that were failed after killing their worker too many times (the dead-letter list)."""
+    return JobList(jobs=jobs.dead_letters(tenant, limit))

@@ -31,12 +31,25 @@ def _fail(kind: str) -> None:
     if kind == "hang":
         while True:
             time.sleep(1)
+    if kind == "hang_hard":  # ignores the soft time limit, like a stuck CUDA kernel: only a kill ends it
+        while True:
+            try:
+                time.sleep(1)
+            except BaseException:  # noqa: BLE001,S110
+                pass
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process (Linux)."""
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def run(ctx: JobContext) -> Any:
     """Do ``steps`` units of work with a progress point after each."""
     p = ctx.params
     steps = int(p.get("steps", 1))
+    ballast = bytearray(int(p.get("alloc_mb", 0)) << 20)  # held for the job's lifetime
     for step in range(steps):
         if p.get("fail") and step == int(p.get("fail_at_step", 0)):
             _fail(str(p["fail"]))
@@ -44,7 +57,8 @@ def run(ctx: JobContext) -> Any:
         ctx.progress(step + 1, steps)
     if p.get("fail") and steps == 0:
         _fail(str(p["fail"]))
-    result: dict[str, Any] = {"steps": steps, "echo": ctx.inputs}
+    result: dict[str, Any] = {"steps": steps, "echo": ctx.inputs, "attempt": ctx.attempt,
+                              "rss_bytes": rss_bytes(), "allocated": len(ballast)}
     if p.get("result_bytes"):
         result["blob"] = "x" * int(p["result_bytes"])
     return result
