@@ -13,7 +13,7 @@ import socket
 import time
 from typing import Any
 
-from common import keys
+from common import dispatch, keys
 from common.errors import (GpuqError, JobCancelled, JobError, JobInterrupted, JobTimeout, ResourceExhausted,
                            WorkerLost)
 from common.jobs.registry import get_spec
@@ -100,8 +100,7 @@ def _execute(jobs: JobStore, ctx: JobContext, raw: dict[str, Any]) -> str:
         return finish(jobs, ctx.job_id, raw["queue"], "cancelled", _timed(ctx, begin),
                       event_data={"reason": exc.message})
     except JobInterrupted as exc:
-        _requeue(jobs, ctx, raw["queue"], exc.message)
-        raise Requeue(exc.message) from None
+        return _hand_back(jobs, ctx, raw, exc.message)
     except Exception as exc:  # noqa: BLE001 - every failure is recorded; the worker keeps serving
         error = classify(exc)
         log.warning("job %s failed: %s: %s", ctx.job_id, error.type_name, error.message)
@@ -110,11 +109,25 @@ def _execute(jobs: JobStore, ctx: JobContext, raw: dict[str, Any]) -> str:
     return finish(jobs, ctx.job_id, raw["queue"], "succeeded", _timed(ctx, begin), result=result)
 
 
-def _requeue(jobs: JobStore, ctx: JobContext, queue: str, why: str) -> None:
-    """Hand a job back: running -> queued, so the next worker claims it (and resumes from a checkpoint)."""
+def _hand_back(jobs: JobStore, ctx: JobContext, raw: dict[str, Any], why: str) -> str:
+    """Give an interrupted job back: running -> queued, and publish it again right away.
+
+    Rejecting the message would also requeue it, but Celery's main process sits in its soft-shutdown
+    wait until the window ends, so the reject (and the requeue) would only happen then. Publishing a
+    fresh message lets another worker start within milliseconds; the original message is acked when the
+    parent catches up, and if it is restored instead, the claim logic drops it as a duplicate.
+    """
+    from worker.celery_app import app
+
     jobs.transition(ctx.job_id, ["running"], {"status": "queued"}, "log",
                     {"message": f"{why}; returned to the queue", "progress": ctx.last_progress})
-    jobs.r.zrem(keys.running(queue), ctx.job_id)
+    jobs.r.zrem(keys.running(raw["queue"]), ctx.job_id)
+    jobs.r.delete(keys.lease(ctx.job_id))  # before publishing, or the next worker would see it held
+    try:
+        dispatch.publish(app, ctx.job_id, get_spec(ctx.kind), raw.get("priority") or "normal")
+    except GpuqError:
+        raise Requeue(why) from None
+    return "requeued"
 
 
 def _timed(ctx: JobContext, begin: float) -> dict[str, Any]:

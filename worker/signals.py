@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import socket
 import threading
 import time
@@ -54,18 +55,34 @@ def _start_heartbeat(sender: Any = None, **_: Any) -> None:
     queues = [q.name for q in sender.app.amqp.queues.consume_from.values()] if sender else []
     node = os.environ.get("GPUQ_WORKER_NAME", socket.gethostname())
     get_redis().delete(keys.draining(node))
+    _wrap_shutdown_signals()
     app = sender.app if sender else None
     threading.Thread(target=_beat, args=(app, node, queues), name="gpuq-heartbeat", daemon=True).start()
 
 
-@signals.worker_shutting_down.connect
-def _drain(**_: Any) -> None:
+def _drain() -> None:
     """Tell the running job (through Redis, read at its next progress point) to checkpoint and hand back."""
     node = os.environ.get("GPUQ_WORKER_NAME", socket.gethostname())
     try:
         get_redis().set(keys.draining(node), "1", ex=get_settings().worker_soft_shutdown_s + 120)
     except Exception as exc:  # noqa: BLE001 - without Redis the soft-shutdown window still applies
         log.warning("could not flag draining: %s", exc)
+
+
+def _wrap_shutdown_signals() -> None:
+    """Flag draining *before* Celery's handler runs: its soft shutdown blocks until the window ends and
+    only then sends ``worker_shutting_down``, too late for the running job to hand itself back."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in (signal.SIGTERM, signal.SIGQUIT, signal.SIGINT):
+        previous = signal.getsignal(sig)
+        if not callable(previous):
+            continue
+
+        def handler(signum: int, frame: Any, previous: Any = previous) -> None:
+            _drain()
+            previous(signum, frame)
+        signal.signal(sig, handler)
 
 
 @signals.worker_shutdown.connect
