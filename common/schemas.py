@@ -3,13 +3,43 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+import math
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 Priority = Literal["high", "normal", "low"]
 EventType = Literal["queued", "started", "progress", "log", "output", "completed", "failed", "cancelled"]
 TERMINAL_EVENTS: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+
+
+MAX_JSON_DEPTH = 32
+
+
+def check_json_value(value: Any, depth: int = 0) -> Any:
+    """Refuse non-finite numbers and absurd nesting anywhere in a free-form JSON value."""
+    if depth > MAX_JSON_DEPTH:
+        raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("NaN and infinite numbers are not allowed")
+    if isinstance(value, str):
+        _check_text(value)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_text(key)
+            check_json_value(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            check_json_value(item, depth + 1)
+    return value
+
+
+def _check_text(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("text contains a lone surrogate (not valid Unicode)") from None
 
 
 class JobRequest(BaseModel):
@@ -22,6 +52,11 @@ class JobRequest(BaseModel):
     inputs: Any = None
     params: dict[str, Any] = Field(default_factory=dict)
     priority: Priority = "normal"
+
+    @field_validator("inputs", "params")
+    @classmethod
+    def _finite_and_shallow(cls, value: Any) -> Any:
+        return check_json_value(value)
 
 
 class ErrorInfo(BaseModel):

@@ -89,14 +89,28 @@ class ResidentModels:
 
 
 def release_memory() -> None:
-    """Return freed tensors to the device (after an eviction or an OOM)."""
+    """Return freed memory to the device and the OS (after an eviction or an OOM).
+
+    ``malloc_trim`` matters on CPU: glibc keeps freed large blocks in the heap once its mmap threshold
+    has grown, so without it a worker that once held a big allocation keeps that RSS forever.
+    """
     gc.collect()
+    _malloc_trim()
     try:
         import torch
 
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     except ImportError:  # pragma: no cover - torch is a worker dependency
+        pass
+
+
+def _malloc_trim() -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
         pass
 
 

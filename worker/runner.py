@@ -104,9 +104,11 @@ def _execute(jobs: JobStore, ctx: JobContext, raw: dict[str, Any]) -> str:
     except Exception as exc:  # noqa: BLE001 - every failure is recorded; the worker keeps serving
         error = classify(exc)
         log.warning("job %s failed: %s: %s", ctx.job_id, error.type_name, error.message)
-        release_memory()
-        return finish(jobs, ctx.job_id, raw["queue"], "failed", _timed(ctx, begin), error=error.to_dict())
-    return finish(jobs, ctx.job_id, raw["queue"], "succeeded", _timed(ctx, begin), result=result)
+    else:
+        return finish(jobs, ctx.job_id, raw["queue"], "succeeded", _timed(ctx, begin), result=result)
+    # Outside the except block: the traceback (and every frame's tensors) is gone before memory is released.
+    release_memory()
+    return finish(jobs, ctx.job_id, raw["queue"], "failed", _timed(ctx, begin), error=error.to_dict())
 
 
 def _hand_back(jobs: JobStore, ctx: JobContext, raw: dict[str, Any], why: str) -> str:

@@ -90,6 +90,5 @@ SPEC = register(JobSpec(
     queue="inference",
     params_model=InferenceParams,
     check=check,
-    time_limit_s=600,
     description="Run a transformers pipeline task on a resident model.",
 ))

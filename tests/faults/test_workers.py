@@ -145,3 +145,25 @@ def test_sigterm_during_long_job_requeues_it_at_once_for_another_worker(stack: S
                    "job requeued at once and finished by another worker",
                    f"picked up by the new worker {handover_s:.1f} s after SIGTERM; old worker exited "
                    f"{stack.workers['old'].proc.returncode}")
+
+
+def test_cancellation_queued_never_runs_running_stops_within_a_step_done_is_409(stack: Stack, outcome) -> None:
+    stack.start_redis()
+    stack.start_worker("w1")
+    stack.start_api()
+    with stack.client() as c:
+        running = c.post("/v1/jobs", json={**LONG, "params": {"steps": 100, "step_ms": 200}}).json()
+        wait_for(lambda: c.get(f"/v1/jobs/{running['id']}").json()["progress"] is not None, 30, "progress")
+        queued = c.post("/v1/jobs", json=LONG).json()
+        assert c.post(f"/v1/jobs/{queued['id']}/cancel").json()["status"] == "cancelled"
+        at_cancel = c.post(f"/v1/jobs/{running['id']}/cancel").json()["progress"]["done"]
+        stopped = wait_job(c, running["id"], timeout=30)
+        later = wait_job(c, c.post("/v1/jobs", json={"kind": "synthetic", "model": "x"}).json()["id"])
+        never = c.get(f"/v1/jobs/{queued['id']}").json()
+        again = c.post(f"/v1/jobs/{later['id']}/cancel")
+    assert stopped["status"] == "cancelled" and stopped["progress"]["done"] <= at_cancel + 1
+    assert never["status"] == "cancelled" and never["attempts"] == 0 and never["worker"] is None
+    assert again.status_code == 409
+    outcome.record("cancel queued / running / finished", "never runs / stops within one step / 409",
+                   f"queued never started; running stopped at step {stopped['progress']['done']} "
+                   f"(cancel at {at_cancel}); finished -> 409")
