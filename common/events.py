@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import redis
 import redis.asyncio as aioredis
@@ -28,7 +28,8 @@ def _parse(entry_id: str, fields: dict[str, str]) -> JobEvent:
 
 def read_all(client: redis.Redis, job_id: str) -> list[JobEvent]:
     """Every event of a job so far, oldest first."""
-    return [_parse(i, f) for i, f in client.xrange(keys.events(job_id))]
+    entries = cast(list[tuple[str, dict[str, str]]], client.xrange(keys.events(job_id)))
+    return [_parse(i, f) for i, f in entries]
 
 
 async def follow(client: aioredis.Redis, job_id: str, after: str = "0",
@@ -36,7 +37,8 @@ async def follow(client: aioredis.Redis, job_id: str, after: str = "0",
     """Yield events after ``after`` until a terminal one; yields None on each idle block (keep-alive)."""
     last = after or "0"
     while True:
-        resp = await client.xread({keys.events(job_id): last}, count=100, block=block_ms)
+        resp = cast(list[tuple[str, list[tuple[str, dict[str, str]]]]],
+                    await client.xread({keys.events(job_id): last}, count=100, block=block_ms))
         if not resp:
             yield None
             continue

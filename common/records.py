@@ -5,7 +5,7 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -113,7 +113,7 @@ class JobStore:
 
     def get_raw(self, job_id: str) -> dict[str, Any] | None:
         """The decoded hash, or None when no such job exists."""
-        raw = self.r.hgetall(keys.job(job_id))
+        raw = cast(dict[str, str], self.r.hgetall(keys.job(job_id)))
         return _decode(raw) if raw else None
 
     def get(self, job_id: str, tenant: str | None = None) -> JobRecord:
@@ -123,12 +123,12 @@ class JobStore:
             raise NotFound(f"job {job_id} not found", field="job_id")
         return to_record(raw)
 
-    def list(self, tenant: str, limit: int, status: str | None, kind: str | None) -> list[JobRecord]:
+    def list_jobs(self, tenant: str, limit: int, status: str | None, kind: str | None) -> list[JobRecord]:
         """The tenant's newest jobs, filtered by status and kind."""
         out: list[JobRecord] = []
         start, page = 0, max(limit * 2, 50)
         while len(out) < limit:
-            ids = self.r.zrevrange(keys.tenant_jobs(tenant), start, start + page - 1)
+            ids = cast(list[str], self.r.zrevrange(keys.tenant_jobs(tenant), start, start + page - 1))
             if not ids:
                 break
             pipe = self.r.pipeline()
@@ -143,7 +143,7 @@ class JobStore:
 
     def dead_letters(self, tenant: str, limit: int) -> list[JobRecord]:
         """The tenant's jobs that were given up on (poison jobs), newest first."""
-        ids = self.r.zrevrange(keys.deadletter(), 0, -1)
+        ids = cast(list[str], self.r.zrevrange(keys.deadletter(), 0, -1))
         out = []
         for job_id in ids:
             raw = self.get_raw(job_id)
@@ -165,7 +165,7 @@ class JobStore:
 
     def update(self, job_id: str, fields: dict[str, Any]) -> None:
         """Write fields without a status check (progress, artifacts)."""
-        self.r.hset(keys.job(job_id), mapping=_encode(fields))
+        self.r.hset(keys.job(job_id), mapping=cast(Any, _encode(fields)))
 
     def request_cancel(self, job_id: str, tenant: str) -> JobRecord:
         """Cancel a queued job at once, or flag a running one to stop at its next progress point."""

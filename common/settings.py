@@ -15,8 +15,12 @@ PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "secret", "dev", "devk
 def _split(value: object, sep: str) -> object:
     """Split a delimited env string into a list; pass lists through untouched."""
     if isinstance(value, str):
-        return [part.strip() for part in value.split(sep) if part.strip()]
+        return _parts(value, sep)
     return value
+
+
+def _parts(value: str, sep: str) -> list[str]:
+    return [part.strip() for part in value.split(sep) if part.strip()]
 
 
 class Settings(BaseSettings):
@@ -69,7 +73,7 @@ class Settings(BaseSettings):
         if not isinstance(value, str):
             return value
         pairs: dict[str, str] = {}
-        for item in _split(value, ","):  # type: ignore[union-attr]
+        for item in _parts(value, ","):
             tenant, sep, key = item.partition(":")
             if not sep or not tenant or not key:
                 raise ValueError("GPUQ_API_KEYS entries must look like tenant:key")
@@ -83,7 +87,7 @@ class Settings(BaseSettings):
         if not isinstance(value, str):
             return value
         out: dict[str, list[str]] = {}
-        for item in _split(value, ","):  # type: ignore[union-attr]
+        for item in _parts(value, ","):
             tenant, _, spaces = item.partition(":")
             out[tenant] = [ns for ns in spaces.split("|") if ns]
         return out

@@ -58,7 +58,7 @@ def list_jobs(tenant: Tenant, jobs: Jobs, settings: SettingsDep, status: JobStat
               kind: str | None = Query(None, max_length=64),
               limit: int = Query(50, ge=1, le=500)) -> JobList:
     """The caller's jobs, newest first."""
-    return JobList(jobs=jobs.list(tenant, min(limit, settings.max_list_limit), status, kind))
+    return JobList(jobs=jobs.list_jobs(tenant, min(limit, settings.max_list_limit), status, kind))
 
 
 @router.get("/{job_id}", response_model=JobRecord)
