@@ -12,6 +12,19 @@ EventType = Literal["queued", "started", "progress", "log", "output", "completed
 TERMINAL_EVENTS: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
 
 
+WEBHOOK_DEFAULT_EVENTS: tuple[EventType, ...] = ("completed", "failed", "cancelled")
+
+
+class WebhookSpec(BaseModel):
+    """Where to POST a job's events: signed with the tenant's secret, retried, never blocking the job."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(min_length=1, max_length=2048)
+    events: list[EventType] = Field(default_factory=lambda: list(WEBHOOK_DEFAULT_EVENTS), min_length=1,
+                                    max_length=8)
+
+
 class JobRequest(BaseModel):
     """Body of ``POST /v1/jobs``; kind-specific checks happen in the job registry."""
 
@@ -22,6 +35,7 @@ class JobRequest(BaseModel):
     inputs: Any = None
     params: dict[str, Any] = Field(default_factory=dict)
     priority: Priority = "normal"
+    webhook: WebhookSpec | None = None
 
 
 class ErrorInfo(BaseModel):
@@ -66,6 +80,7 @@ class JobRecord(BaseModel):
     attempts: int = 0
     cancel_requested: bool = False
     timings: Timings = Field(default_factory=Timings)
+    webhook: WebhookSpec | None = None
 
 
 class JobList(BaseModel):
@@ -76,3 +91,15 @@ class JobEvent(BaseModel):
     id: str
     type: EventType
     data: dict[str, Any] = Field(default_factory=dict)
+
+
+class KindInfo(BaseModel):
+    """A registered job kind, as ``GET /v1/kinds`` lists it."""
+
+    kind: str
+    queue: str
+    description: str = ""
+
+
+class KindList(BaseModel):
+    kinds: list[KindInfo]
