@@ -203,7 +203,7 @@ class Sender:
 
     def backoff(self, attempt: int) -> float:
         """Exponential backoff with jitter: base * 2^(attempt-1), capped, between 50% and 100% of it."""
-        full = min(self.settings.webhook_backoff_max_s, self.settings.webhook_backoff_s * 2 ** (attempt - 1))
+        full = min(self.settings.webhook_backoff_max_s, self.settings.webhook_backoff_s * 2.0 ** (attempt - 1))
         return full / 2 + random.uniform(0, full / 2)
 
     async def _post(self, delivery: Delivery, attempt: int) -> str | None:
