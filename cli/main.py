@@ -41,6 +41,13 @@ def _flower(args: argparse.Namespace) -> int:
     return 0
 
 
+def _webhooks(args: argparse.Namespace) -> int:
+    from common.settings import get_settings
+    from common.webhooks.sender import run_sender
+
+    return run_sender(get_settings())
+
+
 def _up(args: argparse.Namespace) -> int:
     from cli.stack import run_stack
 
@@ -71,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int)
     p.add_argument("--address", default="127.0.0.1")
     p.set_defaults(func=_flower)
+    p = sub.add_parser("webhooks", help="run the webhook sender (delivers job events to webhook URLs)")
+    p.set_defaults(func=_webhooks)
     p = sub.add_parser("up", help="start Redis (embedded if GPUQ_REDIS_URL is unset), API, worker and Flower")
     p.add_argument("--demo", action="store_true", help="build tiny local models and run demo jobs")
     p.add_argument("--no-flower", action="store_true")
