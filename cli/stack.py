@@ -71,7 +71,7 @@ def run_stack(demo: bool, flower: bool, once: bool = False) -> int:
     api_key = None if s.api_keys else f"dev-{secrets.token_urlsafe(18)}"
     env = stack_env(redis_url, api_key)
     api_url = f"http://{s.api_host}:{s.api_port}"
-    procs = [_spawn("api", env), _spawn("worker", env)]
+    procs = [_spawn("api", env), _spawn("worker", env), _spawn("webhooks", env)]
     if flower:
         procs.append(_spawn("flower", env))
     try:
