@@ -37,7 +37,8 @@ class UsageError(Exception):
 
 def outcome_code(job: JobRecord) -> int:
     """The exit code a finished (or still running) job stands for."""
-    return {"succeeded": EXIT_OK, "failed": EXIT_FAILED, "cancelled": EXIT_CANCELLED}.get(job.status, EXIT_TIMEOUT)
+    codes = {"succeeded": EXIT_OK, "failed": EXIT_FAILED, "cancelled": EXIT_CANCELLED}
+    return codes.get(job.status, EXIT_TIMEOUT)
 
 
 def error_code(exc: GpuqError) -> int:
@@ -94,8 +95,8 @@ def describe(job: JobRecord) -> str:
     if job.progress:
         lines.append(f"progress  {job.progress.get('done')}/{job.progress.get('total')}")
     if t.run_ms is not None:
-        lines.append(f"timings   waited {t.queue_wait_ms or 0:.0f} ms, loaded model {t.model_load_ms or 0:.0f} ms, "
-                     f"ran {t.run_ms:.0f} ms")
+        lines.append(f"timings   waited {t.queue_wait_ms or 0:.0f} ms, loaded model "
+                     f"{t.model_load_ms or 0:.0f} ms, ran {t.run_ms:.0f} ms")
     if job.worker:
         lines.append(f"worker    {job.worker} (attempt {job.attempts})")
     if job.error:

@@ -60,6 +60,8 @@ def stack_env(redis_url: str, api_key: str | None) -> dict[str, str]:
     env["GPUQ_MODEL_ROOTS"] = os.pathsep.join(roots)
     if api_key:
         env["GPUQ_API_KEYS"] = f"dev:{api_key}"
+    # /generate runs the demo's tiny GPT-2 unless the operator chose a model.
+    env.setdefault("GPUQ_GENERATE_MODEL", str(data / "models" / "gpt2"))
     return env
 
 

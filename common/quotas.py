@@ -64,7 +64,8 @@ class Quotas:
                               retry_after_s=IN_FLIGHT_RETRY_AFTER_S)
         if verdict == 2:
             raise RateLimited(f"tenant {tenant!r} submits faster than its quota of "
-                              f"{quota.submit_rate_per_s:g} jobs/s; retry in {wait:.1f} s", retry_after_s=wait)
+                              f"{quota.submit_rate_per_s:g} jobs/s; retry in {wait:.1f} s",
+                              retry_after_s=wait)
 
     def release(self, tenant: str, job_id: str) -> None:
         """Stop counting a job that was admitted but not created (an idempotent replay, a failed publish)."""

@@ -30,7 +30,8 @@ class Runner:
     def client(self) -> Client:
         return Client(self.api_url, self.api_key)
 
-    def text(self, task: str, model: str, prompt: str, max_new_tokens: float, priority: str) -> Iterator[Update]:
+    def text(self, task: str, model: str, prompt: str, max_new_tokens: float,
+             priority: str) -> Iterator[Update]:
         """Submit an inference job and stream its progress, text and result."""
         if not model.strip() or not prompt.strip():
             yield "Enter a model and some text first.", "", None
@@ -50,7 +51,8 @@ class Runner:
         for status, text, result in self._run("image", model.strip(), prompt, params, priority):
             yield status, text, result if isinstance(result, list) else None
 
-    def _run(self, kind: str, model: str, inputs: Any, params: dict[str, Any], priority: str) -> Iterator[Update]:
+    def _run(self, kind: str, model: str, inputs: Any, params: dict[str, Any],
+             priority: str) -> Iterator[Update]:
         text = ""
         try:
             with self.client() as gpuq:
@@ -60,14 +62,17 @@ class Runner:
                     text += str(event.data.get("text", "")) if event.type == "output" else ""
                     yield _status(job.id, event.type, event), text, None
                 done = gpuq.get(job.id)
-                yield _status(job.id, done.status, done=done), text or _as_text(done), self._result(gpuq, done)
+                result = self._result(gpuq, done)
+                yield _status(job.id, done.status, done=done), text or _as_text(done), result
         except GpuqError as exc:
             yield f"**Refused:** {exc.message}" + (f" (`{exc.field}`)" if exc.field else ""), text, None
 
     def _result(self, gpuq: Client, job: JobRecord) -> Any:
         images = [a for a in job.artifacts if a.content_type.startswith("image/")]
         if not images:
-            return job.result if job.status == "succeeded" else (job.error.model_dump() if job.error else None)
+            if job.status == "succeeded":
+                return job.result
+            return job.error.model_dump() if job.error else None
         folder = tempfile.mkdtemp(prefix="gpuq-ui-")
         return [str(gpuq.download_artifact(job.id, a.name, folder, sha256=a.sha256)) for a in images]
 
@@ -104,7 +109,8 @@ def build(runner: Runner, model: str | None, kinds: list[str]) -> Any:
     import gradio as gr
 
     with gr.Blocks(title="gpuq demo") as app:
-        gr.Markdown("# gpuq demo\nJobs go through the gpuq API and run on a worker; progress streams back live.")
+        gr.Markdown("# gpuq demo\nJobs go through the gpuq API and run on a worker; "
+                    "progress streams back live.")
         with gr.Tab("Text"):
             task = gr.Dropdown(TEXT_TASKS, value=TEXT_TASKS[0], label="Task", elem_id="task")
             model_box = gr.Textbox(value=model or "", label="Model (Hub id or a directory the workers allow)",

@@ -46,8 +46,8 @@ async def _generate(prompt: str, tenant: str, jobs: JobStore, settings: Settings
     headers = {"Location": f"/v1/jobs/{job_id}", "X-Gpuq-Job-Id": job_id}
     timeout = waiting.capped(settings.generate_timeout_s, settings)
     if not await waiting.until_finished(job_id, timeout):
-        raise WaitTimeout(f"generation did not finish within {timeout:g} s; the job goes on: GET /v1/jobs/{job_id}",
-                          job_id=job_id)
+        raise WaitTimeout(f"generation did not finish within {timeout:g} s; the job goes on: "
+                          f"GET /v1/jobs/{job_id}", job_id=job_id)
     record = await run_in_threadpool(jobs.get, job_id, tenant)
     if record.status != "succeeded":
         why = record.error.message if record.error else record.status

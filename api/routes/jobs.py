@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -17,8 +17,10 @@ from common.schemas import TERMINAL_STATUSES, ArtifactInfo, JobList, JobRecord, 
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
-PreferHeader = Annotated[str | None, Header(alias="Prefer", max_length=255,
-                                            description="wait=N: answer with the finished job if done within N s")]
+PreferHeader = Annotated[str | None, Header(
+    alias="Prefer", max_length=255, description="wait=N: answer with the finished job if done within N s")]
+WaitQuery = Annotated[float | None, Query(
+    ge=0, description="long-poll: wait up to N s for the job to finish (capped by GPUQ_SYNC_WAIT_MAX_S)")]
 
 
 @router.post("", status_code=202, response_model=JobRecord, responses={
@@ -55,9 +57,7 @@ def list_jobs(tenant: Tenant, jobs: Jobs, settings: SettingsDep, status: JobStat
 
 @router.get("/{job_id}", response_model=JobRecord)
 async def get_job(job_id: str, tenant: Tenant, jobs: Jobs, settings: SettingsDep,
-                  wait: Annotated[float | None, Query(ge=0, description="long-poll: wait up to N s for the "
-                                                      "job to finish (capped by GPUQ_SYNC_WAIT_MAX_S)")] = None
-                  ) -> JobRecord:
+                  wait: WaitQuery = None) -> JobRecord:
     """One job's record (404 for another tenant's job); ``?wait=N`` returns as soon as it finishes."""
     record = await run_in_threadpool(jobs.get, job_id, tenant)
     if wait and record.status not in TERMINAL_STATUSES:

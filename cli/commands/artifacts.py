@@ -12,9 +12,11 @@ from cli.commands.common import client_from
 def add_parsers(sub: Any, parent: argparse.ArgumentParser, epilog: str) -> None:
     """Register ``artifacts`` and its sub-commands."""
     fmt = argparse.RawDescriptionHelpFormatter
-    p = sub.add_parser("artifacts", formatter_class=fmt, epilog=epilog, help="list or download a job's artifacts")
+    p = sub.add_parser("artifacts", formatter_class=fmt, epilog=epilog,
+                       help="list or download a job's artifacts")
     verbs = p.add_subparsers(dest="artifacts_command", required=True)
-    q = verbs.add_parser("ls", parents=[parent], formatter_class=fmt, epilog=epilog, help="list a job's artifacts")
+    q = verbs.add_parser("ls", parents=[parent], formatter_class=fmt, epilog=epilog,
+                         help="list a job's artifacts")
     q.add_argument("job_id")
     q.set_defaults(func=list_artifacts)
     q = verbs.add_parser("download", parents=[parent], formatter_class=fmt, epilog=epilog,

@@ -34,9 +34,10 @@ Flags override it; a --param value is JSON when it parses (16, 0.7, true, ["a","
 def add_parsers(sub: Any, parent: argparse.ArgumentParser, epilog: str) -> None:
     """Register the job commands."""
     fmt = argparse.RawDescriptionHelpFormatter
-    p = sub.add_parser("submit", parents=[parent], formatter_class=fmt, epilog=SUBMIT_EXAMPLES + "\n" + epilog,
-                       help="submit a job", description="Submit a job; prints its id (or, with --wait/--watch, "
-                       "waits for it and exits with its outcome).")
+    p = sub.add_parser("submit", parents=[parent], formatter_class=fmt, help="submit a job",
+                       epilog=SUBMIT_EXAMPLES + "\n" + epilog,
+                       description="Submit a job; prints its id (or, with --wait/--watch, waits for it and "
+                       "exits with its outcome).")
     p.add_argument("-f", "--file", type=Path, help="job file (YAML or JSON) with the request body")
     p.add_argument("--kind", help="job kind, e.g. inference (see the API's /v1/kinds)")
     p.add_argument("--model", help="Hub model id or a directory under GPUQ_MODEL_ROOTS")
@@ -49,11 +50,14 @@ def add_parsers(sub: Any, parent: argparse.ArgumentParser, epilog: str) -> None:
     p.add_argument("--webhook", metavar="URL", help="POST the job's events to this URL (signed)")
     p.add_argument("--webhook-event", dest="webhook_events", action="append", metavar="EVENT",
                    help="event to deliver (default: completed, failed, cancelled); repeat for several")
-    p.add_argument("--idempotency-key", metavar="KEY", help="reuse to make a retried submit return the same job")
+    p.add_argument("--idempotency-key", metavar="KEY",
+                   help="reuse to make a retried submit return the same job")
     when = p.add_mutually_exclusive_group()
     when.add_argument("--wait", action="store_true", help="wait for the job and print its result")
-    when.add_argument("--watch", action="store_true", help="show live progress and streamed text until it ends")
-    p.add_argument("--timeout", type=float, metavar="SECONDS", help="with --wait/--watch: give up after this long")
+    when.add_argument("--watch", action="store_true",
+                      help="show live progress and streamed text until it ends")
+    p.add_argument("--timeout", type=float, metavar="SECONDS",
+                   help="with --wait/--watch: give up after this long")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the job id")
     p.set_defaults(func=submit)
 
@@ -116,10 +120,12 @@ def job_body(args: argparse.Namespace) -> dict[str, Any]:
         params[key] = _value(value)
     body["params"] = params
     if args.webhook:
-        body["webhook"] = {"url": args.webhook, **({"events": args.webhook_events} if args.webhook_events else {})}
+        events = {"events": args.webhook_events} if args.webhook_events else {}
+        body["webhook"] = {"url": args.webhook, **events}
     missing = [k for k in ("kind", "model") if not body.get(k)]
     if missing:
-        raise output.UsageError(f"submit needs {' and '.join('--' + m for m in missing)} (or a job file with them)")
+        flags = " and ".join("--" + m for m in missing)
+        raise output.UsageError(f"submit needs {flags} (or a job file with them)")
     return body
 
 
@@ -264,7 +270,8 @@ def ls(args: argparse.Namespace) -> int:
     if not jobs:
         print("no jobs yet: submit one with `gpuq submit --help`")
         return output.EXIT_OK
-    rows = [[j.id, j.kind, j.status, j.priority, _short(j.model), output.ago(j.timings.submitted_at)] for j in jobs]
+    rows = [[j.id, j.kind, j.status, j.priority, _short(j.model), output.ago(j.timings.submitted_at)]
+            for j in jobs]
     print(output.table(rows, ["ID", "KIND", "STATUS", "PRIORITY", "MODEL", "SUBMITTED"]))
     return output.EXIT_OK
 

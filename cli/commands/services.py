@@ -1,4 +1,5 @@
-"""Commands that run gpuq's processes: ``api``, ``worker``, ``webhooks``, ``flower``, ``ui``, ``up``, ``demo``."""
+"""Commands that run gpuq's processes: ``api``, ``worker``, ``webhooks``, ``flower``, ``ui``, ``up``,
+``demo``."""
 from __future__ import annotations
 
 import argparse
@@ -48,8 +49,9 @@ def api(args: argparse.Namespace) -> int:
     from common.settings import get_settings
 
     s = get_settings()
-    uvicorn.run("api.main:create_app", factory=True, host=args.host or s.api_host, port=args.port or s.api_port,
-                log_level=args.log_level, proxy_headers=True, timeout_graceful_shutdown=10)
+    uvicorn.run("api.main:create_app", factory=True, host=args.host or s.api_host,
+                port=args.port or s.api_port, log_level=args.log_level, proxy_headers=True,
+                timeout_graceful_shutdown=10)
     return 0
 
 

@@ -61,7 +61,8 @@ class Sender:
                                      headers={"User-Agent": USER_AGENT}) as http:
             self.http = http
             while not self._stop.is_set():
-                if not await self.r.set(keys.webhook_sender_lock(), self._token, nx=True, px=int(LEASE_S * 1000)):
+                lease = int(LEASE_S * 1000)
+                if not await self.r.set(keys.webhook_sender_lock(), self._token, nx=True, px=lease):
                     await self._sleep(1.0)
                     continue
                 log.info("webhook sender active")
@@ -193,7 +194,8 @@ class Sender:
             await self.outbox.done(job_id)
             return
         if attempt >= self.settings.webhook_max_attempts:
-            log.warning("webhook %s %s given up after %d attempts: %s", job_id, delivery.event, attempt, outcome)
+            log.warning("webhook %s %s given up after %d attempts: %s", job_id, delivery.event, attempt,
+                        outcome)
             await self.outbox.done(job_id, dead=True)
             return
         delay = self.backoff(attempt)
@@ -203,7 +205,8 @@ class Sender:
 
     def backoff(self, attempt: int) -> float:
         """Exponential backoff with jitter: base * 2^(attempt-1), capped, between 50% and 100% of it."""
-        full = min(self.settings.webhook_backoff_max_s, self.settings.webhook_backoff_s * 2.0 ** (attempt - 1))
+        s = self.settings
+        full = min(s.webhook_backoff_max_s, s.webhook_backoff_s * 2.0 ** (attempt - 1))
         return full / 2 + random.uniform(0, full / 2)
 
     async def _post(self, delivery: Delivery, attempt: int) -> str | None:
@@ -214,8 +217,8 @@ class Sender:
             raise InvalidInput(f"tenant {delivery.tenant!r} no longer has a webhook secret", field="webhook")
         body = delivery.body.encode()
         headers = {"Content-Type": "application/json", "X-Gpuq-Event": delivery.event,
-                   "X-Gpuq-Delivery": f"{delivery.job_id}:{delivery.event_id}", "X-Gpuq-Attempt": str(attempt),
-                   SIGNATURE_HEADER: sign(secret.get_secret_value(), body)}
+                   "X-Gpuq-Delivery": f"{delivery.job_id}:{delivery.event_id}",
+                   "X-Gpuq-Attempt": str(attempt), SIGNATURE_HEADER: sign(secret.get_secret_value(), body)}
         url, extensions = pinned(delivery.url, target)
         headers["Host"] = _host_header(target)
         try:

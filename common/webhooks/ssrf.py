@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from common.errors import InvalidInput
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Resolver = Callable[..., list[tuple[Any, ...]]]
 FIELD = "webhook.url"
 
@@ -85,8 +86,8 @@ def _resolve(host: str, port: int, resolve: Resolver) -> list[IPAddress]:
     return sorted(found, key=lambda a: (a.version, int(a)))
 
 
-def _allowlist(entries: Sequence[str]) -> tuple[list[ipaddress.IPv4Network | ipaddress.IPv6Network], set[str]]:
-    nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+def _allowlist(entries: Sequence[str]) -> tuple[list[Network], set[str]]:
+    nets: list[Network] = []
     hosts: set[str] = set()
     for entry in entries:
         try:
