@@ -107,6 +107,13 @@ class Outbox:
         """Jobs whose head delivery should be attempted now."""
         return list(await self.r.zrangebyscore(keys.webhook_due(), "-inf", time.time(), start=0, num=limit))
 
+    async def next_due(self, exclude: set[str]) -> float | None:
+        """When the earliest pending delivery not already in progress is due (None when there is none)."""
+        for job_id, score in await self.r.zrange(keys.webhook_due(), 0, len(exclude), withscores=True):
+            if job_id not in exclude:
+                return float(score)
+        return None
+
     async def head(self, job_id: str) -> Delivery | None:
         raw = await self.r.lindex(keys.webhook_outbox(job_id), 0)
         return Delivery.loads(raw) if raw else None

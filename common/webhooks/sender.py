@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 LEASE_S = 10.0
 READ_BLOCK_MS = 500
 STREAMS_PER_READ = 256
+# Longest the delivery loop sleeps without news; deliveries due earlier, or newly queued, wake it sooner.
+IDLE_S = 1.0
 USER_AGENT = "gpuq-webhooks/0.1"
 
 _RENEW = """
@@ -49,6 +51,7 @@ class Sender:
         self._specs: dict[str, tuple[str, WebhookSpec] | None] = {}
         self._busy: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()  # set when a delivery is queued or one finishes
         self._slots = asyncio.Semaphore(settings.webhook_concurrency)
         self._token = secrets.token_hex(8)
 
@@ -137,6 +140,8 @@ class Sender:
             if event.type != "progress" or progress_at is not None:
                 delivery = await self._delivery(job_id, sub, event, terminal)
         await self.outbox.advance(job_id, event.id, terminal, delivery, progress_at)
+        if delivery is not None:
+            self._wake.set()
         if terminal:
             self._specs.pop(job_id, None)
 
@@ -159,14 +164,21 @@ class Sender:
 
     # --- delivering ----------------------------------------------------------------------------------
     async def _deliver(self) -> None:
+        """Start the due deliveries, then sleep until the next one is due or new work arrives."""
         while not self._stop.is_set():
+            self._wake.clear()
             for job_id in await self.outbox.due(self.settings.webhook_concurrency * 2):
                 if job_id not in self._busy:
                     self._busy.add(job_id)
                     task = asyncio.create_task(self._deliver_head(job_id))
                     self._tasks.add(task)
                     task.add_done_callback(self._tasks.discard)
-            await self._sleep(0.05)
+            next_at = await self.outbox.next_due(exclude=self._busy)
+            idle = IDLE_S if next_at is None else min(IDLE_S, max(0.0, next_at - time.time()))
+            try:
+                await asyncio.wait_for(self._wake.wait(), idle)
+            except TimeoutError:
+                pass
 
     async def _deliver_head(self, job_id: str) -> None:
         try:
@@ -181,6 +193,7 @@ class Sender:
             await self.outbox.retry_later(job_id, self.backoff(1))
         finally:
             self._busy.discard(job_id)
+            self._wake.set()
 
     async def _attempt(self, job_id: str, delivery: Delivery) -> None:
         attempt = await self.outbox.attempts(job_id) + 1
