@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse, Response
 from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.routes import health, jobs
+from api.routes import generate, health, jobs, kinds
 from common.errors import GpuqError, PayloadTooLarge, ServiceUnavailable
 from common.settings import get_settings
 
@@ -18,8 +18,10 @@ log = logging.getLogger(__name__)
 
 
 def _error_response(exc: GpuqError) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
-    return JSONResponse({"error": exc.to_dict()}, status_code=exc.status_code, headers=headers)
+    headers = exc.http_headers()
+    if exc.status_code == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    return JSONResponse({"error": exc.to_dict()}, status_code=exc.status_code, headers=headers or None)
 
 
 async def _gpuq_error(_: Request, exc: Exception) -> Response:
@@ -94,6 +96,8 @@ def create_app() -> FastAPI:
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(jobs.deadletter_router)
+    app.include_router(kinds.router)
+    app.include_router(generate.router)
     app.add_exception_handler(GpuqError, _gpuq_error)
     app.add_exception_handler(RedisError, _redis_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -1,99 +1,55 @@
-"""The ``gpuq`` command line: run the services, the local stack, and the demo."""
+"""The ``gpuq`` command line: submit and follow jobs, and run gpuq's services."""
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Callable
 
+from cli import output
+from cli.commands import artifacts, jobs, services
+from cli.commands.common import connection_options
 
-def _api(args: argparse.Namespace) -> int:
-    import uvicorn
+DESCRIPTION = """\
+gpuq: a job queue for GPU workers.
 
-    from common.settings import get_settings
+Run it all locally:      gpuq up --demo
+Submit and follow a job: gpuq submit --kind inference --model MODEL --input "text" \\
+                              --param task=text-generation --watch
+See your jobs:           gpuq ls
 
-    s = get_settings()
-    uvicorn.run("api.main:create_app", factory=True, host=args.host or s.api_host, port=args.port or s.api_port,
-                log_level=args.log_level, proxy_headers=True, timeout_graceful_shutdown=10)
-    return 0
-
-
-def _worker(args: argparse.Namespace) -> int:
-    import os
-
-    # SIGTERM (Kubernetes, docker stop) starts Celery's soft shutdown: the running job gets
-    # GPUQ_WORKER_SOFT_SHUTDOWN_S to finish or hand itself back, then unacked messages are restored at once.
-    # billiard reads this when it is first imported, so it must be set before Celery loads.
-    os.environ.setdefault("REMAP_SIGTERM", "SIGQUIT")
-    from common.jobs.registry import all_specs
-    from common.settings import get_settings
-    from worker.celery_app import app
-
-    queues = args.queues or ",".join(get_settings().queues or sorted({s.queue for s in all_specs()}))
-    argv = ["worker", "-Q", queues, "-P", "prefork", "-c", "1", "-E", "--loglevel", args.log_level.upper(),
-            "-n", args.hostname or "gpuq@%h", "--without-gossip", "--without-mingle"]
-    app.worker_main(argv)
-    return 0
-
-
-def _flower(args: argparse.Namespace) -> int:
-    from common.settings import get_settings
-    from worker.celery_app import app
-
-    s = get_settings()
-    argv = ["flower", f"--port={args.port or s.flower_port}", f"--address={args.address}"]
-    if s.flower_basic_auth is not None:
-        argv.append(f"--basic-auth={s.flower_basic_auth.get_secret_value()}")
-    app.start(argv)
-    return 0
-
-
-def _up(args: argparse.Namespace) -> int:
-    from cli.stack import run_stack
-
-    return run_stack(demo=args.demo, flower=not args.no_flower, once=args.once)
-
-
-def _demo(args: argparse.Namespace) -> int:
-    from cli.demo import run_demo
-
-    return run_demo(api_url=args.api_url, api_key=args.api_key)
+Commands that talk to the API read GPUQ_API_URL and GPUQ_API_KEY (or --api-url/--api-key).
+Every command has its own --help.
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (one sub-command per verb)."""
-    parser = argparse.ArgumentParser(prog="gpuq", description="gpuq: a job queue for GPU workers.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("api", help="run the HTTP API (uvicorn)")
-    p.add_argument("--host")
-    p.add_argument("--port", type=int)
-    p.add_argument("--log-level", default="info")
-    p.set_defaults(func=_api)
-    p = sub.add_parser("worker", help="run a GPU worker (one per GPU)")
-    p.add_argument("--queues", help="comma-separated queues (default: every job kind's queue)")
-    p.add_argument("--hostname", help="Celery node name (default gpuq@<host>)")
-    p.add_argument("--log-level", default="info")
-    p.set_defaults(func=_worker)
-    p = sub.add_parser("flower", help="run Flower (monitoring UI)")
-    p.add_argument("--port", type=int)
-    p.add_argument("--address", default="127.0.0.1")
-    p.set_defaults(func=_flower)
-    p = sub.add_parser("up", help="start Redis (embedded if GPUQ_REDIS_URL is unset), API, worker and Flower")
-    p.add_argument("--demo", action="store_true", help="build tiny local models and run demo jobs")
-    p.add_argument("--no-flower", action="store_true")
-    p.add_argument("--once", action="store_true", help="with --demo: stop the stack after the demo")
-    p.set_defaults(func=_up)
-    p = sub.add_parser("demo", help="run demo jobs against a running API")
-    p.add_argument("--api-url", default=None)
-    p.add_argument("--api-key", default=None)
-    p.set_defaults(func=_demo)
+    parser = argparse.ArgumentParser(prog="gpuq", description=DESCRIPTION, epilog=output.EXIT_CODES_HELP,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parent = connection_options()
+    jobs.add_parsers(sub, parent, output.EXIT_CODES_HELP)
+    artifacts.add_parsers(sub, parent, output.EXIT_CODES_HELP)
+    services.add_parsers(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``gpuq`` console script."""
+    from common.errors import GpuqError
+
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
-    return func(args)
+    try:
+        return func(args)
+    except GpuqError as exc:
+        return output.report_error(exc, getattr(args, "json", False))
+    except output.UsageError as exc:
+        print(f"gpuq: {exc}", file=sys.stderr)
+        return output.EXIT_USAGE
+    except KeyboardInterrupt:
+        print("\ngpuq: interrupted", file=sys.stderr)
+        return output.EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -60,6 +60,8 @@ def stack_env(redis_url: str, api_key: str | None) -> dict[str, str]:
     env["GPUQ_MODEL_ROOTS"] = os.pathsep.join(roots)
     if api_key:
         env["GPUQ_API_KEYS"] = f"dev:{api_key}"
+    # /generate runs the demo's tiny GPT-2 unless the operator chose a model.
+    env.setdefault("GPUQ_GENERATE_MODEL", str(data / "models" / "gpt2"))
     return env
 
 
@@ -71,7 +73,7 @@ def run_stack(demo: bool, flower: bool, once: bool = False) -> int:
     api_key = None if s.api_keys else f"dev-{secrets.token_urlsafe(18)}"
     env = stack_env(redis_url, api_key)
     api_url = f"http://{s.api_host}:{s.api_port}"
-    procs = [_spawn("api", env), _spawn("worker", env)]
+    procs = [_spawn("api", env), _spawn("worker", env), _spawn("webhooks", env)]
     if flower:
         procs.append(_spawn("flower", env))
     try:

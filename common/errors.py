@@ -1,6 +1,7 @@
 """One error tree for gpuq. HTTP status and retry policy are properties of the class."""
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
@@ -23,6 +24,10 @@ class GpuqError(Exception):
         if self.field:
             body["field"] = self.field
         return body
+
+    def http_headers(self) -> dict[str, str]:
+        """Extra response headers this error asks for (none by default)."""
+        return {}
 
 
 class InvalidInput(GpuqError):
@@ -53,9 +58,47 @@ class PayloadTooLarge(GpuqError):
 
 
 class RateLimited(GpuqError):
+    """A tenant quota is exhausted; ``retry_after_s`` says when trying again makes sense."""
+
     status_code = 429
     retryable = True
     type_name = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after_s: float = 1.0, field: str | None = None) -> None:
+        super().__init__(message, field=field)
+        self.retry_after_s = retry_after_s
+
+    def http_headers(self) -> dict[str, str]:
+        return {"Retry-After": str(max(1, math.ceil(self.retry_after_s)))}
+
+
+class _AboutJob(GpuqError):
+    """An HTTP error about one job: the body names it and ``Location`` points at it."""
+
+    def to_dict(self) -> dict[str, Any]:
+        body = super().to_dict()
+        if self.extra.get("job_id"):
+            body["job_id"] = self.extra["job_id"]
+        return body
+
+    def http_headers(self) -> dict[str, str]:
+        job_id = self.extra.get("job_id")
+        return {"Location": f"/v1/jobs/{job_id}"} if job_id else {}
+
+
+class WaitTimeout(_AboutJob):
+    """A request that waits for its job gave up; the job itself goes on."""
+
+    status_code = 504
+    retryable = True
+    type_name = "wait_timeout"
+
+
+class UpstreamJobFailed(_AboutJob):
+    """A request that waits for its job (``/generate``) saw the job fail or get cancelled."""
+
+    status_code = 502
+    type_name = "job_failed"
 
 
 class ServiceUnavailable(GpuqError):

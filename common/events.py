@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
@@ -24,6 +25,11 @@ def append(client: redis.Redis, job_id: str, type_: str, data: dict[str, Any]) -
 
 def _parse(entry_id: str, fields: dict[str, str]) -> JobEvent:
     return JobEvent(id=entry_id, type=fields["type"], data=json.loads(fields.get("data") or "{}"))  # type: ignore[arg-type]
+
+
+def parse_entry(entry_id: str, fields: dict[str, str]) -> JobEvent:
+    """One stream entry as a typed event."""
+    return _parse(entry_id, fields)
 
 
 def read_all(client: redis.Redis, job_id: str) -> list[JobEvent]:
@@ -53,3 +59,25 @@ async def follow(client: aioredis.Redis, job_id: str, after: str = "0",
 def sse_frame(event: JobEvent) -> str:
     """Encode one event as a Server-Sent Events frame."""
     return f"id: {event.id}\nevent: {event.type}\ndata: {json.dumps(event.data, separators=(',', ':'))}\n\n"
+
+
+async def wait_terminal(client: aioredis.Redis, job_id: str, timeout_s: float) -> bool:
+    """Block (XREAD BLOCK, no polling) until the job's terminal event exists or ``timeout_s`` passes.
+
+    Starts from the stream's last entry: a terminal event is always the last one, so a job that already
+    finished answers at once, and a running one wakes this up the moment it appends its outcome.
+    """
+    key = keys.events(job_id)
+    last = await client.xrevrange(key, count=1)
+    if last and last[0][1].get("type") in TERMINAL_EVENTS:
+        return True
+    cursor = last[0][0] if last else "0"
+    deadline = time.monotonic() + timeout_s
+    while (left_ms := int((deadline - time.monotonic()) * 1000)) > 0:
+        resp = await client.xread({key: cursor}, count=100, block=left_ms)
+        for _, entries in resp or []:
+            for entry_id, fields in entries:
+                cursor = entry_id
+                if fields.get("type") in TERMINAL_EVENTS:
+                    return True
+    return False

@@ -50,3 +50,44 @@ def draining(node: str) -> str:
 
 def sweeper_lock() -> str:
     return f"{_p()}:sweeper-lock"
+
+
+# --- issue 8: quotas and webhooks ---
+def in_flight(tenant: str) -> str:
+    """Zset of the tenant's admitted, not yet finished job ids (quota accounting)."""
+    return f"{_p()}:quota:{tenant}:inflight"
+
+
+def submit_bucket(tenant: str) -> str:
+    """Hash holding the tenant's submit-rate token bucket."""
+    return f"{_p()}:quota:{tenant}:bucket"
+
+
+def webhook_jobs() -> str:
+    """Zset of job ids whose event streams the webhook sender still follows."""
+    return f"{_p()}:wh:jobs"
+
+
+def webhook_state(job_id: str) -> str:
+    """Hash: the sender's cursor in the job's stream, throttle and retry bookkeeping."""
+    return f"{_p()}:wh:state:{job_id}"
+
+
+def webhook_outbox(job_id: str) -> str:
+    """List of the job's deliveries not yet accepted by the receiver, oldest first."""
+    return f"{_p()}:wh:outbox:{job_id}"
+
+
+def webhook_due() -> str:
+    """Zset of job ids with a pending delivery, scored by when to attempt it next."""
+    return f"{_p()}:wh:due"
+
+
+def webhook_dead() -> str:
+    """List of deliveries given up after the last attempt (for operators)."""
+    return f"{_p()}:wh:dead"
+
+
+def webhook_sender_lock() -> str:
+    """Lease held by the one active webhook sender."""
+    return f"{_p()}:wh:sender"

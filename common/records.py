@@ -15,7 +15,7 @@ from common.schemas import JobRecord
 from common.settings import get_settings
 
 # Fields stored as JSON in the hash; everything else is a plain string.
-_JSON_FIELDS = ("params", "inputs", "progress", "result", "error", "artifacts", "timings")
+_JSON_FIELDS = ("params", "inputs", "progress", "result", "error", "artifacts", "timings", "webhook")
 
 # Create a job unless the tenant's idempotency key already names one; append the queued event.
 _SUBMIT = """
@@ -188,6 +188,11 @@ class JobStore:
     def cancel_requested(self, job_id: str) -> bool:
         """True once somebody asked for this job to stop."""
         return self.r.hget(keys.job(job_id), "cancel_requested") == "1"
+
+
+def decode_record(raw: dict[str, str]) -> JobRecord:
+    """The wire record from a raw (undecoded) job hash, as HGETALL returns it."""
+    return to_record(_decode(raw))
 
 
 def to_record(raw: dict[str, Any]) -> JobRecord:

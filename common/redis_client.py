@@ -18,6 +18,11 @@ def get_redis() -> redis.Redis:
 
 
 def get_async_redis() -> aioredis.Redis:
-    """A new asyncio client (one per event loop)."""
+    """A new asyncio client (one per event loop), for blocking stream reads.
+
+    No socket read timeout: redis-py 8 defaults it to 5 s, which would cut every ``XREAD BLOCK`` longer
+    than that (SSE keep-alives, ``Prefer: wait``); each blocking call bounds itself with ``block``.
+    """
     url = get_settings().resolved_redis_url
-    return aioredis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=5)
+    return aioredis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=5, socket_timeout=None,
+                                   health_check_interval=30)

@@ -1,9 +1,8 @@
 """Wire types shared by the API, the worker and clients."""
 from __future__ import annotations
 
-from typing import Any, Literal
-
 import math
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -42,6 +41,19 @@ def _check_text(text: str) -> None:
         raise ValueError("text contains a lone surrogate (not valid Unicode)") from None
 
 
+WEBHOOK_DEFAULT_EVENTS: tuple[EventType, ...] = ("completed", "failed", "cancelled")
+
+
+class WebhookSpec(BaseModel):
+    """Where to POST a job's events: signed with the tenant's secret, retried, never blocking the job."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(min_length=1, max_length=2048)
+    events: list[EventType] = Field(default_factory=lambda: list(WEBHOOK_DEFAULT_EVENTS), min_length=1,
+                                    max_length=8)
+
+
 class JobRequest(BaseModel):
     """Body of ``POST /v1/jobs``; kind-specific checks happen in the job registry."""
 
@@ -52,6 +64,7 @@ class JobRequest(BaseModel):
     inputs: Any = None
     params: dict[str, Any] = Field(default_factory=dict)
     priority: Priority = "normal"
+    webhook: WebhookSpec | None = None
 
     @field_validator("inputs", "params")
     @classmethod
@@ -101,6 +114,7 @@ class JobRecord(BaseModel):
     attempts: int = 0
     cancel_requested: bool = False
     timings: Timings = Field(default_factory=Timings)
+    webhook: WebhookSpec | None = None
 
 
 class JobList(BaseModel):
@@ -111,3 +125,15 @@ class JobEvent(BaseModel):
     id: str
     type: EventType
     data: dict[str, Any] = Field(default_factory=dict)
+
+
+class KindInfo(BaseModel):
+    """A registered job kind, as ``GET /v1/kinds`` lists it."""
+
+    kind: str
+    queue: str
+    description: str = ""
+
+
+class KindList(BaseModel):
+    kinds: list[KindInfo]

@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "secret", "dev", "devkey", "password", "admin"})
@@ -21,6 +21,16 @@ def _split(value: object, sep: str) -> object:
 
 def _parts(value: str, sep: str) -> list[str]:
     return [part.strip() for part in value.split(sep) if part.strip()]
+
+
+class TenantQuota(BaseModel):
+    """Limits for one tenant (issue 8); 0 means unlimited, None falls back to the global default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_in_flight: int | None = Field(default=None, ge=0)
+    submit_rate_per_s: float | None = Field(default=None, ge=0)
+    submit_burst: int | None = Field(default=None, ge=0)
 
 
 class Settings(BaseSettings):
@@ -67,6 +77,32 @@ class Settings(BaseSettings):
     hf_token: SecretStr | None = None
     hub_namespaces: Annotated[dict[str, list[str]], NoDecode] = Field(default_factory=dict)
 
+    # --- issue 8: clients, synchronous mode, webhooks, quotas, /generate, demo UI ---
+    # Longest a request may wait for its job (``Prefer: wait=N``, ``?wait=N``, /generate); larger N are capped.
+    sync_wait_max_s: float = Field(default=60.0, ge=0, le=3600)
+    # ``tenant:secret,...``: HMAC-SHA256 key signing each tenant's webhook deliveries; a tenant without one
+    # cannot ask for webhooks.
+    webhook_secrets: Annotated[dict[str, SecretStr], NoDecode] = Field(default_factory=dict)
+    # Addresses (IPs, CIDRs) or host names a webhook may target although they are not public, e.g. 127.0.0.1.
+    webhook_allowlist: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    webhook_max_attempts: int = Field(default=8, ge=1)
+    webhook_backoff_s: float = Field(default=1.0, gt=0)
+    webhook_backoff_max_s: float = Field(default=600.0, gt=0)
+    webhook_progress_interval_s: float = Field(default=5.0, ge=0)
+    webhook_concurrency: int = Field(default=32, ge=1)
+    # Per-tenant quotas; 0 means unlimited. ``tenant_quotas`` (JSON) overrides them per tenant:
+    # {"alpha": {"max_in_flight": 10, "submit_rate_per_s": 2, "submit_burst": 20}}.
+    quota_max_in_flight: int = Field(default=0, ge=0)
+    quota_submit_rate_per_s: float = Field(default=0.0, ge=0)
+    quota_submit_burst: int = Field(default=0, ge=0)
+    tenant_quotas: dict[str, TenantQuota] = Field(default_factory=dict)
+    # ``GET/POST /generate``: the model it runs, its token budget and how long it waits.
+    generate_model: str | None = None
+    generate_max_new_tokens: int = Field(default=64, ge=1)
+    generate_timeout_s: float = Field(default=60.0, gt=0)
+    ui_port: int = 7860
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _parse_api_keys(cls, value: object) -> object:
@@ -92,7 +128,21 @@ class Settings(BaseSettings):
             out[tenant] = [ns for ns in spaces.split("|") if ns]
         return out
 
-    @field_validator("admin_keys", "queues", "preload", mode="before")
+    @field_validator("webhook_secrets", mode="before")
+    @classmethod
+    def _parse_webhook_secrets(cls, value: object) -> object:
+        """``tenant:secret,tenant2:secret2`` -> {tenant: secret}."""
+        if not isinstance(value, str):
+            return value
+        out: dict[str, str] = {}
+        for item in _parts(value, ","):
+            tenant, sep, secret = item.partition(":")
+            if not sep or not tenant or not secret:
+                raise ValueError("GPUQ_WEBHOOK_SECRETS entries must look like tenant:secret")
+            out[tenant] = secret
+        return out
+
+    @field_validator("admin_keys", "queues", "preload", "webhook_allowlist", mode="before")
     @classmethod
     def _parse_csv(cls, value: object) -> object:
         return _split(value, ",")
@@ -108,6 +158,9 @@ class Settings(BaseSettings):
             return self
         if "synthetic_jobs" not in self.model_fields_set:
             self.synthetic_jobs = False
+        for tenant, secret in self.webhook_secrets.items():
+            if secret.get_secret_value().lower() in PLACEHOLDER_SECRETS or len(secret.get_secret_value()) < 16:
+                raise ValueError(f"GPUQ_WEBHOOK_SECRETS holds a placeholder or short secret for {tenant!r} in prod")
         for key in [*self.api_keys, *self.admin_keys]:
             if key.lower() in PLACEHOLDER_SECRETS or len(key) < 16:
                 raise ValueError("GPUQ_API_KEYS/GPUQ_ADMIN_KEYS hold a placeholder or short key in prod")
@@ -116,6 +169,13 @@ class Settings(BaseSettings):
             if password.lower() in PLACEHOLDER_SECRETS:
                 raise ValueError("GPUQ_FLOWER_BASIC_AUTH has a placeholder password in prod")
         return self
+
+    def quota_for(self, tenant: str) -> TenantQuota:
+        """The tenant's quota: its own entry in ``tenant_quotas`` over the global defaults."""
+        base = TenantQuota(max_in_flight=self.quota_max_in_flight, submit_rate_per_s=self.quota_submit_rate_per_s,
+                           submit_burst=self.quota_submit_burst)
+        own = self.tenant_quotas.get(tenant)
+        return base.model_copy(update=own.model_dump(exclude_none=True)) if own else base
 
     @property
     def resolved_redis_url(self) -> str:

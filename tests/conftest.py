@@ -12,6 +12,7 @@ import pytest
 from tests.support.processes import Service, start_api, start_worker, wait_for, worker_alive
 
 KEY_A, KEY_B = "key-alpha-0123456789", "key-beta-0123456789"
+WEBHOOK_SECRET_A = "whsec-alpha-0123456789abcdef"
 SESSION_DIR = Path(tempfile.mkdtemp(prefix="gpuq-tests-"))
 MODEL_ROOT = SESSION_DIR / "models"
 ARTIFACTS = Path(__file__).parent / "artifacts"
@@ -27,6 +28,12 @@ os.environ.update({
     "HF_HOME": str(SESSION_DIR / "hf"),
     "TOKENIZERS_PARALLELISM": "false",
     "OMP_NUM_THREADS": "1",
+    # Issue 8: loopback receivers are allowlisted explicitly (the default refuses them); beta has no
+    # webhook secret, so it cannot ask for webhooks; /generate runs the tiny GPT-2 the `models` fixture builds.
+    "GPUQ_WEBHOOK_ALLOWLIST": "127.0.0.1",
+    "GPUQ_WEBHOOK_SECRETS": f"alpha:{WEBHOOK_SECRET_A}",
+    "GPUQ_GENERATE_MODEL": str(MODEL_ROOT / "gpt2"),
+    "GRADIO_ANALYTICS_ENABLED": "False",
 })
 
 

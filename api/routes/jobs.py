@@ -1,56 +1,51 @@
 """Job routes: submit, read, list, stream events, cancel, artifacts."""
 from __future__ import annotations
 
-import time
-import uuid
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
-from redis.exceptions import RedisError
 
-from api import queue
+from api import submission, waiting
 from api.deps import Artifacts, Jobs, SettingsDep, Tenant
-from common import events
-from common.errors import InvalidInput, ServiceUnavailable
-from common.jobs.registry import Submitter, get_spec
-from common.records import body_hash
+from common import events, keys
+from common.errors import InvalidInput
 from common.redis_client import get_async_redis
-from common.schemas import ArtifactInfo, JobList, JobRecord, JobRequest, JobStatus
+from common.schemas import TERMINAL_STATUSES, ArtifactInfo, JobList, JobRecord, JobRequest, JobStatus
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 deadletter_router = APIRouter(prefix="/v1/deadletter", tags=["jobs"])
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
+PreferHeader = Annotated[str | None, Header(
+    alias="Prefer", max_length=255, description="wait=N: answer with the finished job if done within N s")]
+WaitQuery = Annotated[float | None, Query(
+    ge=0, description="long-poll: wait up to N s for the job to finish (capped by GPUQ_SYNC_WAIT_MAX_S)")]
 
 
-@router.post("", status_code=202, response_model=JobRecord)
-def submit_job(body: JobRequest, tenant: Tenant, jobs: Jobs, settings: SettingsDep,
-               idempotency_key: IdempotencyKey = None) -> JSONResponse:
-    """Validate a job against its kind, store its record and enqueue it (202)."""
-    spec = get_spec(body.kind)
-    valid = spec.validate(body.model, body.inputs, body.params, Submitter(tenant, settings))
-    job_id = uuid.uuid4().hex
-    fields: dict[str, Any] = {
-        "id": job_id, "tenant": tenant, "kind": spec.kind, "model": valid.model, "queue": spec.queue,
-        "priority": body.priority, "status": "queued", "inputs": valid.inputs, "params": valid.params,
-        "attempts": 0, "cancel_requested": 0, "timings": {"submitted_at": time.time()},
-    }
-    try:
-        existing = jobs.create(fields, idempotency_key, body_hash(body.model_dump(mode="json")))
-        if existing is not None:
-            return JSONResponse(jobs.get(existing, tenant).model_dump(mode="json"), status_code=200,
-                                headers={"Idempotent-Replayed": "true", "Location": f"/v1/jobs/{existing}"})
-        try:
-            queue.publish(job_id, spec, body.priority)
-        except ServiceUnavailable:
-            jobs.delete(job_id, tenant, idempotency_key)
-            raise
-        record = jobs.get(job_id, tenant)
-    except RedisError as exc:
-        raise ServiceUnavailable(f"job store unavailable: {type(exc).__name__}") from exc
-    return JSONResponse(record.model_dump(mode="json"), status_code=202,
-                        headers={"Location": f"/v1/jobs/{job_id}"})
+@router.post("", status_code=202, response_model=JobRecord, responses={
+    200: {"description": "Idempotent replay, or (with ``Prefer: wait=N``) the job finished within N s"},
+    429: {"description": "Tenant quota exceeded; see Retry-After"}})
+async def submit_job(body: JobRequest, tenant: Tenant, jobs: Jobs, settings: SettingsDep,
+                     idempotency_key: IdempotencyKey = None, prefer: PreferHeader = None) -> JSONResponse:
+    """Validate a job against its kind, store its record and enqueue it (202).
+
+    ``Prefer: wait=N`` answers with the finished job (200) when it ends within N seconds (capped by
+    ``GPUQ_SYNC_WAIT_MAX_S``), else with the usual 202; either way ``Preference-Applied`` says the wait used.
+    """
+    done = await run_in_threadpool(submission.submit, body, tenant, jobs, settings, idempotency_key)
+    record = done.record
+    headers = {"Location": f"/v1/jobs/{record.id}"}
+    if done.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    wait = waiting.prefer_wait(prefer, settings)
+    if wait is not None:
+        headers["Preference-Applied"] = waiting.applied(wait)
+        if record.status not in TERMINAL_STATUSES and await waiting.until_finished(record.id, wait):
+            record = await run_in_threadpool(jobs.get, record.id, tenant)
+    status = 200 if done.replayed or (wait is not None and record.status in TERMINAL_STATUSES) else 202
+    return JSONResponse(record.model_dump(mode="json"), status_code=status, headers=headers)
 
 
 @router.get("", response_model=JobList)
@@ -62,9 +57,14 @@ def list_jobs(tenant: Tenant, jobs: Jobs, settings: SettingsDep, status: JobStat
 
 
 @router.get("/{job_id}", response_model=JobRecord)
-def get_job(job_id: str, tenant: Tenant, jobs: Jobs) -> JobRecord:
-    """One job's record (404 for another tenant's job)."""
-    return jobs.get(job_id, tenant)
+async def get_job(job_id: str, tenant: Tenant, jobs: Jobs, settings: SettingsDep,
+                  wait: WaitQuery = None) -> JobRecord:
+    """One job's record (404 for another tenant's job); ``?wait=N`` returns as soon as it finishes."""
+    record = await run_in_threadpool(jobs.get, job_id, tenant)
+    if wait and record.status not in TERMINAL_STATUSES:
+        if await waiting.until_finished(job_id, waiting.capped(wait, settings)):
+            record = await run_in_threadpool(jobs.get, job_id, tenant)
+    return record
 
 
 @router.post("/{job_id}/cancel", response_model=JobRecord)
@@ -76,13 +76,18 @@ def cancel_job(job_id: str, tenant: Tenant, jobs: Jobs) -> JobRecord:
 @router.get("/{job_id}/events")
 def stream_events(job_id: str, tenant: Tenant, jobs: Jobs, request: Request,
                   last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
-                  after: Annotated[str | None, Query(pattern=r"^\d+-\d+$")] = None) -> StreamingResponse:
-    """Server-Sent Events: replay from the start (or after Last-Event-ID), end after the terminal event."""
+                  after: Annotated[str | None, Query(pattern=r"^\d+-\d+$")] = None,
+                  follow: bool = True) -> StreamingResponse:
+    """Server-Sent Events: replay from the start (or after Last-Event-ID), end after the terminal event.
+
+    ``follow=false`` replays the events so far and ends at once (``gpuq logs`` without ``--follow``).
+    """
     jobs.get(job_id, tenant)
     start = last_event_id or after or "0"
     if start != "0" and not _valid_stream_id(start):
         raise InvalidInput("Last-Event-ID must be a stream id like 1700000000000-0", field="Last-Event-ID")
-    return StreamingResponse(_sse(job_id, start, request), media_type="text/event-stream",
+    body = _sse(job_id, start, request) if follow else _replay(job_id, start)
+    return StreamingResponse(body, media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
@@ -99,6 +104,16 @@ async def _sse(job_id: str, start: str, request: Request) -> AsyncIterator[str]:
             if await request.is_disconnected():
                 return
             yield ": keep-alive\n\n" if event is None else events.sse_frame(event)
+    finally:
+        await client.aclose()
+
+
+async def _replay(job_id: str, start: str) -> AsyncIterator[str]:
+    client = get_async_redis()
+    try:
+        entries = await client.xrange(keys.events(job_id), min=f"({start}" if start != "0" else "-")
+        for entry_id, fields in entries:
+            yield events.sse_frame(events.parse_entry(entry_id, fields))
     finally:
         await client.aclose()
 

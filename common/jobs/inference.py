@@ -39,6 +39,8 @@ class TextGenerationParams(_Common):
     repetition_penalty: float | None = Field(None, gt=0, le=10)
     seed: int | None = Field(None, ge=0, le=2**32 - 1)
     return_full_text: bool = False
+    # Emit the text as it is generated, as ``output`` events ({"text": chunk}); single input, no beams.
+    stream: bool = False
 
 
 class FeatureExtractionParams(_Common):
@@ -74,6 +76,13 @@ def _check_texts(inputs: Any, settings: Settings) -> list[str] | str:
     return inputs  # type: ignore[no-any-return]
 
 
+def _check_streamable(params: TextGenerationParams, texts: list[str] | str) -> None:
+    if params.num_beams > 1:
+        raise InvalidInput("params.stream: streaming works with num_beams=1 only", field="params.stream")
+    if isinstance(texts, list) and len(texts) > 1:
+        raise InvalidInput("params.stream: streaming needs a single input", field="params.stream")
+
+
 def check(model: str, inputs: Any, parsed: Any, who: Submitter) -> Validated:
     """Validate an inference request beyond its params' types."""
     params, settings = parsed.root, who.settings
@@ -82,6 +91,8 @@ def check(model: str, inputs: Any, parsed: Any, who: Submitter) -> Validated:
                            field="params.max_new_tokens")
     ref = check_model_ref(model, settings.model_roots)
     texts = _check_texts(inputs, settings)
+    if isinstance(params, TextGenerationParams) and params.stream:
+        _check_streamable(params, texts)
     return Validated(model=ref, inputs=texts, params=params.model_dump(exclude_none=True))
 
 

@@ -58,11 +58,27 @@ def _generate(ctx: JobContext, pipe: Any, texts: list[str]) -> list[Any]:
     if pipe.tokenizer.pad_token_id is None:
         pipe.tokenizer.pad_token = pipe.tokenizer.eos_token
 
+    if p.get("stream") and len(texts) == 1:
+        kwargs["streamer"] = _token_stream(ctx, pipe.tokenizer)
+
     def batch(items: list[str]) -> list[Any]:
         outs = pipe(items, return_full_text=p.get("return_full_text", False), batch_size=len(items),
                     pad_token_id=pipe.tokenizer.pad_token_id, **kwargs)
         return [{"generated_text": o[0]["generated_text"]} for o in outs]
     return _chunks(ctx, texts, batch)
+
+
+def _token_stream(ctx: JobContext, tokenizer: Any) -> Any:
+    """A transformers streamer that appends each finished piece of text as an ``output`` event."""
+    from transformers import TextStreamer
+
+    class ToEvents(TextStreamer):  # type: ignore[misc]
+        def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+            if text:
+                ctx.output(text=text)
+            ctx.check_cancelled()  # a streamed generation can stop between tokens
+
+    return ToEvents(tokenizer, skip_prompt=True, skip_special_tokens=True)
 
 
 def _embed(ctx: JobContext, pipe: Any, texts: list[str]) -> list[Any]:

@@ -1,0 +1,75 @@
+"""Accepting a job: validate it, admit it under the tenant's quota, store it, enqueue it.
+
+Shared by ``POST /v1/jobs`` and ``/generate``; synchronous (Redis and the broker are blocking clients),
+so async routes call it through the thread pool.
+"""
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from api import queue
+from common import keys
+from common.errors import ServiceUnavailable
+from common.jobs.registry import Submitter, get_spec
+from common.quotas import Quotas
+from common.records import JobStore, body_hash
+from common.schemas import JobRecord, JobRequest
+from common.settings import Settings
+from common.webhooks.subscriptions import register, validate_webhook
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """A stored job, and whether an earlier submit with the same idempotency key made it."""
+
+    record: JobRecord
+    replayed: bool
+
+
+def submit(body: JobRequest, tenant: str, jobs: JobStore, settings: Settings,
+           idempotency_key: str | None = None) -> Submitted:
+    """Validate, admit, store and enqueue a job; replay the earlier job for a known idempotency key."""
+    spec = get_spec(body.kind)
+    valid = spec.validate(body.model, body.inputs, body.params, Submitter(tenant, settings))
+    webhook = validate_webhook(body.webhook, tenant, settings) if body.webhook else None
+    job_id = uuid.uuid4().hex
+    fields: dict[str, Any] = {
+        "id": job_id, "tenant": tenant, "kind": spec.kind, "model": valid.model, "queue": spec.queue,
+        "priority": body.priority, "status": "queued", "inputs": valid.inputs, "params": valid.params,
+        "attempts": 0, "cancel_requested": 0, "timings": {"submitted_at": time.time()},
+    }
+    if webhook is not None:
+        fields["webhook"] = webhook.model_dump(mode="json")
+    quotas = Quotas(jobs.r, settings)
+    try:
+        replay = _replayed(jobs, tenant, idempotency_key)
+        if replay is None:
+            quotas.admit(tenant, job_id)
+        if webhook is not None and replay is None:
+            register(jobs.r, job_id)
+        existing = jobs.create(fields, idempotency_key, body_hash(body.model_dump(mode="json")))
+        if existing is not None:
+            quotas.release(tenant, job_id)
+            return Submitted(jobs.get(existing, tenant), replayed=True)
+        try:
+            queue.publish(job_id, spec, body.priority)
+        except ServiceUnavailable:
+            jobs.delete(job_id, tenant, idempotency_key)
+            quotas.release(tenant, job_id)
+            raise
+        return Submitted(jobs.get(job_id, tenant), replayed=False)
+    except RedisError as exc:
+        raise ServiceUnavailable(f"job store unavailable: {type(exc).__name__}") from exc
+
+
+def _replayed(jobs: JobStore, tenant: str, idempotency_key: str | None) -> str | None:
+    """The idempotency record, if this key was used before (a replay is not charged against quotas)."""
+    if not idempotency_key:
+        return None
+    value = jobs.r.get(keys.idempotency(tenant, idempotency_key))
+    return str(value) if value else None

@@ -1,0 +1,41 @@
+"""Waiting for a job inside a request: ``Prefer: wait=N``, ``?wait=N`` and ``/generate``."""
+from __future__ import annotations
+
+from common import events
+from common.redis_client import get_async_redis
+from common.settings import Settings
+
+
+def prefer_wait(header: str | None, settings: Settings) -> float | None:
+    """The ``wait`` preference of a ``Prefer`` header (RFC 7240), capped; None when absent or invalid."""
+    for pref in (header or "").split(","):
+        name, _, value = pref.strip().partition("=")
+        if name.strip().lower() != "wait":
+            continue
+        try:
+            seconds = float(value.strip().strip('"'))
+        except ValueError:
+            return None  # RFC 7240: a preference that cannot be understood is ignored
+        return capped(seconds, settings) if seconds >= 0 else None
+    return None
+
+
+def capped(seconds: float, settings: Settings) -> float:
+    """``seconds`` limited to ``GPUQ_SYNC_WAIT_MAX_S``."""
+    return min(seconds, settings.sync_wait_max_s)
+
+
+def applied(seconds: float) -> str:
+    """The ``Preference-Applied`` value for a wait of ``seconds``."""
+    return f"wait={int(seconds) if float(seconds).is_integer() else round(seconds, 3)}"
+
+
+async def until_finished(job_id: str, seconds: float) -> bool:
+    """True once the job has reached a terminal state, waiting at most ``seconds`` (XREAD BLOCK)."""
+    if seconds <= 0:
+        return False
+    client = get_async_redis()
+    try:
+        return await events.wait_terminal(client, job_id, seconds)
+    finally:
+        await client.aclose()

@@ -1,0 +1,1 @@
+"""``gpuq`` sub-commands, one module per area: services, jobs, artifacts."""

@@ -1,0 +1,113 @@
+"""Commands that run gpuq's processes: ``api``, ``worker``, ``webhooks``, ``flower``, ``ui``, ``up``,
+``demo``."""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def add_parsers(sub: Any) -> None:
+    """Register the service commands."""
+    p = sub.add_parser("up", help="run everything locally: Redis (embedded if GPUQ_REDIS_URL is unset), API, "
+                       "worker, webhook sender, Flower")
+    p.add_argument("--demo", action="store_true", help="build tiny local models and run demo jobs")
+    p.add_argument("--no-flower", action="store_true", help="do not start Flower")
+    p.add_argument("--once", action="store_true", help="with --demo: stop the stack after the demo")
+    p.set_defaults(func=up)
+    p = sub.add_parser("demo", help="run demo jobs against a running API")
+    p.add_argument("--api-url", default=None)
+    p.add_argument("--api-key", default=None)
+    p.set_defaults(func=demo)
+    p = sub.add_parser("api", help="run the HTTP API (uvicorn)")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--log-level", default="info")
+    p.set_defaults(func=api)
+    p = sub.add_parser("worker", help="run a GPU worker (one per GPU)")
+    p.add_argument("--queues", help="comma-separated queues (default: every job kind's queue)")
+    p.add_argument("--hostname", help="Celery node name (default gpuq@<host>)")
+    p.add_argument("--log-level", default="info")
+    p.set_defaults(func=worker)
+    p = sub.add_parser("webhooks", help="run the webhook sender (delivers job events to webhook URLs)")
+    p.set_defaults(func=webhooks)
+    p = sub.add_parser("flower", help="run Flower (monitoring UI)")
+    p.add_argument("--port", type=int)
+    p.add_argument("--address", default="127.0.0.1")
+    p.set_defaults(func=flower)
+    p = sub.add_parser("ui", help="run the demo web UI (Gradio) against the API")
+    p.add_argument("--api-url", help="the gpuq API (default: $GPUQ_API_URL or http://127.0.0.1:8000)")
+    p.add_argument("--api-key", help="API key the UI submits with (default: $GPUQ_API_KEY)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, help="default: GPUQ_UI_PORT (7860)")
+    p.add_argument("--model", help="model preselected for text jobs (default: GPUQ_GENERATE_MODEL)")
+    p.set_defaults(func=ui)
+
+
+def api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from common.settings import get_settings
+
+    s = get_settings()
+    uvicorn.run("api.main:create_app", factory=True, host=args.host or s.api_host,
+                port=args.port or s.api_port, log_level=args.log_level, proxy_headers=True,
+                timeout_graceful_shutdown=10)
+    return 0
+
+
+def worker(args: argparse.Namespace) -> int:
+    import os
+
+    # SIGTERM (Kubernetes, docker stop) starts Celery's soft shutdown: the running job gets
+    # GPUQ_WORKER_SOFT_SHUTDOWN_S to finish or hand itself back, then unacked messages are restored at once.
+    # billiard reads this when it is first imported, so it must be set before Celery loads.
+    os.environ.setdefault("REMAP_SIGTERM", "SIGQUIT")
+    from common.jobs.registry import all_specs
+    from common.settings import get_settings
+    from worker.celery_app import app
+
+    queues = args.queues or ",".join(get_settings().queues or sorted({s.queue for s in all_specs()}))
+    argv = ["worker", "-Q", queues, "-P", "prefork", "-c", "1", "-E", "--loglevel", args.log_level.upper(),
+            "-n", args.hostname or "gpuq@%h", "--without-gossip", "--without-mingle"]
+    app.worker_main(argv)
+    return 0
+
+
+def webhooks(args: argparse.Namespace) -> int:
+    from common.settings import get_settings
+    from common.webhooks.sender import run_sender
+
+    return run_sender(get_settings())
+
+
+def flower(args: argparse.Namespace) -> int:
+    from common.settings import get_settings
+    from worker.celery_app import app
+
+    s = get_settings()
+    argv = ["flower", f"--port={args.port or s.flower_port}", f"--address={args.address}"]
+    if s.flower_basic_auth is not None:
+        argv.append(f"--basic-auth={s.flower_basic_auth.get_secret_value()}")
+    app.start(argv)
+    return 0
+
+
+def ui(args: argparse.Namespace) -> int:
+    from common.settings import get_settings
+    from ui.app import serve
+
+    s = get_settings()
+    return serve(api_url=args.api_url, api_key=args.api_key, host=args.host, port=args.port or s.ui_port,
+                 model=args.model or s.generate_model)
+
+
+def up(args: argparse.Namespace) -> int:
+    from cli.stack import run_stack
+
+    return run_stack(demo=args.demo, flower=not args.no_flower, once=args.once)
+
+
+def demo(args: argparse.Namespace) -> int:
+    from cli.demo import run_demo
+
+    return run_demo(api_url=args.api_url, api_key=args.api_key)

@@ -1,0 +1,192 @@
+"""``Client``: the blocking Python client for gpuq's HTTP API."""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any, Self
+
+import httpx
+
+from client import _base
+from client._base import Call, RetryPolicy
+from common.errors import ServiceUnavailable, WaitTimeout
+from common.schemas import (TERMINAL_EVENTS, TERMINAL_STATUSES, ArtifactInfo, JobEvent, JobList, JobRecord,
+                            KindInfo, KindList, WebhookSpec)
+
+# Aliases, because the ``list`` method shadows the builtin inside the class.
+JobRecords = list[JobRecord]
+Artifacts = list[ArtifactInfo]
+Kinds = list[KindInfo]
+Paths = list[Path]
+FileParts = Callable[[ExitStack], dict[str, Any]]
+
+
+class Client:
+    """Submit jobs, wait for them, stream their events, fetch artifacts.
+
+    ``api_url``/``api_key`` default to ``GPUQ_API_URL``/``GPUQ_API_KEY``. Errors are gpuq's own error
+    classes (``common.errors``: ``NotFound``, ``InvalidInput``, ``RateLimited`` ...).
+    """
+
+    def __init__(self, api_url: str | None = None, api_key: str | None = None, *, timeout: float = 30.0,
+                 retry: RetryPolicy | None = None, transport: httpx.BaseTransport | None = None) -> None:
+        self.api_url = _base.api_url(api_url)
+        self.retry = retry or RetryPolicy()
+        self.timeout = timeout
+        self._http = httpx.Client(base_url=self.api_url, headers=_base.headers(_base.api_key(api_key)),
+                                  timeout=timeout, transport=transport)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # --- jobs ----------------------------------------------------------------------------------------
+    def submit(self, kind: str, model: str, inputs: Any = None, params: dict[str, Any] | None = None,
+               *,
+               priority: str = "normal", webhook: WebhookSpec | dict[str, Any] | None = None,
+               idempotency_key: str | None = None, wait: float | None = None) -> JobRecord:
+        """Submit a job; with ``wait`` (seconds) the answer is the finished job if it ends in time."""
+        call = _base.submit_call(kind, model, inputs, params, priority, webhook, idempotency_key, wait)
+        return _base.record(self._send(call))
+
+    def get(self, job_id: str, *, wait: float | None = None) -> JobRecord:
+        """The job's record; ``wait`` long-polls up to that many seconds for it to finish."""
+        params = {"wait": wait} if wait else None
+        call = Call("GET", f"/v1/jobs/{job_id}", params, timeout=(wait or 0) + 30)
+        return _base.record(self._send(call))
+
+    def list(self, *, status: str | None = None, kind: str | None = None,
+             limit: int = 50) -> JobRecords:
+        """The caller's jobs, newest first."""
+        params = {k: v for k, v in {"status": status, "kind": kind, "limit": limit}.items() if v is not None}
+        resp = self._send(Call("GET", "/v1/jobs", params))
+        return JobList.model_validate(resp.json()).jobs
+
+    def wait(self, job_id: str, timeout: float | None = None) -> JobRecord:
+        """Block until the job finishes (long-polls, no hammering); WaitTimeout after ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = _base.LONG_POLL_S if deadline is None else deadline - time.monotonic()
+            job = self.get(job_id, wait=max(min(left, _base.LONG_POLL_S), 0.001))
+            if job.status in TERMINAL_STATUSES:
+                return job
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeout(f"job {job_id} still {job.status} after {timeout:g} s", job_id=job_id)
+
+    def cancel(self, job_id: str) -> JobRecord:
+        """Cancel: a queued job never runs, a running one stops at its next progress point."""
+        return _base.record(self._send(Call("POST", f"/v1/jobs/{job_id}/cancel")))
+
+    def events(self, job_id: str, *, last_event_id: str | None = None,
+               follow: bool = True) -> Iterator[JobEvent]:
+        """The job's events, oldest first, until its terminal one; reconnects with Last-Event-ID if cut."""
+        last, failures = last_event_id, 0
+        while True:
+            hdrs = {"Last-Event-ID": last} if last else {}
+            params = None if follow else {"follow": "false"}
+            try:
+                with self._http.stream("GET", f"/v1/jobs/{job_id}/events", headers=hdrs, params=params,
+                                       timeout=httpx.Timeout(self.timeout, read=60.0)) as resp:
+                    if resp.status_code != 200:
+                        resp.read()
+                        raise _base.error_for(resp)
+                    parser = _base.SSEParser()
+                    for line in resp.iter_lines():
+                        event = parser.feed(line)
+                        if event is not None:
+                            last, failures = event.id, 0
+                            yield event
+                            if event.type in TERMINAL_EVENTS:
+                                return
+                if not follow:
+                    return
+            except (*_base.TRANSIENT, ServiceUnavailable) as exc:
+                if failures >= self.retry.attempts:
+                    raise ServiceUnavailable(f"event stream of job {job_id} kept failing: {exc}") from exc
+            failures += 1
+            time.sleep(self.retry.delay(failures))
+
+    def kinds(self) -> Kinds:
+        """The job kinds this deployment runs."""
+        resp = self._send(Call("GET", "/v1/kinds"))
+        return KindList.model_validate(resp.json()).kinds
+
+    def generate(self, prompt: str) -> str:
+        """Text from ``GET /generate`` (the deployment's default text-generation model)."""
+        resp = self._send(Call("GET", "/generate", {"prompt": prompt}, timeout=_base.LONG_POLL_S + 30))
+        return str(resp.json()["result"])
+
+    # --- files -----------------------------------------------------------------------------------------
+    def upload_file(self, path: str | Path, *, name: str | None = None,
+                    content_type: str = "application/octet-stream") -> dict[str, Any]:
+        """Upload a file (``POST /v1/files``, multipart field ``file``); returns the server's description."""
+        path = Path(path)
+
+        def files(stack: ExitStack) -> dict[str, Any]:
+            return {"file": (name or path.name, stack.enter_context(path.open("rb")), content_type)}
+        return _base.as_dict(self._send(Call("POST", "/v1/files", idempotent=False), files))
+
+    def artifacts(self, job_id: str) -> Artifacts:
+        """The job's artifacts (name, size, sha256)."""
+        resp = self._send(Call("GET", f"/v1/jobs/{job_id}/artifacts"))
+        return [ArtifactInfo.model_validate(a) for a in resp.json()]
+
+    def download_artifact(self, job_id: str, name: str, dest: str | Path, *,
+                          sha256: str | None = None) -> Path:
+        """Stream one artifact to ``dest`` (a file path, or an existing directory to put ``name`` in)."""
+        target = _base.target_path(Path(dest), name)
+        tmp = target.with_name(f".{target.name}.part")
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                with self._http.stream("GET", f"/v1/jobs/{job_id}/artifacts/{name}") as resp:
+                    if resp.is_success:
+                        digest = _base.write_stream(resp.iter_bytes(), tmp)
+                        return _base.finish_download(tmp, target, name, digest, sha256)
+                    resp.read()
+                    if not self.retry.should_retry(attempt, resp.status_code, True):
+                        raise _base.error_for(resp)
+                    delay = self.retry.delay(attempt, _base.retry_after(resp))
+            except _base.TRANSIENT as exc:
+                if not self.retry.should_retry(attempt, None, True):
+                    raise ServiceUnavailable(f"cannot download {name!r}: {exc}") from exc
+                delay = self.retry.delay(attempt)
+            time.sleep(delay)
+
+    def download_artifacts(self, job_id: str, dest_dir: str | Path,
+                           names: Sequence[str] | None = None) -> Paths:
+        """Download the job's artifacts (all, or ``names``) into ``dest_dir``, checking each sha256."""
+        infos = [a for a in self.artifacts(job_id) if names is None or a.name in names]
+        return [self.download_artifact(job_id, a.name, Path(dest_dir) / a.name, sha256=a.sha256)
+                for a in infos]
+
+    # --- transport ---------------------------------------------------------------------------------------
+    def _send(self, call: Call, files: FileParts | None = None) -> httpx.Response:
+        """One API call with the retry policy applied; raises gpuq's error for a final failure."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                with ExitStack() as stack:
+                    extra: dict[str, Any] = {"files": files(stack)} if files else {}
+                    resp = self._http.request(call.method, call.path, params=call.params,
+                                              json=call.json, headers=call.headers,
+                                              timeout=call.timeout or self.timeout, **extra)
+            except _base.TRANSIENT as exc:
+                if not self.retry.should_retry(attempt, None, call.idempotent):
+                    raise ServiceUnavailable(f"cannot reach the gpuq API at {self.api_url}: {exc}") from exc
+                time.sleep(self.retry.delay(attempt))
+                continue
+            if resp.is_success:
+                return resp
+            if not self.retry.should_retry(attempt, resp.status_code, call.idempotent):
+                raise _base.error_for(resp)
+            time.sleep(self.retry.delay(attempt, _base.retry_after(resp)))

@@ -1,0 +1,95 @@
+"""Per-tenant quotas: jobs in flight and a submit-rate token bucket, admitted atomically in Redis."""
+from __future__ import annotations
+
+import math
+
+import redis
+
+from common import keys
+from common.errors import RateLimited
+from common.schemas import TERMINAL_STATUSES
+from common.settings import Settings, TenantQuota
+
+# The in-flight check comes first so a refused submit never spends a token. Time comes from the Redis
+# server, so every API replica refills the same bucket on the same clock.
+_ADMIT = """
+local max_in_flight = tonumber(ARGV[1])
+local rate = tonumber(ARGV[2])
+local burst = tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+if max_in_flight > 0 and redis.call('ZCARD', KEYS[1]) >= max_in_flight then
+  return {1, '0'}
+end
+if rate > 0 then
+  local state = redis.call('HMGET', KEYS[2], 'tokens', 'ts')
+  local tokens = tonumber(state[1]) or burst
+  local ts = tonumber(state[2]) or now
+  tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
+  if tokens < 1 then
+    return {2, tostring((1 - tokens) / rate)}
+  end
+  redis.call('HSET', KEYS[2], 'tokens', tokens - 1, 'ts', now)
+  redis.call('EXPIRE', KEYS[2], math.ceil(burst / rate) + 60)
+end
+if max_in_flight > 0 then
+  redis.call('ZADD', KEYS[1], now, ARGV[4])
+  redis.call('EXPIRE', KEYS[1], ARGV[5])
+end
+return {0, '0'}
+"""
+# What a tenant hears when its in-flight quota is full; there is no exact time to give, so a short wait.
+IN_FLIGHT_RETRY_AFTER_S = 2.0
+
+
+class Quotas:
+    """Admission control for submits, per tenant."""
+
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        self.r = client
+        self.settings = settings
+        self._admit = client.register_script(_ADMIT)
+
+    def admit(self, tenant: str, job_id: str) -> None:
+        """Count ``job_id`` against the tenant's quota, or raise RateLimited (429 with Retry-After)."""
+        quota = self.settings.quota_for(tenant)
+        if not _limited(quota):
+            return
+        verdict, wait = self._try(tenant, job_id, quota)
+        if verdict == 1 and self.prune(tenant):
+            verdict, wait = self._try(tenant, job_id, quota)
+        if verdict == 1:
+            raise RateLimited(f"tenant {tenant!r} already has {quota.max_in_flight} jobs queued or running "
+                              "(its in-flight quota); retry when one finishes",
+                              retry_after_s=IN_FLIGHT_RETRY_AFTER_S)
+        if verdict == 2:
+            raise RateLimited(f"tenant {tenant!r} submits faster than its quota of "
+                              f"{quota.submit_rate_per_s:g} jobs/s; retry in {wait:.1f} s",
+                              retry_after_s=wait)
+
+    def release(self, tenant: str, job_id: str) -> None:
+        """Stop counting a job that was admitted but not created (an idempotent replay, a failed publish)."""
+        self.r.zrem(keys.in_flight(tenant), job_id)
+
+    def prune(self, tenant: str) -> int:
+        """Drop finished (or expired) jobs from the tenant's in-flight set; returns how many went."""
+        ids = self.r.zrange(keys.in_flight(tenant), 0, -1)
+        if not ids:
+            return 0
+        pipe = self.r.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hget(keys.job(job_id), "status")
+        done = [j for j, status in zip(ids, pipe.execute()) if status is None or status in TERMINAL_STATUSES]
+        return int(self.r.zrem(keys.in_flight(tenant), *done)) if done else 0
+
+    def _try(self, tenant: str, job_id: str, quota: TenantQuota) -> tuple[int, float]:
+        rate = quota.submit_rate_per_s or 0.0
+        burst = quota.submit_burst or max(1, math.ceil(rate))
+        verdict, wait = self._admit(keys=[keys.in_flight(tenant), keys.submit_bucket(tenant)],
+                                    args=[quota.max_in_flight or 0, rate, burst, job_id,
+                                          self.settings.record_ttl_s])
+        return int(verdict), float(wait)
+
+
+def _limited(quota: TenantQuota) -> bool:
+    return bool(quota.max_in_flight) or bool(quota.submit_rate_per_s)
