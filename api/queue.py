@@ -37,5 +37,5 @@ def publish(job_id: str, spec: JobSpec, priority: str) -> None:
     try:
         with app.producer_or_acquire() as producer:
             app.send_task(TASK_NAME, args=[job_id], producer=producer, **options)
-    except Exception as exc:  # noqa: BLE001 - any broker failure means the job was not accepted
+    except Exception as exc:
         raise ServiceUnavailable(f"queue unavailable: {type(exc).__name__}") from exc

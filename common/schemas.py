@@ -66,6 +66,8 @@ class JobRecord(BaseModel):
     attempts: int = 0
     cancel_requested: bool = False
     timings: Timings = Field(default_factory=Timings)
+    # Hub revisions a job pulled, pinned to commit shas: {"model": {"repo_id", "revision", "sha"}, ...}
+    resolved: dict[str, Any] | None = None
 
 
 class JobList(BaseModel):

@@ -59,6 +59,12 @@ class Settings(BaseSettings):
     secret_key: SecretStr | None = None
     hf_token: SecretStr | None = None
     hub_namespaces: Annotated[dict[str, list[str]], NoDecode] = Field(default_factory=dict)
+    # --- issue 7: fine-tune jobs, uploaded data files, adapters served on resident models ---
+    files_dir: Path | None = None  # uploaded data sets; None: a "files" directory next to artifact_dir
+    max_upload_bytes: int = 100_000_000
+    max_dataset_rows: int = 1_000_000
+    finetune_checkpoint_keep: int = 2  # newest complete checkpoints kept per job while it trains
+    adapter_cache_max: int = 8  # PEFT adapters kept loaded per resident base model
 
     @field_validator("api_keys", mode="before")
     @classmethod
@@ -109,6 +115,11 @@ class Settings(BaseSettings):
             if password.lower() in PLACEHOLDER_SECRETS:
                 raise ValueError("GPUQ_FLOWER_BASIC_AUTH has a placeholder password in prod")
         return self
+
+    @property
+    def files_root(self) -> Path:
+        """Where uploaded data files live: GPUQ_FILES_DIR, else a sibling of the artifact store."""
+        return self.files_dir or self.artifact_dir.parent / "files"
 
     @property
     def resolved_redis_url(self) -> str:

@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from common import keys
-from common.errors import (GpuqError, JobCancelled, JobError, JobTimeout, ResourceExhausted, WorkerLost)
+from common.errors import GpuqError, JobCancelled, JobError, JobTimeout, ResourceExhausted, WorkerLost
 from common.jobs.registry import get_spec
 from common.records import JobStore
 from common.redis_client import get_redis
@@ -63,11 +63,14 @@ def _claim(jobs: JobStore, raw: dict[str, Any]) -> JobContext | None:
     if not claim.applied:
         return None
     jobs.r.zadd(keys.running(raw["queue"]), {raw["id"]: started})
+    store = get_store(settings.artifact_dir)
+    # A redelivered job keeps what its earlier attempts stored (checkpoints a resume starts from).
+    earlier = store.list(raw["tenant"], raw["id"]) if attempts > 1 else []
     return JobContext(
         job_id=raw["id"], tenant=raw["tenant"], kind=raw["kind"], model=raw["model"], inputs=raw.get("inputs"),
         params=raw.get("params") or {}, settings=settings, redis=jobs.r, jobs=jobs,
-        store=get_store(settings.artifact_dir), models=get_cache(),
-        artifacts=[], model_load_ms=0.0, timings=timings,
+        store=store, models=get_cache(), artifacts=earlier, model_load_ms=0.0, timings=timings,
+        resolved=dict(raw.get("resolved") or {}),
     )
 
 
