@@ -43,7 +43,8 @@ class DataSource(BaseModel):
     max_length: int | None = Field(None, ge=1, description="drop rows whose text is longer (characters)")
     shuffle: bool = True
     seed: int = Field(42, ge=0, le=2**32 - 1)
-    test_size: float = Field(0.1, gt=0, lt=1)
+    test_size: float = Field(0.1, ge=0, lt=1, description="eval share carved out when there is no eval split; "
+                                                           "0 trains on every row")
     max_rows: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")

@@ -9,7 +9,14 @@ import httpx
 import psutil
 import pytest
 
-from tests.support.datasets import PROMPTS, completion_rows, corpus_rows, preference_rows, sentiment_rows, upload
+from tests.support.datasets import (
+    PROMPTS,
+    completion_rows,
+    corpus_rows,
+    preference_rows,
+    sentiment_rows,
+    upload,
+)
 from tests.support.jobs import run, sse_events, submit, wait_status
 from tests.support.processes import Service, wait_for
 

@@ -61,21 +61,32 @@ def stack(hub: HubServer, service_env: dict[str, str], log_dir: Path,
         worker.stop()
 
 
+def _values(r: redis.Redis, key: bytes) -> Any:
+    kind = r.type(key).decode()
+    if kind == "string":
+        return [r.get(key)]
+    if kind == "hash":
+        return list(r.hgetall(key).items())
+    if kind == "list":
+        return r.lrange(key, 0, -1)
+    if kind == "set":
+        return list(r.smembers(key))
+    if kind == "zset":
+        return r.zrange(key, 0, -1)
+    if kind == "stream":
+        return r.xrange(key)
+    return [kind]
+
+
 def _redis_dump(url: str) -> str:
-    """Every key of every database in use, every value (strings, hashes, lists, sets, zsets, streams),
-    plus the decoded bodies of Celery messages (kombu stores them base64-encoded)."""
+    """Every key of every database, every value (strings, hashes, lists, sets, zsets, streams), plus the
+    decoded bodies of Celery messages (kombu stores them base64-encoded)."""
     base = url.rsplit("/", 1)[0]
     out: list[str] = []
     for db in range(16):
         r = redis.Redis.from_url(f"{base}/{db}")
         for key in r.scan_iter(count=1000):
-            kind = r.type(key).decode()
-            value: Any = {
-                "string": lambda k: [r.get(k)], "hash": lambda k: list(r.hgetall(k).items()),
-                "list": lambda k: r.lrange(k, 0, -1), "set": lambda k: list(r.smembers(k)),
-                "zset": lambda k: r.zrange(k, 0, -1), "stream": lambda k: r.xrange(k),
-            }.get(kind, lambda k: [])(key)
-            text = f"{key!r} {value!r}"
+            text = f"{key!r} {_values(r, key)!r}"
             out.append(text)
             out.extend(_message_bodies(text))
     return "\n".join(out)

@@ -44,8 +44,8 @@ def preference_rows(n: int = 120, seed: int = 2) -> list[dict[str, Any]]:
 def corpus_rows(n: int = 300, seed: int = 3) -> list[dict[str, Any]]:
     """Sentences over a small vocabulary, for training tokenizers."""
     rng = random.Random(seed)
-    words = ("the queue holds jobs for workers that keep models resident and stream progress to clients "
-             "over http").split()
+    words = ["the", "queue", "holds", "jobs", "for", "workers", "that", "keep", "models", "resident", "and",
+             "stream", "progress", "to", "clients", "over", "http"]
     return [{"body": " ".join(rng.choices(words, k=rng.randint(5, 15))) + rng.choice(".!?")} for _ in range(n)]
 
 

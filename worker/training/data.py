@@ -96,7 +96,7 @@ def prepare(rows: Splits, data: dict[str, Any], alternatives: list[list[str]], s
         train = train.select(range(min(len(train), int(data["max_rows"]))))
     if len(train) == 0:
         raise JobError("no training rows left after filtering")
-    if evals is None and split_eval and len(train) >= 4:
+    if evals is None and split_eval and float(data.get("test_size", 0.1)) > 0 and len(train) >= 4:
         parts = train.train_test_split(test_size=float(data.get("test_size", 0.1)), seed=seed)
         train, evals = parts["train"], parts["test"]
     return Splits(train, evals)

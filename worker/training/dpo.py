@@ -50,6 +50,8 @@ def _bridge(ctx: JobContext, history: list[dict[str, Any]]) -> Any:
             entry = {"step": state.global_step, "epoch": round(float(state.epoch or 0), 4),
                      **{k: round(float(v), 6) for k, v in (logs or {}).items() if isinstance(v, _NUMERIC)}}
             history.append(entry)
+            if "loss" not in entry:  # the end-of-training summary, not a step
+                return
             done = state.global_step - (self.first_step or 0)
             eta = (time.perf_counter() - self.began) / done * (state.max_steps - state.global_step) if done else None
             try:
@@ -96,6 +98,7 @@ def _resume_dir(ckpt: checkpoint.Checkpoint | None, out: Path) -> str | None:
 def train(ctx: JobContext, base: Path, p: FinetuneParams, ckpt: checkpoint.Checkpoint | None) -> Trained:
     """Run DPO to the end (or resume it), returning the trained adapter and the trainer's metrics."""
     import torch
+    from transformers import PrinterCallback
     from trl import DPOTrainer
 
     rows = data.prepare(data.load_rows(ctx, p.data.model_dump(exclude_none=True)), p.data.model_dump(),
@@ -112,6 +115,7 @@ def train(ctx: JobContext, base: Path, p: FinetuneParams, ckpt: checkpoint.Check
         trainer = DPOTrainer(model=model, args=_config(p, out, precision, rows.eval is not None),
                              train_dataset=rows.train, eval_dataset=rows.eval, processing_class=tokenizer,
                              callbacks=[bridge])
+        trainer.remove_callback(PrinterCallback)  # progress goes to the job's events, not the worker's stdout
         trainer.train(resume_from_checkpoint=_resume_dir(ckpt, out))
         if bridge.cancelled:
             raise JobCancelled("cancelled while training")
