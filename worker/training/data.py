@@ -58,15 +58,13 @@ def load_rows(ctx: JobContext, data: dict[str, Any]) -> Splits:
 
 
 def _conform(ds: Any, columns: dict[str, str], alternatives: list[list[str]], what: str) -> tuple[Any, list[str]]:
-    """Rename mapped columns to the names the job uses, keep only those, drop rows with missing values."""
-    renames = {src: dst for dst, src in columns.items() if src != dst and src in ds.column_names}
-    clashing = [c for c in renames.values() if c in ds.column_names and c not in renames]
-    ds = ds.remove_columns(clashing).rename_columns(renames) if renames else ds
-    needs = pick_columns(ds.column_names, {}, alternatives)
+    """Keep the columns the job uses, renamed from the data's own names, and drop rows with missing values."""
+    needs = pick_columns(ds.column_names, columns, alternatives)
     if needs is None:
         wanted = " or ".join(str([columns.get(c, c) for c in alt]) for alt in alternatives)
         raise JobError(f"{what} has no column(s) {wanted} (has {ds.column_names}); map them with params.data.columns")
-    ds = ds.select_columns(needs)
+    sources = {columns.get(c, c): c for c in needs}
+    ds = ds.select_columns(list(sources)).rename_columns({s: d for s, d in sources.items() if s != d})
     return ds.filter(lambda b: [all(b[c][i] is not None for c in needs) for i in range(len(b[needs[0]]))],
                      batched=True), needs
 
