@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse, Response
 from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.routes import generate, health, jobs, kinds
+from api.routes import files, generate, health, jobs, kinds
 from common.errors import GpuqError, PayloadTooLarge, ServiceUnavailable
 from common.settings import get_settings
 
@@ -46,19 +46,29 @@ async def _validation_error(_: Request, exc: Exception) -> Response:
 
 
 class BodyLimit:
-    """Reject request bodies over ``max_body_bytes`` with 413, whether or not Content-Length is sent."""
+    """Reject request bodies over ``max_bytes`` with 413, whether or not Content-Length is sent.
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    Paths in ``streamed`` (uploads) get their own limit and are not buffered: the body is counted as the route
+    reads it, and reading past the limit raises PayloadTooLarge into the route.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, streamed: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.streamed = streamed or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        streamed = scope.get("path") in self.streamed
+        limit = self.streamed[scope["path"]] if streamed else self.max_bytes
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await _error_response(self._too_large())(scope, receive, send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await _error_response(self._too_large(limit))(scope, receive, send)
+            return
+        if streamed:
+            await self.app(scope, self._counted(receive, limit), send)
             return
         # No trustworthy length: buffer the body up to the limit before the app sees any of it.
         chunks: list[bytes] = []
@@ -70,8 +80,8 @@ class BodyLimit:
             chunks.append(message.get("body", b""))
             seen += len(chunks[-1])
             more = bool(message.get("more_body"))
-            if seen > self.max_bytes:
-                await _error_response(self._too_large())(scope, receive, send)
+            if seen > limit:
+                await _error_response(self._too_large(limit))(scope, receive, send)
                 return
         replayed = False
 
@@ -84,8 +94,21 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
-    def _too_large(self) -> PayloadTooLarge:
-        return PayloadTooLarge(f"request body exceeds {self.max_bytes} bytes", field="body")
+    def _counted(self, receive: Receive, limit: int) -> Receive:
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise self._too_large(limit)
+            return message
+        return counted
+
+    def _too_large(self, limit: int) -> PayloadTooLarge:
+        return PayloadTooLarge(f"request body exceeds {limit} bytes", field="body")
 
 
 def create_app() -> FastAPI:
@@ -98,10 +121,12 @@ def create_app() -> FastAPI:
     app.include_router(jobs.deadletter_router)
     app.include_router(kinds.router)
     app.include_router(generate.router)
+    app.include_router(files.router)
     app.add_exception_handler(GpuqError, _gpuq_error)
     app.add_exception_handler(RedisError, _redis_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes,
+                       streamed={files.UPLOAD_PATH: settings.max_upload_bytes + files.MULTIPART_OVERHEAD})
     return app
 
 

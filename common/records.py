@@ -15,7 +15,8 @@ from common.schemas import JobRecord
 from common.settings import get_settings
 
 # Fields stored as JSON in the hash; everything else is a plain string.
-_JSON_FIELDS = ("params", "inputs", "progress", "result", "error", "artifacts", "timings", "webhook")
+_JSON_FIELDS = ("params", "inputs", "progress", "result", "error", "artifacts", "timings", "webhook",
+                "resolved")
 
 # Create a job unless the tenant's idempotency key already names one; append the queued event.
 _SUBMIT = """

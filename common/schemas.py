@@ -115,6 +115,8 @@ class JobRecord(BaseModel):
     cancel_requested: bool = False
     timings: Timings = Field(default_factory=Timings)
     webhook: WebhookSpec | None = None
+    # Hub revisions a job pulled, pinned to commit shas: {"model": {"repo_id", "revision", "sha"}, ...}
+    resolved: dict[str, Any] | None = None
 
 
 class JobList(BaseModel):

@@ -76,6 +76,12 @@ class Settings(BaseSettings):
     secret_key: SecretStr | None = None
     hf_token: SecretStr | None = None
     hub_namespaces: Annotated[dict[str, list[str]], NoDecode] = Field(default_factory=dict)
+    # --- issue 7: fine-tune jobs, uploaded data files, adapters served on resident models ---
+    files_dir: Path | None = None  # uploaded data sets; None: a "files" directory next to artifact_dir
+    max_upload_bytes: int = 100_000_000
+    max_dataset_rows: int = 1_000_000
+    finetune_checkpoint_keep: int = 2  # newest complete checkpoints kept per job while it trains
+    adapter_cache_max: int = 8  # PEFT adapters kept loaded per resident base model
 
     # --- issue 8: clients, synchronous mode, webhooks, quotas, /generate, demo UI ---
     # Longest a request may wait for its job (``Prefer: wait=N``, ``?wait=N``, /generate); larger N are capped.
@@ -176,6 +182,11 @@ class Settings(BaseSettings):
                            submit_burst=self.quota_submit_burst)
         own = self.tenant_quotas.get(tenant)
         return base.model_copy(update=own.model_dump(exclude_none=True)) if own else base
+
+    @property
+    def files_root(self) -> Path:
+        """Where uploaded data files live: GPUQ_FILES_DIR, else a sibling of the artifact store."""
+        return self.files_dir or self.artifact_dir.parent / "files"
 
     @property
     def resolved_redis_url(self) -> str:

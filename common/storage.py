@@ -37,6 +37,8 @@ class ArtifactStore(Protocol):
 
     def local_path(self, tenant: str, job_id: str, name: str) -> Path: ...
 
+    def delete(self, tenant: str, job_id: str, name: str) -> None: ...
+
 
 class LocalArtifactStore:
     """Artifacts as files under ``root/tenant/job_id/name``."""
@@ -91,6 +93,15 @@ class LocalArtifactStore:
         if not path.is_file():
             raise NotFound(f"artifact {name!r} not found", field="name")
         return path
+
+
+    def delete(self, tenant: str, job_id: str, name: str) -> None:
+        """Remove an artifact, or every artifact under the folder ``name`` (missing is fine)."""
+        path = self._path(tenant, job_id, name)
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def get_store(root: Path) -> ArtifactStore:

@@ -24,6 +24,7 @@ os.environ.update({
     "GPUQ_ARTIFACT_DIR": str(SESSION_DIR / "artifacts"),
     "GPUQ_DATA_DIR": str(SESSION_DIR),
     "GPUQ_MAX_BODY_BYTES": "200000",
+    "GPUQ_MAX_UPLOAD_BYTES": "1000000",
     "HF_HUB_OFFLINE": "1",
     "HF_HOME": str(SESSION_DIR / "hf"),
     "TOKENIZERS_PARALLELISM": "false",

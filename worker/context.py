@@ -39,6 +39,7 @@ class JobContext:
     timings: dict[str, Any] = field(default_factory=dict)
     attempt: int = 1
     last_progress: dict[str, Any] | None = None
+    resolved: dict[str, Any] = field(default_factory=dict)
 
     def progress(self, done: int, total: int, **extra: Any) -> None:
         """Record progress, append a progress event and stop here if cancellation was requested."""
@@ -75,16 +76,39 @@ class JobContext:
 
     def put_artifact(self, name: str, data: bytes) -> ArtifactInfo:
         """Store bytes as an artifact of this job and list it in the record."""
-        return self._remember(self.store.put_bytes(self.tenant, self.job_id, name, data))
+        info = self.store.put_bytes(self.tenant, self.job_id, name, data)
+        self._remember([info])
+        return info
 
     def put_artifact_file(self, name: str, path: Path) -> ArtifactInfo:
         """Store a file as an artifact of this job and list it in the record."""
-        return self._remember(self.store.put_file(self.tenant, self.job_id, name, path))
-
-    def _remember(self, info: ArtifactInfo) -> ArtifactInfo:
-        self.artifacts = [a for a in self.artifacts if a.name != info.name] + [info]
-        self.jobs.update(self.job_id, {"artifacts": [a.model_dump() for a in self.artifacts]})
+        info = self.store.put_file(self.tenant, self.job_id, name, path)
+        self._remember([info])
         return info
+
+    def put_artifact_dir(self, prefix: str, folder: Path) -> list[ArtifactInfo]:
+        """Store every file under ``folder`` as ``prefix/<relative path>``, listing them in one record update."""
+        files = sorted(p for p in folder.rglob("*") if p.is_file())
+        infos = [self.store.put_file(self.tenant, self.job_id, f"{prefix}/{p.relative_to(folder).as_posix()}", p)
+                 for p in files]
+        self._remember(infos)
+        return infos
+
+    def delete_artifacts(self, name: str) -> None:
+        """Remove an artifact or a folder of them from the store and the record."""
+        self.store.delete(self.tenant, self.job_id, name)
+        self.artifacts = [a for a in self.artifacts if a.name != name and not a.name.startswith(name + "/")]
+        self.jobs.update(self.job_id, {"artifacts": [a.model_dump() for a in self.artifacts]})
+
+    def _remember(self, infos: list[ArtifactInfo]) -> None:
+        names = {i.name for i in infos}
+        self.artifacts = [a for a in self.artifacts if a.name not in names] + infos
+        self.jobs.update(self.job_id, {"artifacts": [a.model_dump() for a in self.artifacts]})
+
+    def pin(self, name: str, **info: Any) -> None:
+        """Record a resolved source (a Hub repo at the commit sha it pointed at) in the job record."""
+        self.resolved[name] = info
+        self.jobs.update(self.job_id, {"resolved": self.resolved})
 
     def resident(self, key: ModelKey, loader: Any) -> Any:
         """Fetch a model from the resident cache, adding its load time to the job's timings."""

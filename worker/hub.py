@@ -84,6 +84,52 @@ def push_folder(push: dict[str, Any], folder: Path, message: str) -> PushResult:
     return PushResult(repo_id, repo_type, str(info.oid), str(info.commit_url))  # type: ignore[union-attr]
 
 
+def pull_token(sealed: str | None) -> str | None:
+    """Token for a pull: the job's own (sealed at submit) or the server's; None lets the Hub client decide."""
+    return token_for({"sealed_token": sealed} if sealed else None)
+
+
+@dataclass(frozen=True)
+class Pulled:
+    """A Hub repo snapshot in the shared HF cache, at the commit its revision pointed at when pulled."""
+
+    path: Path
+    repo_id: str
+    repo_type: str
+    revision: str
+    sha: str
+
+    def pin(self) -> dict[str, str]:
+        """What the job record keeps (``resolved``) so the run can be reproduced exactly."""
+        return {"repo_id": self.repo_id, "repo_type": self.repo_type, "revision": self.revision, "sha": self.sha}
+
+
+def pull(repo_id: str, revision: str | None = None, repo_type: str = "model", token: str | None = None,
+         allow_patterns: list[str] | None = None) -> Pulled:
+    """Download a repo snapshot through the HF cache (HF_HOME, HF_ENDPOINT), pinned to a commit sha.
+
+    Online, the revision is resolved to a sha first and exactly that commit is fetched. Offline
+    (HF_HUB_OFFLINE=1), the snapshot must already be cached; its directory name is the sha.
+    """
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    wanted = revision or "main"
+    if constants.is_offline_mode():
+        try:
+            path = snapshot_download(repo_id, revision=wanted, repo_type=repo_type, local_files_only=True,
+                                     allow_patterns=allow_patterns)
+        except LocalEntryNotFoundError:
+            raise JobError(f"{repo_type} {repo_id}@{wanted} is not in the HF cache and the Hub is offline "
+                           f"(HF_HUB_OFFLINE=1)") from None
+        return Pulled(Path(path), repo_id, repo_type, wanted, Path(path).name)
+    sha = resolve_revision(repo_id, revision, repo_type, token)
+    path = with_retries(lambda: snapshot_download(repo_id, revision=sha, repo_type=repo_type, token=token,
+                                                  allow_patterns=allow_patterns),
+                        f"download {repo_type} {repo_id}@{sha[:12]}")
+    return Pulled(Path(path), repo_id, repo_type, wanted, sha)
+
+
 def resolve_revision(repo_id: str, revision: str | None, repo_type: str = "model",
                      token: str | None = None) -> str:
     """Pin a branch or tag to the commit sha it points at now (recorded in the job record)."""

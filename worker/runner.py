@@ -84,10 +84,14 @@ def _claim(jobs: JobStore, raw: dict[str, Any]) -> JobContext | None:
     if not claim.applied:
         return None
     jobs.r.zadd(keys.running(raw["queue"]), {raw["id"]: started})
+    store = get_store(settings.artifact_dir)
+    # A redelivered job keeps what its earlier attempts stored (checkpoints a resume starts from).
+    earlier = store.list(raw["tenant"], raw["id"]) if attempts > 1 else []
     return JobContext(
         job_id=raw["id"], tenant=raw["tenant"], kind=raw["kind"], model=raw["model"], inputs=raw.get("inputs"),
         params=raw.get("params") or {}, settings=settings, redis=jobs.r, jobs=jobs,
-        store=get_store(settings.artifact_dir), models=get_cache(), timings=timings, attempt=attempts,
+        store=store, models=get_cache(), artifacts=earlier, model_load_ms=0.0, timings=timings,
+        resolved=dict(raw.get("resolved") or {}), attempt=attempts,
     )
 
 

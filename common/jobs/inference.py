@@ -6,9 +6,10 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from common.errors import InvalidInput
+from common.jobs.adapterref import AdapterRef, check_adapter
 from common.jobs.modelref import check_model_ref
-from common.settings import Settings
 from common.jobs.registry import JobSpec, Submitter, Validated, register
+from common.settings import Settings
 
 Revision = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")]
 DType = Literal["auto", "float32", "float16", "bfloat16"]
@@ -21,6 +22,7 @@ class _Common(BaseModel):
     revision: Revision | None = None
     dtype: DType = "auto"
     batch_size: int = Field(8, ge=1, le=256)
+    adapter: AdapterRef | None = None  # a PEFT adapter applied on the resident base (issue 7)
 
 
 class TextClassificationParams(_Common):
@@ -93,7 +95,10 @@ def check(model: str, inputs: Any, parsed: Any, who: Submitter) -> Validated:
     texts = _check_texts(inputs, settings)
     if isinstance(params, TextGenerationParams) and params.stream:
         _check_streamable(params, texts)
-    return Validated(model=ref, inputs=texts, params=params.model_dump(exclude_none=True))
+    stored = params.model_dump(exclude_none=True, exclude={"adapter"})
+    if params.adapter is not None:
+        stored["adapter"] = check_adapter(params.adapter, who)
+    return Validated(model=ref, inputs=texts, params=stored)
 
 
 SPEC = register(JobSpec(

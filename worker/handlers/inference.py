@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from worker import adapters
 from worker.context import JobContext
 from worker.device import device, torch_dtype
 from worker.models import ModelKey
@@ -114,5 +115,6 @@ def run(ctx: JobContext) -> Any:
     single = isinstance(ctx.inputs, str)
     texts = [ctx.inputs] if single else list(ctx.inputs)
     task = CANONICAL_TASK.get(ctx.params["task"], ctx.params["task"])
-    outputs = RUNNERS[task](ctx, pipe, texts)
+    with adapters.applied(ctx, pipe.model):
+        outputs = RUNNERS[task](ctx, pipe, texts)
     return outputs[0] if single else outputs

@@ -1,0 +1,166 @@
+"""Uploaded data files (csv, jsonl, parquet): per tenant, immutable, referenced by jobs as ``{"file_id": ...}``.
+
+A file lives at ``root/<tenant>/<file id>/`` as ``data.<format>`` plus ``meta.json``; the API writes it, workers
+read it from the same shared filesystem (like the artifact store). Files are parsed once at upload, so a job never
+starts on data that cannot be read, and the row count and columns are known before any job is submitted.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import BinaryIO, Literal
+
+from pydantic import BaseModel
+
+from common.errors import InvalidInput, NotFound, PayloadTooLarge
+from common.storage import safe_name
+
+FileFormat = Literal["csv", "jsonl", "parquet"]
+FORMATS: dict[str, FileFormat] = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
+_FILE_ID = re.compile(r"^file-[0-9a-f]{32}$")
+_CHUNK = 1 << 20
+
+
+class FileInfo(BaseModel):
+    """What the API returns for an uploaded file."""
+
+    id: str
+    name: str
+    size: int
+    sha256: str
+    format: FileFormat
+    rows: int | None = None
+    columns: list[str] = []
+    created_at: float
+
+
+def format_for(name: str, declared: str | None = None) -> FileFormat:
+    """The format named by ``declared`` or the file name's extension; 422 on anything else."""
+    if declared:
+        if declared not in FORMATS.values():
+            raise InvalidInput(f"format: expected one of csv, jsonl, parquet, not {declared!r}", field="format")
+        return declared  # type: ignore[return-value]
+    suffix = Path(name).suffix.lower()
+    if suffix not in FORMATS:
+        raise InvalidInput(f"file: {name!r} is not .csv, .jsonl or .parquet (or pass format=...)", field="file")
+    return FORMATS[suffix]
+
+
+def _inspect_csv(path: Path) -> tuple[int, list[str]]:
+    import pyarrow.csv as pacsv
+
+    reader = pacsv.open_csv(path)
+    rows = sum(batch.num_rows for batch in reader)
+    return rows, list(reader.schema.names)
+
+
+def _inspect_jsonl(path: Path) -> tuple[int, list[str]]:
+    rows = 0
+    columns: dict[str, None] = {}  # ordered set of keys seen
+    with path.open("rb") as fh:
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as exc:
+                raise ValueError(f"line {number} is not JSON: {exc}") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"line {number} is not a JSON object")  # noqa: TRY004 - bad content, not a bad call
+            columns.update(dict.fromkeys(row))
+            rows += 1
+    return rows, list(columns)
+
+
+def _inspect_parquet(path: Path) -> tuple[int, list[str]]:
+    import pyarrow.parquet as pq
+
+    meta = pq.ParquetFile(path)
+    return meta.metadata.num_rows, list(meta.schema_arrow.names)
+
+
+_INSPECT = {"csv": _inspect_csv, "jsonl": _inspect_jsonl, "parquet": _inspect_parquet}
+
+
+def inspect(path: Path, fmt: FileFormat) -> tuple[int, list[str]]:
+    """(rows, columns) of a data file; 422 naming ``file`` when it does not parse as ``fmt``."""
+    try:
+        rows, columns = _INSPECT[fmt](path)
+    except Exception as exc:  # noqa: BLE001 - any parse failure is the caller's bad file
+        raise InvalidInput(f"file: not a readable {fmt} file: {str(exc)[:300]}", field="file") from None
+    if rows == 0:
+        raise InvalidInput("file: holds no rows", field="file")
+    return rows, columns
+
+
+class FileStore:
+    """Uploaded files under ``root/<tenant>/<id>``; another tenant's file is simply not found."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+
+    def _dir(self, tenant: str, file_id: str) -> Path:
+        if not _FILE_ID.match(file_id):
+            raise NotFound(f"file {file_id!r} not found", field="file_id")
+        return self.root / safe_name(tenant) / file_id
+
+    def save(self, tenant: str, name: str, source: BinaryIO, fmt: FileFormat, max_bytes: int) -> FileInfo:
+        """Copy an upload into the store (size-limited, hashed, parsed) and describe it."""
+        file_id = f"file-{uuid.uuid4().hex}"
+        final = self._dir(tenant, file_id)
+        staging = final.with_name(f".{file_id}.tmp")
+        staging.mkdir(parents=True)
+        try:
+            data = staging / f"data.{fmt}"
+            size, digest = _copy_limited(source, data, max_bytes)
+            rows, columns = inspect(data, fmt)
+            info = FileInfo(id=file_id, name=Path(name).name[:255] or f"data.{fmt}", size=size, sha256=digest,
+                            format=fmt, rows=rows, columns=columns, created_at=time.time())
+            (staging / "meta.json").write_text(info.model_dump_json())
+            staging.rename(final)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return info
+
+    def get(self, tenant: str, file_id: str) -> FileInfo:
+        """The file's description; NotFound when missing or another tenant's."""
+        meta = self._dir(tenant, file_id) / "meta.json"
+        if not meta.is_file():
+            raise NotFound(f"file {file_id!r} not found", field="file_id")
+        return FileInfo.model_validate_json(meta.read_text())
+
+    def path(self, tenant: str, file_id: str) -> Path:
+        """Path of the file's data (for workers)."""
+        info = self.get(tenant, file_id)
+        return self._dir(tenant, file_id) / f"data.{info.format}"
+
+    def list(self, tenant: str) -> list[FileInfo]:
+        """The tenant's files, newest first."""
+        base = self.root / safe_name(tenant)
+        if not base.is_dir():
+            return []
+        found = [FileInfo.model_validate_json(p.read_text()) for p in base.glob("file-*/meta.json")]
+        return sorted(found, key=lambda f: f.created_at, reverse=True)
+
+
+def _copy_limited(source: BinaryIO, dest: Path, max_bytes: int) -> tuple[int, str]:
+    digest, size = hashlib.sha256(), 0
+    with dest.open("wb") as out:
+        for chunk in iter(lambda: source.read(_CHUNK), b""):
+            size += len(chunk)
+            if size > max_bytes:
+                raise PayloadTooLarge(f"file exceeds {max_bytes} bytes", field="file")
+            digest.update(chunk)
+            out.write(chunk)
+    return size, digest.hexdigest()
+
+
+def get_file_store(root: Path) -> FileStore:
+    """The configured file store."""
+    return FileStore(root)

@@ -1,0 +1,131 @@
+"""PEFT adapters served on resident base models: loaded by name next to the base, never reloading it.
+
+The first adapter used on a base model wraps it in a ``PeftModel`` (LoRA layers are injected into the base's
+modules in place, so the pipeline holding the base sees them). Further adapters load side by side under their
+own names; a job picks one with ``set_adapter``; a job without an adapter runs inside ``disable_adapter()``,
+which is exactly the base model. At most ``GPUQ_ADAPTER_CACHE_MAX`` adapters stay loaded per base; the least
+recently used is removed with ``delete_adapter``.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from common.errors import ModelLoadError
+from common.jobs.adapterref import ADAPTER_CONFIG
+from worker import hub
+from worker.context import JobContext
+
+log = logging.getLogger(__name__)
+_ATTR = "_gpuq_adapters"
+
+
+@dataclass(frozen=True)
+class AdapterSource:
+    """A resolved adapter: a cache key that changes when its content can, and a local directory."""
+
+    key: str
+    path: Path
+
+
+def resolve(ctx: JobContext, ref: dict[str, Any]) -> AdapterSource:
+    """Find the adapter's files: a fine-tune job's artifacts (same tenant), a Hub repo (pinned), or a local dir."""
+    if "job" in ref:
+        config = ctx.store.local_path(ctx.tenant, str(ref["job"]), ADAPTER_CONFIG)
+        return AdapterSource(f"job:{ctx.tenant}:{ref['job']}", config.parent)
+    if "path" in ref:
+        path = Path(ref["path"])
+        stamp = max((p.stat().st_mtime_ns for p in path.glob("adapter_*")), default=0)
+        return AdapterSource(f"path:{path}:{stamp}", path)
+    pulled = hub.pull(str(ref["repo"]), ref.get("revision"), "model", hub.pull_token(ref.get("sealed_token")))
+    ctx.pin("adapter", **pulled.pin())
+    return AdapterSource(f"hub:{pulled.repo_id}@{pulled.sha}", pulled.path)
+
+
+class AdapterSet:
+    """The adapters loaded on one resident base model, least recently used first."""
+
+    def __init__(self, base: Any, max_adapters: int) -> None:
+        self.base = base
+        self.max_adapters = max(1, max_adapters)
+        self.peft: Any = None
+        self.names: OrderedDict[str, str] = OrderedDict()
+
+    def activate(self, source: AdapterSource) -> float:
+        """Make ``source`` the active adapter, loading it if needed; returns the load time in ms (0 if resident)."""
+        name = self.names.get(source.key)
+        load_ms = 0.0
+        if name is None:
+            started = time.perf_counter()
+            name = "a" + hashlib.sha256(source.key.encode()).hexdigest()[:16]
+            self._load(source.path, name)
+            self.names[source.key] = name
+            load_ms = (time.perf_counter() - started) * 1000
+        self.names.move_to_end(source.key)
+        self.peft.set_adapter(name, inference_mode=True)
+        self._evict()
+        return load_ms
+
+    def _load(self, path: Path, name: str) -> None:
+        from peft import PeftModel
+
+        try:
+            if self.peft is None:
+                self.peft = PeftModel.from_pretrained(self.base, str(path), adapter_name=name, is_trainable=False)
+            else:
+                self.peft.load_adapter(str(path), adapter_name=name, is_trainable=False)
+        except Exception as exc:  # noqa: BLE001 - a bad adapter fails the job, not the resident base
+            if self.peft is not None and name in self.peft.peft_config:
+                self.peft.delete_adapter(name)
+            raise ModelLoadError(f"adapter at {path.name!r} does not fit this model: {str(exc)[:300]}") from None
+
+    def _evict(self) -> None:
+        while len(self.names) > self.max_adapters:
+            key, name = self.names.popitem(last=False)
+            self.peft.delete_adapter(name)
+            log.info("unloaded adapter %s", key)
+
+    @contextmanager
+    def disabled(self) -> Iterator[None]:
+        """Run on the plain base model (no-op when no adapter was ever loaded)."""
+        if self.peft is None:
+            yield
+            return
+        with self.peft.disable_adapter():
+            yield
+
+
+def adapters_of(model: Any, max_adapters: int) -> AdapterSet:
+    """The adapter set attached to a resident base model (created on first use)."""
+    found = model.__dict__.get(_ATTR)
+    if found is None:
+        found = AdapterSet(model, max_adapters)
+        model.__dict__[_ATTR] = found  # a plain attribute, not a submodule: it goes when the base is evicted
+    return found  # type: ignore[no-any-return]
+
+
+@contextmanager
+def applied(ctx: JobContext, model: Any) -> Iterator[None]:
+    """Run the body with the job's ``params.adapter`` active on ``model``, or with every adapter disabled."""
+    ref = ctx.params.get("adapter")
+    found = model.__dict__.get(_ATTR)
+    if ref is None:
+        if found is None:
+            yield
+        else:
+            with found.disabled():
+                yield
+        return
+    source = resolve(ctx, ref)
+    aset = found or adapters_of(model, ctx.settings.adapter_cache_max)
+    ms = aset.activate(source)
+    if ms:
+        ctx.log(f"adapter loaded in {ms:.0f} ms on the resident base", adapter_load_ms=round(ms, 3))
+    yield

@@ -1,0 +1,1 @@
+"""Fine-tune internals: data preparation, the accelerate loop, checkpoints, model cards, DPO."""
