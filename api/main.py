@@ -10,7 +10,8 @@ from fastapi.responses import JSONResponse, Response
 from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.routes import health, jobs
+from api import metrics
+from api.routes import admin, health, jobs
 from common.errors import GpuqError, PayloadTooLarge, ServiceUnavailable
 from common.settings import get_settings
 
@@ -94,6 +95,8 @@ def create_app() -> FastAPI:
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(jobs.deadletter_router)
+    app.include_router(admin.router)
+    app.include_router(metrics.router)
     app.add_exception_handler(GpuqError, _gpuq_error)
     app.add_exception_handler(RedisError, _redis_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -50,3 +50,22 @@ def draining(node: str) -> str:
 
 def sweeper_lock() -> str:
     return f"{_p()}:sweeper-lock"
+
+
+# Issue 4 (metrics): counters and histograms kept in Redis, so every API replica and every scrape agrees.
+def stats() -> str:
+    """Job counters: ``submitted|<kind>``, ``finished|<kind>|<status>``, ``failed|<kind>|<error type>``."""
+    return f"{_p()}:stats"
+
+
+def wait_histogram(queue: str) -> str:
+    return f"{_p()}:stats:wait:{queue}"
+
+
+def worker_stats(node: str) -> str:
+    """One worker node's published telemetry (counters, gauges, preload state)."""
+    return f"{_p()}:wstats:{node}"
+
+
+def worker_histogram(node: str, name: str) -> str:
+    return f"{_p()}:wstats:{node}:{name}"

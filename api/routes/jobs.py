@@ -12,7 +12,7 @@ from redis.exceptions import RedisError
 
 from api import queue
 from api.deps import Artifacts, Jobs, SettingsDep, Tenant
-from common import events
+from common import events, stats
 from common.errors import InvalidInput, ServiceUnavailable
 from common.jobs.registry import Submitter, get_spec
 from common.records import body_hash
@@ -46,6 +46,7 @@ def submit_job(body: JobRequest, tenant: Tenant, jobs: Jobs, settings: SettingsD
         except ServiceUnavailable:
             jobs.delete(job_id, tenant, idempotency_key)
             raise
+        stats.count_submitted(jobs.r, spec.kind)
         record = jobs.get(job_id, tenant)
     except RedisError as exc:
         raise ServiceUnavailable(f"job store unavailable: {type(exc).__name__}") from exc
