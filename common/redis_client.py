@@ -12,14 +12,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
 import redis
 import redis.asyncio as aioredis
 import redis.asyncio.sentinel as aiosentinel
+from redis import exceptions as rexc
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError, ReadOnlyError, TimeoutError
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
@@ -66,7 +66,7 @@ def parse_sentinel_url(url: str) -> SentinelURL:
 def failover_retry() -> Retry:
     """Retry long enough to ride over a Sentinel failover (a few seconds), then give up."""
     return Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=12,
-                 supported_errors=(ConnectionError, TimeoutError, ReadOnlyError))
+                 supported_errors=(rexc.ConnectionError, rexc.TimeoutError, rexc.ReadOnlyError))
 
 
 def _sentinel_kwargs(settings: Settings) -> dict[str, Any] | None:
@@ -86,10 +86,11 @@ def get_redis() -> redis.Redis:
     url = settings.resolved_redis_url
     if is_sentinel(url):
         parsed = parse_sentinel_url(url)
-        sentinel = Sentinel(parsed.hosts, sentinel_kwargs=_sentinel_kwargs(settings), socket_timeout=2,
-                            socket_connect_timeout=2)
-        return sentinel.master_for(settings.redis_sentinel_master, socket_timeout=30,
-                                   health_check_interval=30, **_master_kwargs(parsed))
+        sentinel = Sentinel(parsed.hosts, sentinel_kwargs=_sentinel_kwargs(settings),  # type: ignore[no-untyped-call]
+                            socket_timeout=2, socket_connect_timeout=2)
+        client = sentinel.master_for(settings.redis_sentinel_master, socket_timeout=30,  # type: ignore[no-untyped-call]
+                                     health_check_interval=30, **_master_kwargs(parsed))
+        return cast(redis.Redis, client)
     return redis.Redis.from_url(url, health_check_interval=30, socket_timeout=30, **_COMMON)
 
 
@@ -99,7 +100,9 @@ def get_async_redis() -> aioredis.Redis:
     url = settings.resolved_redis_url
     if is_sentinel(url):
         parsed = parse_sentinel_url(url)
-        sentinel = aiosentinel.Sentinel(parsed.hosts, sentinel_kwargs=_sentinel_kwargs(settings),
+        sentinel = aiosentinel.Sentinel(parsed.hosts,  # type: ignore[no-untyped-call]
+                                        sentinel_kwargs=_sentinel_kwargs(settings),
                                         socket_timeout=2, socket_connect_timeout=2)
-        return sentinel.master_for(settings.redis_sentinel_master, **_master_kwargs(parsed))
+        client = sentinel.master_for(settings.redis_sentinel_master, **_master_kwargs(parsed))
+        return cast(aioredis.Redis, client)
     return aioredis.Redis.from_url(url, **_COMMON)

@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     # Issue 4 (operate and scale): Sentinel auth, the worker's metrics/health server, Flower progress.
     redis_sentinel_password: SecretStr | None = None
     worker_metrics_host: str = "0.0.0.0"
-    task_event_progress_interval_s: float = Field(1.0, ge=0)
+    task_event_progress_interval_s: float = 1.0
 
     @field_validator("api_keys", mode="before")
     @classmethod
