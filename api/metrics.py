@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import lru_cache
+from typing import cast
 
 from fastapi import APIRouter
 from fastapi.responses import Response
@@ -36,7 +37,8 @@ def _counter(name: str, doc: str, labels: list[str], series: dict[tuple[str, ...
 
 
 def _queue_gauges(loads: dict[str, QueueLoad]) -> Iterator[Metric]:
-    specs = [("waiting", "Jobs waiting on the broker (all priority lists)", lambda q: q.waiting),
+    specs: list[tuple[str, str, Callable[[QueueLoad], float]]] = [
+             ("waiting", "Jobs waiting on the broker (all priority lists)", lambda q: q.waiting),
              ("running", "Jobs claimed by a worker and running", lambda q: q.running),
              ("load", "waiting + running: the autoscaling signal (KEDA divides it by its target)",
               lambda q: q.load),
@@ -61,7 +63,8 @@ def _wait_histograms(loads: dict[str, QueueLoad]) -> Metric:
 
 def _workers() -> Iterator[Metric]:
     r, settings, now = get_redis(), get_settings(), time.time()
-    beats = r.zrangebyscore(keys.workers(), now - HEARTBEAT_HORIZON_S, "+inf", withscores=True)
+    beats = cast(list[tuple[str, float]],
+                 r.zrangebyscore(keys.workers(), now - HEARTBEAT_HORIZON_S, "+inf", withscores=True))
     alive = GaugeMetricFamily("gpuq_workers_alive", "Workers whose gpuq heartbeat is fresher than "
                               "GPUQ_WORKER_TTL_S")
     alive.add_metric([], sum(1 for _, ts in beats if ts >= now - settings.worker_ttl_s))
@@ -94,7 +97,8 @@ class ClusterCollector(Collector):
 
     def _collect(self) -> Iterator[Metric]:
         counters = stats.read_counters(get_redis())
-        yield _counter("gpuq_jobs_submitted", "Jobs accepted by the API", ["kind"], counters.get("submitted", {}))
+        yield _counter("gpuq_jobs_submitted", "Jobs accepted by the API", ["kind"],
+                       counters.get("submitted", {}))
         yield _counter("gpuq_jobs_finished", "Jobs that reached a terminal status", ["kind", "status"],
                        counters.get("finished", {}))
         yield _counter("gpuq_jobs_failed", "Failed jobs by error type", ["kind", "error"],

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -60,7 +60,7 @@ class RedisHistogram:
 
     def read(self, client: redis.Redis) -> HistogramData:
         """Read and parse in one call."""
-        return self.parse(client.hgetall(self.key))
+        return self.parse(cast(dict[str, str], client.hgetall(self.key)))
 
 
 def wait_histogram(queue: str) -> RedisHistogram:

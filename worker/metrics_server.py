@@ -167,7 +167,8 @@ def _cache_and_device(raw: dict[str, str]) -> Iterator[Metric]:
             family.add_metric([raw.get("device", "cpu")] if labels else [], float(raw[field]))
         yield family
     preload = GaugeMetricFamily("gpuq_worker_preload_done", "1 when GPUQ_PRELOAD finished in this boot")
-    preload.add_metric([], 1.0 if raw.get("preload") == "done" and raw.get("preload_boot") == boot_id() else 0.0)
+    done = raw.get("preload") == "done" and raw.get("preload_boot") == boot_id()
+    preload.add_metric([], 1.0 if done else 0.0)
     yield preload
 
 

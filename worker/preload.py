@@ -1,8 +1,9 @@
 """``GPUQ_PRELOAD``: load models into the pool child's resident cache before the worker reports healthy.
 
 Entries are ``task=model`` (``text-classification=/models/sst2``) or a bare ``model``, which preloads it
-for ``feature-extraction``. Each is loaded under the cache key a job with default ``dtype`` and
-``revision`` uses, so the first such job is a cache hit.
+for ``feature-extraction``. The handler that can preload ``task`` loads it (a handler module opts in with
+``PRELOAD_TASKS`` and ``preload(model, task)``; the inference handler does today), under the cache key a
+job with default ``dtype`` and ``revision`` uses, so the first such job is a cache hit.
 
 Loading runs on a thread in the pool child: billiard kills a child whose start-up hook blocks for more
 than a few seconds, and a big model takes minutes. A job that arrives meanwhile waits on the cache's lock
@@ -16,13 +17,16 @@ import logging
 import os
 import threading
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from celery import signals
 
 from common.jobs.modelref import check_model_ref
+from common.jobs.registry import all_specs
 from common.redis_client import get_redis
 from common.settings import get_settings
+from worker.handlers import get_handler
 
 log = logging.getLogger(__name__)
 BOOT_ENV = "GPUQ_WORKER_BOOT"
@@ -55,16 +59,24 @@ def _start_preload(**_: Any) -> None:
         threading.Thread(target=preload_all, args=(entries,), name="gpuq-preload", daemon=True).start()
 
 
+def preloader(task: str) -> Callable[[str, str], None]:
+    """The ``preload`` of the handler that declares ``task`` in its ``PRELOAD_TASKS``."""
+    for kind in sorted({spec.kind for spec in all_specs()}):
+        handler = get_handler(kind)
+        if task in getattr(handler, "PRELOAD_TASKS", ()):
+            return handler.preload  # type: ignore[attr-defined,no-any-return]
+    raise ValueError(f"GPUQ_PRELOAD: no job kind can preload task {task!r}")
+
+
 def preload_all(entries: list[str]) -> None:
     """Load every entry; publish the outcome for the parent's health check."""
     from worker import telemetry
-    from worker.handlers.inference import preload
 
     r = get_redis()
     telemetry.publish_state(r, preload="loading", preload_boot=boot_id(), preload_error="")
     try:
         for task, model in parse(entries):
-            preload(check_model_ref(model, get_settings().model_roots, field="GPUQ_PRELOAD"), task)
+            preloader(task)(check_model_ref(model, get_settings().model_roots, field="GPUQ_PRELOAD"), task)
             log.info("preloaded %s for %s", model, task)
     except Exception as exc:  # noqa: BLE001 - reported through /healthz; the worker keeps serving
         log.error("preload failed: %s", exc)

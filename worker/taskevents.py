@@ -42,10 +42,10 @@ def send_progress(done: int, total: int, progress: dict[str, Any]) -> None:
     """Send one ``task-progress`` event for the current Celery task; best effort."""
     from celery import current_task
 
-    task = current_task
-    if task is None or not getattr(task.request, "id", None) or not task.request.hostname:
-        return
     try:
-        task.send_event("task-progress", retry=False, result=describe(done, total), progress=progress)
+        # current_task is a proxy: falsy outside a Celery task (a job run directly, a benchmark).
+        if not current_task or not current_task.request.id or not current_task.request.hostname:
+            return
+        current_task.send_event("task-progress", retry=False, result=describe(done, total), progress=progress)
     except Exception as exc:  # noqa: BLE001 - monitoring must never fail a job
         log.debug("task-progress event not sent: %s", exc)

@@ -53,7 +53,8 @@ def test_worker_metrics_report_runs_batches_cache_memory_and_preload(stack: Stac
     assert value(after, "gpuq_worker_jobs_total", kind="inference", status="succeeded") == 1
     assert value(after, "gpuq_worker_job_run_seconds_count", kind="inference") == 1
     assert value(after, "gpuq_worker_job_run_seconds_sum", kind="inference") > 0
-    assert value(after, "gpuq_worker_batch_size_count") == 2 and value(after, "gpuq_worker_batch_size_sum") == 3
+    assert value(after, "gpuq_worker_batch_size_count") == 2
+    assert value(after, "gpuq_worker_batch_size_sum") == 3
     assert value(after, "gpuq_worker_batch_size_bucket", le="1") == 1
     assert value(after, "gpuq_worker_model_cache_hits_total") == 1
     assert value(after, "gpuq_worker_model_cache_misses_total") == 1

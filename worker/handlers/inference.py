@@ -35,8 +35,6 @@ def _pipeline(ctx: JobContext) -> Any:
 def preload(model: str, task: str) -> None:
     """Load ``model`` for ``task`` into the resident cache under the key a default job would use."""
     task = CANONICAL_TASK.get(task, task)
-    if task not in RUNNERS:
-        raise ValueError(f"cannot preload for task {task!r}; one of {sorted(RUNNERS)}")
     get_cache().get(_key(model, task, None, "auto"), _load_pipeline(model, task, None, "auto"))
 
 
@@ -104,6 +102,10 @@ RUNNERS: dict[str, Callable[[JobContext, Any, list[str]], list[Any]]] = {
     "text-generation": _generate,
     "feature-extraction": _embed,
 }
+
+
+# GPUQ_PRELOAD entries this handler can load (worker/preload.py).
+PRELOAD_TASKS = frozenset(RUNNERS) | frozenset(CANONICAL_TASK)
 
 
 def run(ctx: JobContext) -> Any:
