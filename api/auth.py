@@ -5,7 +5,7 @@ import hmac
 
 from fastapi import Request
 
-from common.errors import Unauthorized
+from common.errors import Forbidden, Unauthorized
 from common.settings import get_settings
 
 
@@ -20,3 +20,18 @@ def tenant_for(request: Request) -> str:
         if hmac.compare_digest(known.encode(), key.encode()):
             return tenant
     raise Unauthorized("invalid API key", field="Authorization")
+
+
+def require_admin(request: Request) -> None:
+    """Admin routes take a bearer key from ``GPUQ_ADMIN_KEYS``: 401 without a valid key, 403 for a tenant key."""
+    header = request.headers.get("authorization", "")
+    scheme, _, key = header.partition(" ")
+    key = key.strip()
+    if scheme.lower() != "bearer" or not key:
+        raise Unauthorized("missing bearer token (Authorization: Bearer <admin key>)", field="Authorization")
+    settings = get_settings()
+    if any(hmac.compare_digest(k.encode(), key.encode()) for k in settings.admin_keys):
+        return
+    if any(hmac.compare_digest(k.encode(), key.encode()) for k in settings.api_keys):
+        raise Forbidden("this route needs an admin key (GPUQ_ADMIN_KEYS)", field="Authorization")
+    raise Unauthorized("invalid admin key", field="Authorization")

@@ -10,7 +10,8 @@ from fastapi.responses import JSONResponse, Response
 from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.routes import files, generate, health, jobs, kinds
+from api import metrics
+from api.routes import admin, files, generate, health, jobs, kinds
 from common.errors import GpuqError, PayloadTooLarge, ServiceUnavailable
 from common.settings import get_settings
 
@@ -122,6 +123,8 @@ def create_app() -> FastAPI:
     app.include_router(kinds.router)
     app.include_router(generate.router)
     app.include_router(files.router)
+    app.include_router(admin.router)
+    app.include_router(metrics.router)
     app.add_exception_handler(GpuqError, _gpuq_error)
     app.add_exception_handler(RedisError, _redis_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -13,7 +13,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from api import queue
-from common import keys
+from common import keys, stats
 from common.errors import ServiceUnavailable
 from common.jobs.registry import Submitter, get_spec
 from common.quotas import Quotas
@@ -62,6 +62,7 @@ def submit(body: JobRequest, tenant: str, jobs: JobStore, settings: Settings,
             jobs.delete(job_id, tenant, idempotency_key)
             quotas.release(tenant, job_id)
             raise
+        stats.count_submitted(jobs.r, spec.kind)
         return Submitted(jobs.get(job_id, tenant), replayed=False)
     except RedisError as exc:
         raise ServiceUnavailable(f"job store unavailable: {type(exc).__name__}") from exc

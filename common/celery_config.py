@@ -26,6 +26,8 @@ def transport_options(settings: Settings) -> dict[str, Any]:
     }
     if settings.resolved_redis_url.startswith("sentinel://"):
         opts["master_name"] = settings.redis_sentinel_master
+        if settings.redis_sentinel_password is not None:
+            opts["sentinel_kwargs"] = {"password": settings.redis_sentinel_password.get_secret_value()}
     return opts
 
 

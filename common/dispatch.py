@@ -23,6 +23,8 @@ def publish(app: Celery, job_id: str, spec: JobSpec, priority: str) -> None:
         "queue": spec.queue, "task_id": job_id, "priority": PRIORITY_LEVELS.get(priority, 3),
         "soft_time_limit": limit, "time_limit": limit + settings.time_limit_grace_s,
         "retry": True, "retry_policy": {"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2},
+        # Display only (Flower's args/kwargs columns): the message itself carries just the job id.
+        "argsrepr": repr([job_id]), "kwargsrepr": repr({"kind": spec.kind, "priority": priority}),
     }
     try:
         with app.producer_or_acquire() as producer:

@@ -157,3 +157,11 @@ class JobInterrupted(JobError):
 
     retryable = True
     type_name = "interrupted"
+
+
+# Issue 4: admin routes (queue load for the autoscaler).
+class Forbidden(GpuqError):
+    """Authenticated, but this key may not use the route (a tenant key on an admin route)."""
+
+    status_code = 403
+    type_name = "forbidden"

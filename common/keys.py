@@ -91,3 +91,22 @@ def webhook_dead() -> str:
 def webhook_sender_lock() -> str:
     """Lease held by the one active webhook sender."""
     return f"{_p()}:wh:sender"
+
+
+# Issue 4 (metrics): counters and histograms kept in Redis, so every API replica and every scrape agrees.
+def stats() -> str:
+    """Job counters: ``submitted|<kind>``, ``finished|<kind>|<status>``, ``failed|<kind>|<error type>``."""
+    return f"{_p()}:stats"
+
+
+def wait_histogram(queue: str) -> str:
+    return f"{_p()}:stats:wait:{queue}"
+
+
+def worker_stats(node: str) -> str:
+    """One worker node's published telemetry (counters, gauges, preload state)."""
+    return f"{_p()}:wstats:{node}"
+
+
+def worker_histogram(node: str, name: str) -> str:
+    return f"{_p()}:wstats:{node}:{name}"

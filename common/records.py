@@ -36,6 +36,8 @@ return ''
 """
 
 # Move a job between states only from an allowed state; write fields and append the event atomically.
+# The same script counts terminal transitions and requeues (KEYS[3]), so a metric can never disagree
+# with the records: a transition that is refused is not counted, and one that happens is counted once.
 _TRANSITION = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {0, ''} end
@@ -48,6 +50,20 @@ for k, v in pairs(fields) do redis.call('HSET', KEYS[1], k, v) end
 if ARGV[3] ~= '' then
   redis.call('XADD', KEYS[2], '*', 'type', ARGV[3], 'data', ARGV[4])
   redis.call('EXPIRE', KEYS[2], ARGV[5])
+end
+local new = fields['status']
+if new and new ~= status then
+  local kind = redis.call('HGET', KEYS[1], 'kind') or 'unknown'
+  if new == 'succeeded' or new == 'failed' or new == 'cancelled' then
+    redis.call('HINCRBY', KEYS[3], 'finished|' .. kind .. '|' .. new, 1)
+    if new == 'failed' then
+      local ok, err = pcall(cjson.decode, fields['error'] or '')
+      local etype = (ok and type(err) == 'table' and err['type']) or 'unknown'
+      redis.call('HINCRBY', KEYS[3], 'failed|' .. kind .. '|' .. etype, 1)
+    end
+  elseif new == 'queued' and status == 'running' then
+    redis.call('HINCRBY', KEYS[3], 'requeued|' .. kind, 1)
+  end
 end
 return {1, status}
 """
@@ -158,7 +174,7 @@ class JobStore:
                    event: str = "", data: dict[str, Any] | None = None) -> Transition:
         """Compare-and-set the status (``fields`` usually holds the new one) and append ``event``."""
         applied, previous = self._transition(
-            keys=[keys.job(job_id), keys.events(job_id)],
+            keys=[keys.job(job_id), keys.events(job_id), keys.stats()],
             args=[json.dumps(allowed), json.dumps(_encode(fields)), event, json.dumps(data or {}),
                   get_settings().record_ttl_s],
         )

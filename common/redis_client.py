@@ -1,20 +1,97 @@
-"""Redis connections for gpuq's own keys (the broker connection is Celery's)."""
+"""Redis connections for gpuq's own keys (the broker connection is Celery's).
+
+``GPUQ_REDIS_URL`` is one of:
+
+- ``redis://[:password@]host:port/db`` or ``rediss://...`` (TLS; options such as ``ssl_cert_reqs`` and
+  ``ssl_ca_certs`` go in the query string, as for Celery's broker);
+- ``sentinel://[:password@]host:port/db;sentinel://host2:port...``: the sentinels to ask for the current
+  primary of ``GPUQ_REDIS_SENTINEL_MASTER``. The same string is Celery's broker URL (kombu parses it the
+  same way), so the job records and the broker always follow the same primary.
+"""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any, cast
+from urllib.parse import unquote, urlsplit
 
 import redis
 import redis.asyncio as aioredis
+import redis.asyncio.sentinel as aiosentinel
+from redis import exceptions as rexc
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+from redis.sentinel import Sentinel
 
-from common.settings import get_settings
+from common.settings import Settings, get_settings
+
+_COMMON: dict[str, Any] = {"decode_responses": True, "socket_connect_timeout": 5}
+
+
+@dataclass(frozen=True)
+class SentinelURL:
+    """A parsed ``sentinel://`` URL list."""
+
+    hosts: list[tuple[str, int]]
+    db: int = 0
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+
+def is_sentinel(url: str) -> bool:
+    """True for Celery-style ``sentinel://`` URL lists."""
+    return url.strip().lower().startswith("sentinel://")
+
+
+def parse_sentinel_url(url: str) -> SentinelURL:
+    """Split ``sentinel://[user:pw@]h1:p1/db;sentinel://h2:p2`` into hosts, db and the data credentials.
+
+    As in kombu, credentials and db come from the first entry that carries them; they are the *Redis*
+    credentials. Sentinels that want their own password get it from ``GPUQ_REDIS_SENTINEL_PASSWORD``.
+    """
+    hosts: list[tuple[str, int]] = []
+    db, user, password = 0, None, None
+    for part in (p.strip() for p in url.split(";") if p.strip()):
+        parts = urlsplit(part)
+        if parts.scheme != "sentinel" or not parts.hostname:
+            raise ValueError(f"not a sentinel:// URL: {part.split('@')[-1]!r}")
+        hosts.append((parts.hostname, parts.port or 26379))
+        if parts.path.strip("/") and db == 0:
+            db = int(parts.path.strip("/"))
+        if parts.password and password is None:
+            password, user = unquote(parts.password), unquote(parts.username) if parts.username else None
+    return SentinelURL(hosts, db, user, password)
+
+
+def failover_retry() -> Retry:
+    """Retry long enough to ride over a Sentinel failover (a few seconds), then give up."""
+    return Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=12,
+                 supported_errors=(rexc.ConnectionError, rexc.TimeoutError, rexc.ReadOnlyError))
+
+
+def _sentinel_kwargs(settings: Settings) -> dict[str, Any] | None:
+    secret = settings.redis_sentinel_password
+    return {"password": secret.get_secret_value()} if secret else None
+
+
+def _master_kwargs(parsed: SentinelURL) -> dict[str, Any]:
+    return {"db": parsed.db, "username": parsed.username, "password": parsed.password,
+            "retry": failover_retry(), **_COMMON}
 
 
 @lru_cache(maxsize=1)
 def get_redis() -> redis.Redis:
     """Process-wide synchronous client with a connection pool."""
-    url = get_settings().resolved_redis_url
-    return redis.Redis.from_url(url, decode_responses=True, health_check_interval=30,
-                                socket_connect_timeout=5, socket_timeout=30, retry_on_timeout=True)
+    settings = get_settings()
+    url = settings.resolved_redis_url
+    if is_sentinel(url):
+        parsed = parse_sentinel_url(url)
+        sentinel = Sentinel(parsed.hosts, sentinel_kwargs=_sentinel_kwargs(settings),  # type: ignore[no-untyped-call]
+                            socket_timeout=2, socket_connect_timeout=2)
+        client = sentinel.master_for(settings.redis_sentinel_master, socket_timeout=30,  # type: ignore[no-untyped-call]
+                                     health_check_interval=30, **_master_kwargs(parsed))
+        return cast(redis.Redis, client)
+    return redis.Redis.from_url(url, health_check_interval=30, socket_timeout=30, **_COMMON)
 
 
 def get_async_redis() -> aioredis.Redis:
@@ -23,6 +100,14 @@ def get_async_redis() -> aioredis.Redis:
     No socket read timeout: redis-py 8 defaults it to 5 s, which would cut every ``XREAD BLOCK`` longer
     than that (SSE keep-alives, ``Prefer: wait``); each blocking call bounds itself with ``block``.
     """
-    url = get_settings().resolved_redis_url
-    return aioredis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=5, socket_timeout=None,
-                                   health_check_interval=30)
+    settings = get_settings()
+    url = settings.resolved_redis_url
+    if is_sentinel(url):
+        parsed = parse_sentinel_url(url)
+        sentinel = aiosentinel.Sentinel(parsed.hosts,  # type: ignore[no-untyped-call]
+                                        sentinel_kwargs=_sentinel_kwargs(settings),
+                                        socket_timeout=2, socket_connect_timeout=2)
+        client = sentinel.master_for(settings.redis_sentinel_master,
+                                     **{**_master_kwargs(parsed), "socket_timeout": None})
+        return cast(aioredis.Redis, client)
+    return aioredis.Redis.from_url(url, socket_timeout=None, health_check_interval=30, **_COMMON)

@@ -109,6 +109,11 @@ class Settings(BaseSettings):
     generate_timeout_s: float = Field(default=60.0, gt=0)
     ui_port: int = 7860
 
+    # Issue 4 (operate and scale): Sentinel auth, the worker's metrics/health server, Flower progress.
+    redis_sentinel_password: SecretStr | None = None
+    worker_metrics_host: str = "0.0.0.0"
+    task_event_progress_interval_s: float = 1.0
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _parse_api_keys(cls, value: object) -> object:

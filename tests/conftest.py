@@ -13,6 +13,7 @@ from tests.support.processes import Service, start_api, start_worker, wait_for, 
 
 KEY_A, KEY_B = "key-alpha-0123456789", "key-beta-0123456789"
 WEBHOOK_SECRET_A = "whsec-alpha-0123456789abcdef"
+KEY_ADMIN = "key-admin-0123456789"
 SESSION_DIR = Path(tempfile.mkdtemp(prefix="gpuq-tests-"))
 MODEL_ROOT = SESSION_DIR / "models"
 ARTIFACTS = Path(__file__).parent / "artifacts"
@@ -35,6 +36,9 @@ os.environ.update({
     "GPUQ_WEBHOOK_SECRETS": f"alpha:{WEBHOOK_SECRET_A}",
     "GPUQ_GENERATE_MODEL": str(MODEL_ROOT / "gpt2"),
     "GRADIO_ANALYTICS_ENABLED": "False",
+    "GPUQ_ADMIN_KEYS": KEY_ADMIN,
+    # Workers serve metrics only where a test asks (with its own port): 9100 is shared by every checkout here.
+    "GPUQ_WORKER_METRICS_PORT": "0",
 })
 
 
@@ -119,4 +123,11 @@ def client_b(api_url: str) -> Iterator[httpx.Client]:
 def anon(api_url: str) -> Iterator[httpx.Client]:
     """HTTP client without credentials."""
     with httpx.Client(base_url=api_url, timeout=60) as c:
+        yield c
+
+
+@pytest.fixture()
+def admin(api_url: str) -> Iterator[httpx.Client]:
+    """HTTP client with an admin key (GPUQ_ADMIN_KEYS)."""
+    with httpx.Client(base_url=api_url, headers={"Authorization": f"Bearer {KEY_ADMIN}"}, timeout=60) as c:
         yield c

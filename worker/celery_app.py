@@ -28,4 +28,4 @@ def create_app() -> Celery:
 
 app = create_app()
 
-from worker import signals, tasks  # noqa: E402,F401  (register the task and the signal handlers)
+from worker import metrics_server, preload, signals, tasks  # noqa: E402,F401  (the task and the signal handlers)

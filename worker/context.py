@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ class JobContext:
     attempt: int = 1
     last_progress: dict[str, Any] | None = None
     resolved: dict[str, Any] = field(default_factory=dict)
+    on_progress: Callable[[dict[str, Any]], None] | None = None  # e.g. Celery task events for Flower
 
     def progress(self, done: int, total: int, **extra: Any) -> None:
         """Record progress, append a progress event and stop here if cancellation was requested."""
@@ -52,6 +54,8 @@ class JobContext:
         pipe.hget(keys.job(self.job_id), "cancel_requested")
         pipe.exists(keys.draining(node_name()))
         *_, cancel, draining = pipe.execute()
+        if self.on_progress is not None:
+            self.on_progress(data)
         if cancel == "1":
             raise JobCancelled("cancelled while running")
         if draining:

@@ -13,7 +13,7 @@ import socket
 import time
 from typing import Any
 
-from common import dispatch, keys
+from common import dispatch, keys, stats
 from common.errors import (GpuqError, JobCancelled, JobError, JobInterrupted, JobTimeout, ResourceExhausted,
                            WorkerLost)
 from common.jobs.registry import get_spec
@@ -22,10 +22,12 @@ from common.redis_client import get_redis
 from common.schemas import TERMINAL_STATUSES
 from common.settings import get_settings
 from common.storage import get_store
+from worker import telemetry
 from worker.context import JobContext, now
 from worker.handlers import get_handler
 from worker.lease import Lease
 from worker.models import get_cache, release_memory
+from worker.taskevents import ProgressEvents
 
 log = logging.getLogger(__name__)
 RESULT_ARTIFACT = "result.json"
@@ -58,7 +60,10 @@ def run_job(job_id: str) -> str:
         ctx = _claim(jobs, raw)
         if ctx is None:
             return str((jobs.get_raw(job_id) or {}).get("status"))
-        return _execute(jobs, ctx, raw)
+        begin = time.perf_counter()
+        status = _execute(jobs, ctx, raw)
+        telemetry.job_done(jobs.r, ctx.kind, status, time.perf_counter() - begin - ctx.model_load_ms / 1000)
+        return status
     finally:
         lease.release()
 
@@ -83,7 +88,10 @@ def _claim(jobs: JobStore, raw: dict[str, Any]) -> JobContext | None:
                             {"worker": fields["worker"], "attempt": attempts})
     if not claim.applied:
         return None
-    jobs.r.zadd(keys.running(raw["queue"]), {raw["id"]: started})
+    pipe = jobs.r.pipeline(transaction=False)
+    pipe.zadd(keys.running(raw["queue"]), {raw["id"]: started})
+    stats.wait_histogram(raw["queue"]).observe(pipe, timings["queue_wait_ms"] / 1000)
+    pipe.execute()
     store = get_store(settings.artifact_dir)
     # A redelivered job keeps what its earlier attempts stored (checkpoints a resume starts from).
     earlier = store.list(raw["tenant"], raw["id"]) if attempts > 1 else []
@@ -92,6 +100,7 @@ def _claim(jobs: JobStore, raw: dict[str, Any]) -> JobContext | None:
         params=raw.get("params") or {}, settings=settings, redis=jobs.r, jobs=jobs,
         store=store, models=get_cache(), artifacts=earlier, model_load_ms=0.0, timings=timings,
         resolved=dict(raw.get("resolved") or {}), attempt=attempts,
+        on_progress=ProgressEvents(settings.task_event_progress_interval_s),
     )
 
 

@@ -17,6 +17,7 @@ from common import keys
 from common.errors import JobTimeout
 from common.redis_client import get_redis
 from common.settings import get_settings
+from worker.metrics_server import HEARTBEAT
 
 log = logging.getLogger(__name__)
 _stop = threading.Event()
@@ -42,10 +43,12 @@ def _beat(app: Any, node: str, queues: list[str]) -> None:
             pipe.zadd(keys.workers(), {node: time.time()})
             pipe.set(keys.worker_info(node), json.dumps(info), ex=int(settings.worker_ttl_s * 3))
             pipe.execute()
+            HEARTBEAT.beat(True)
             if time.monotonic() >= next_sweep:
                 next_sweep = time.monotonic() + settings.sweep_interval_s
                 sweep_once(app, r)
         except Exception as exc:  # noqa: BLE001 - Redis may be down; keep beating when it returns
+            HEARTBEAT.beat(False, f"{type(exc).__name__}: {exc}"[:200])
             log.warning("heartbeat failed: %s", exc)
         _stop.wait(settings.worker_heartbeat_s)
 
@@ -57,7 +60,9 @@ def _start_heartbeat(sender: Any = None, **_: Any) -> None:
     get_redis().delete(keys.draining(node))
     _wrap_shutdown_signals()
     app = sender.app if sender else None
-    threading.Thread(target=_beat, args=(app, node, queues), name="gpuq-heartbeat", daemon=True).start()
+    HEARTBEAT.thread = threading.Thread(target=_beat, args=(app, node, queues), name="gpuq-heartbeat",
+                                        daemon=True)
+    HEARTBEAT.thread.start()
 
 
 def _drain() -> None:
@@ -107,5 +112,11 @@ def _hard_time_limit(task_id: str | None = None, exception: BaseException | None
     if raw is None:
         return
     timings = {**(raw.get("timings") or {}), "finished_at": time.time()}
-    finish(jobs, task_id, raw["queue"], "failed", timings,
-            error=JobTimeout(f"job exceeded its hard time limit ({exception})").to_dict())
+    status = finish(jobs, task_id, raw["queue"], "failed", timings,
+                    error=JobTimeout(f"job exceeded its hard time limit ({exception})").to_dict())
+    if status == "failed" and raw["status"] in ("queued", "running"):  # counted once, by whoever failed it
+        from worker.telemetry import count_job
+
+        pipe = jobs.r.pipeline(transaction=False)
+        count_job(pipe, os.environ.get("GPUQ_WORKER_NAME", socket.gethostname()), raw["kind"], "failed")
+        pipe.execute()

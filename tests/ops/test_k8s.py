@@ -160,8 +160,10 @@ def test_workers_request_exactly_one_gpu_and_probe_the_metrics_server() -> None:
         assert c["resources"]["limits"]["nvidia.com/gpu"] == 1, label(deployment)
         ports = {p["name"]: p["containerPort"] for p in c["ports"]}
         assert ports["metrics"] == port
-        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        for probe in ("startupProbe", "readinessProbe"):
             assert c[probe]["httpGet"] == {"path": "/healthz", "port": "metrics"}, (label(deployment), probe)
+        # Liveness must not depend on Redis (worker/metrics_server.py): /livez, not /healthz.
+        assert c["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "metrics"}, label(deployment)
         assert "replicas" not in deployment["spec"], "KEDA owns worker replicas"
 
 

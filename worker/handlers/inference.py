@@ -5,9 +5,10 @@ from collections.abc import Callable
 from typing import Any
 
 from worker import adapters
+from worker import telemetry
 from worker.context import JobContext
 from worker.device import device, torch_dtype
-from worker.models import ModelKey
+from worker.models import ModelKey, get_cache
 
 # Aliases resolve to the pipeline task transformers registers.
 CANONICAL_TASK = {"sentiment-analysis": "text-classification"}
@@ -22,11 +23,20 @@ def _load_pipeline(model: str, task: str, revision: str | None, dtype: str) -> C
     return load
 
 
+def _key(model: str, task: str, revision: str | None, dtype: str) -> ModelKey:
+    return ModelKey(model, revision, CANONICAL_TASK.get(task, task), str(torch_dtype(dtype)), device())
+
+
 def _pipeline(ctx: JobContext) -> Any:
     task = CANONICAL_TASK.get(ctx.params["task"], ctx.params["task"])
-    dtype = ctx.params.get("dtype", "auto")
-    key = ModelKey(ctx.model, ctx.params.get("revision"), task, str(torch_dtype(dtype)), device())
-    return ctx.resident(key, _load_pipeline(ctx.model, task, ctx.params.get("revision"), dtype))
+    dtype, revision = ctx.params.get("dtype", "auto"), ctx.params.get("revision")
+    return ctx.resident(_key(ctx.model, task, revision, dtype), _load_pipeline(ctx.model, task, revision, dtype))
+
+
+def preload(model: str, task: str) -> None:
+    """Load ``model`` for ``task`` into the resident cache under the key a default job would use."""
+    task = CANONICAL_TASK.get(task, task)
+    get_cache().get(_key(model, task, None, "auto"), _load_pipeline(model, task, None, "auto"))
 
 
 def _chunks(ctx: JobContext, texts: list[str], fn: Callable[[list[str]], list[Any]]) -> list[Any]:
@@ -34,7 +44,9 @@ def _chunks(ctx: JobContext, texts: list[str], fn: Callable[[list[str]], list[An
     size = int(ctx.params.get("batch_size", 8))
     out: list[Any] = []
     for start in range(0, len(texts), size):
-        out.extend(fn(texts[start:start + size]))
+        chunk = texts[start:start + size]
+        out.extend(fn(chunk))
+        telemetry.observe_batch(len(chunk))
         ctx.progress(len(out), len(texts), unit="inputs")
     return out
 
@@ -107,6 +119,10 @@ RUNNERS: dict[str, Callable[[JobContext, Any, list[str]], list[Any]]] = {
     "text-generation": _generate,
     "feature-extraction": _embed,
 }
+
+
+# GPUQ_PRELOAD entries this handler can load (worker/preload.py).
+PRELOAD_TASKS = frozenset(RUNNERS) | frozenset(CANONICAL_TASK)
 
 
 def run(ctx: JobContext) -> Any:

@@ -1,0 +1,85 @@
+"""``GPUQ_PRELOAD``: load models into the pool child's resident cache before the worker reports healthy.
+
+Entries are ``task=model`` (``text-classification=/models/sst2``) or a bare ``model``, which preloads it
+for ``feature-extraction``. The handler that can preload ``task`` loads it (a handler module opts in with
+``PRELOAD_TASKS`` and ``preload(model, task)``; the inference handler does today), under the cache key a
+job with default ``dtype`` and ``revision`` uses, so the first such job is a cache hit.
+
+Loading runs on a thread in the pool child: billiard kills a child whose start-up hook blocks for more
+than a few seconds, and a big model takes minutes. A job that arrives meanwhile waits on the cache's lock
+for the same model, or runs if it needs another. The child publishes ``preload`` = ``loading`` /
+``done`` / ``failed`` with the worker's boot id, and the parent's ``/healthz`` waits for ``done`` of its
+own boot (a restarted worker must not pass on its previous life's state).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from celery import signals
+
+from common.jobs.modelref import check_model_ref
+from common.jobs.registry import all_specs
+from common.redis_client import get_redis
+from common.settings import get_settings
+from worker.handlers import get_handler
+
+log = logging.getLogger(__name__)
+BOOT_ENV = "GPUQ_WORKER_BOOT"
+DEFAULT_TASK = "feature-extraction"
+
+
+def boot_id() -> str:
+    """This worker's boot id (set in the parent before the pool forks, inherited by children)."""
+    return os.environ.get(BOOT_ENV, "")
+
+
+def parse(entries: list[str]) -> list[tuple[str, str]]:
+    """``task=model`` or ``model`` -> [(task, model)]."""
+    out = []
+    for entry in entries:
+        task, sep, model = entry.partition("=")
+        out.append((task.strip(), model.strip()) if sep else (DEFAULT_TASK, entry.strip()))
+    return out
+
+
+@signals.celeryd_init.connect
+def _new_boot(**_: Any) -> None:
+    os.environ[BOOT_ENV] = uuid.uuid4().hex
+
+
+@signals.worker_process_init.connect
+def _start_preload(**_: Any) -> None:
+    entries = get_settings().preload
+    if entries:
+        threading.Thread(target=preload_all, args=(entries,), name="gpuq-preload", daemon=True).start()
+
+
+def preloader(task: str) -> Callable[[str, str], None]:
+    """The ``preload`` of the handler that declares ``task`` in its ``PRELOAD_TASKS``."""
+    for kind in sorted({spec.kind for spec in all_specs()}):
+        handler = get_handler(kind)
+        if task in getattr(handler, "PRELOAD_TASKS", ()):
+            return handler.preload  # type: ignore[attr-defined,no-any-return]
+    raise ValueError(f"GPUQ_PRELOAD: no job kind can preload task {task!r}")
+
+
+def preload_all(entries: list[str]) -> None:
+    """Load every entry; publish the outcome for the parent's health check."""
+    from worker import telemetry
+
+    r = get_redis()
+    telemetry.publish_state(r, preload="loading", preload_boot=boot_id(), preload_error="")
+    try:
+        for task, model in parse(entries):
+            preloader(task)(check_model_ref(model, get_settings().model_roots, field="GPUQ_PRELOAD"), task)
+            log.info("preloaded %s for %s", model, task)
+    except Exception as exc:  # noqa: BLE001 - reported through /healthz; the worker keeps serving
+        log.error("preload failed: %s", exc)
+        telemetry.publish_state(r, preload="failed", preload_boot=boot_id(), preload_error=str(exc)[:300])
+        return
+    telemetry.publish_state(r, preload="done", preload_boot=boot_id(), preload_error="")

@@ -1,0 +1,136 @@
+"""Worker telemetry, published to Redis by the process that runs jobs (the prefork pool child).
+
+The model cache, run times and batch sizes live in the pool child, while the metrics server runs in the
+worker's parent (which never imports torch). The child writes a per-node hash and a few histogram hashes
+after each job and after preloading; the parent's collector (worker/metrics_server.py) reads them at
+scrape time. Counters are increments in Redis, so they survive a replaced child and stay monotonic.
+Publishing is best effort: a Redis error is logged and never fails a job.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from typing import Any
+
+import redis
+
+from common import keys
+from common.stats import BATCH_BUCKETS, RUN_BUCKETS, RedisHistogram
+from worker.context import node_name
+
+log = logging.getLogger(__name__)
+TTL_S = 7 * 86400  # per-node keys outlive a pod by a week, then go (node names churn with every pod)
+CACHE_COUNTERS = ("hits", "misses", "evictions", "load_seconds")
+
+_pending_batches: list[int] = []
+_published_cache: dict[str, float] = {}
+
+
+def run_histogram(node: str, kind: str) -> RedisHistogram:
+    """Handler run time (model loading excluded) of ``kind`` jobs on ``node``."""
+    return RedisHistogram(keys.worker_histogram(node, f"run:{kind}"), RUN_BUCKETS)
+
+
+def batch_histogram(node: str) -> RedisHistogram:
+    """Sizes of the forward batches ``node`` ran."""
+    return RedisHistogram(keys.worker_histogram(node, "batch"), BATCH_BUCKETS)
+
+
+def observe_batch(size: int) -> None:
+    """Note one forward batch; published with the job's other numbers when it ends."""
+    _pending_batches.append(int(size))
+
+
+def job_done(client: redis.Redis, kind: str, status: str, run_s: float | None) -> None:
+    """Count a finished job, observe its run time, and publish cache and memory state."""
+    node = node_name()
+    try:
+        pipe = client.pipeline(transaction=False)
+        count_job(pipe, node, kind, status)
+        if run_s is not None:
+            run_histogram(node, kind).observe(pipe, max(run_s, 0.0), TTL_S)
+        _queue_state(pipe, node)
+        pipe.execute()
+    except Exception as exc:  # noqa: BLE001 - telemetry must never fail a job
+        log.warning("could not publish worker telemetry: %s", exc)
+
+
+def count_job(pipe: Any, node: str, kind: str, status: str) -> None:
+    """Queue the increment of ``jobs|<kind>|<status>`` on ``pipe``."""
+    pipe.hincrby(keys.worker_stats(node), f"jobs|{kind}|{status}", 1)
+    pipe.expire(keys.worker_stats(node), TTL_S)
+
+
+def publish_state(client: redis.Redis, **fields: Any) -> None:
+    """Publish cache counters, gauges and any extra ``fields`` (e.g. the preload state) now."""
+    node = node_name()
+    try:
+        pipe = client.pipeline(transaction=False)
+        if fields:
+            pipe.hset(keys.worker_stats(node), mapping={k: str(v) for k, v in fields.items()})
+        _queue_state(pipe, node)
+        pipe.execute()
+    except Exception as exc:  # noqa: BLE001
+        log.warning("could not publish worker telemetry: %s", exc)
+
+
+def _queue_state(pipe: Any, node: str) -> None:
+    key = keys.worker_stats(node)
+    batches = _pending_batches[:]
+    _pending_batches.clear()
+    for size in batches:
+        batch_histogram(node).observe(pipe, size, TTL_S)
+    _queue_cache_deltas(pipe, key)
+    device, used, total, budget = device_memory()
+    pipe.hset(key, mapping={"device": device, "device_memory_used_bytes": used,
+                            "device_memory_total_bytes": total, "device_memory_budget_bytes": budget,
+                            "resident_models": _resident_models(), "child_pid": os.getpid(),
+                            "updated_at": time.time()})
+    pipe.expire(key, TTL_S)
+
+
+def _cache() -> Any:
+    from worker.models import get_cache
+
+    return get_cache()
+
+
+def _resident_models() -> int:
+    return len(_cache().keys())
+
+
+def _queue_cache_deltas(pipe: Any, key: str) -> None:
+    """Turn the cache's in-process totals into Redis increments (monotonic across child restarts)."""
+    cache_stats = _cache().stats
+    for name in CACHE_COUNTERS:
+        now = float(getattr(cache_stats, name, 0) or 0)
+        delta = now - _published_cache.get(name, 0.0)
+        if delta > 0:
+            pipe.hincrbyfloat(key, f"cache_{name}", delta)
+        _published_cache[name] = now
+
+
+def device_memory() -> tuple[str, int, int, int]:
+    """(device, used, total, budget) bytes. GPU numbers only when torch is already imported here.
+
+    ``used`` is what torch's allocator holds for tensors on a GPU, or this process's RSS on CPU. The
+    budget is the model cache's byte budget when it has one, else the device's total.
+    """
+    budget = int(getattr(_cache(), "budget_bytes", 0) or 0)
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        index = torch.cuda.current_device()
+        _, total = torch.cuda.mem_get_info(index)
+        return f"cuda:{index}", int(torch.cuda.memory_allocated(index)), int(total), budget or int(total)
+    total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return "cpu", _rss_bytes(), int(total), budget or int(total)
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:  # pragma: no cover - not Linux
+        return 0
