@@ -144,7 +144,8 @@ def run(ctx: JobContext, acc: Any, model: Any, optimizer: Any, scheduler: Any, c
     except (JobCancelled, JobInterrupted) as stop:
         if state.step > state.checkpointed:
             hooks.checkpoint(state)
-            ctx.log(f"{stop.message} at step {state.step}; checkpoint saved", step=state.step)
+            why = "cancelled" if isinstance(stop, JobCancelled) else "worker shutting down"
+            ctx.log(f"{why} at step {state.step}; checkpoint saved", step=state.step)
         raise
     return state
 
