@@ -124,11 +124,10 @@ def pick_weight_file(names: list[str], weight_name: str | None, folder: str = ""
 
 def split_job_ref(ref: str) -> tuple[str, str]:
     """``job:<id>[/<folder>]`` -> (job id, folder); 422 on a malformed reference."""
-    job_id, _, folder = ref[len(JOB_REF_PREFIX):].partition("/")
+    rest = ref[len(JOB_REF_PREFIX):]
+    job_id, _, folder = rest.partition("/")
     try:
-        safe_name(job_id)
-        if folder:
-            safe_name(folder)
+        safe_name(rest)
     except InvalidInput:
         raise InvalidInput("params.adapter.ref: expected job:<job_id>[/<folder>]",
                            field="params.adapter.ref") from None
