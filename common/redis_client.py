@@ -20,4 +20,6 @@ def get_redis() -> redis.Redis:
 def get_async_redis() -> aioredis.Redis:
     """A new asyncio client (one per event loop)."""
     url = get_settings().resolved_redis_url
-    return aioredis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=5)
+    # The read timeout must outlast the SSE route's blocking XREAD (events.follow, 15 s): redis-py 8 defaults
+    # to 5 s, which cut every event stream whose job was quiet that long (a model loading, say).
+    return aioredis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=5, socket_timeout=30)
