@@ -66,7 +66,9 @@ def loader(model: str, revision: str | None, dtype: str, offload: bool, settings
     """A loader for the resident cache: the pipeline on this worker's device (or CPU-offloaded)."""
     def load() -> ResidentPipeline:
         from diffusers import AutoPipelineForText2Image
+        from diffusers.utils import logging as diffusers_logging
 
+        diffusers_logging.disable_progress_bar()  # tqdm bars would land in the worker log as warnings
         try:
             pipe = AutoPipelineForText2Image.from_pretrained(model, revision=revision, dtype=torch_dtype(dtype),
                                                              token=token)
