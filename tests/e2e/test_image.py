@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.conftest import MODEL_ROOT
-from tests.support.images import build_lora, digests, download, image_body, png_info, pixels, sha256, tiny_sd
+from tests.support.images import build_lora, digests, download, image_body, pixels, png_info, sha256, tiny_sd
 from tests.support.jobs import run, sse_events, submit, wait_status
 
 
@@ -69,8 +69,9 @@ def test_one_progress_event_per_step_in_order_with_linked_previews(client: httpx
             assert p["preview_url"] == f"/v1/jobs/{job['id']}/artifacts/{p['preview']}"
             data = client.get(p["preview_url"]).content
             assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    from PIL import Image
     import io
+
+    from PIL import Image
 
     with Image.open(io.BytesIO(download(client, job["id"], linked[0]))) as preview:
         assert preview.size == (2 * 32, 32)  # latent resolution, the two images side by side

@@ -141,3 +141,10 @@ def test_job_over_the_workers_memory_budget_fails_and_the_worker_keeps_serving(s
     small = _ok(side, image_body(str(sd), num_images=2))
     assert small["worker"] == big["worker"]  # same process: it kept serving
     assert len(digests(small)) == 2
+
+
+def test_refused_push_fails_the_job_but_keeps_the_images(side: httpx.Client, hf: HubServer, sd: Path) -> None:
+    push = {"repo_id": "alice/not-bobs", "token": CALLER_TOKEN}  # bob's token may not write to alice's namespace
+    job = run(side, image_body(str(sd), push_to_hub=push))
+    assert job["status"] == "failed" and job["error"]["type"] == "hub_auth_error", job
+    assert [a["name"] for a in job["artifacts"]] == ["images/image-0.png"]

@@ -19,7 +19,8 @@ from worker.diffusion.memory import call_guarded, check_budget, is_oom
 from worker.diffusion.outputs import a1111_parameters, card, png_bytes, write_push_folder
 from worker.diffusion.plan import Plan, make_plan
 from worker.diffusion.preview import SD_FACTORS, SDXL_FACTORS, factors_for, preview_png
-from worker.diffusion.schedulers import SCHEDULERS as SCHEDULER_CLASSES, make_scheduler
+from worker.diffusion.schedulers import SCHEDULERS as SCHEDULER_CLASSES
+from worker.diffusion.schedulers import make_scheduler
 
 
 @pytest.fixture(scope="module")

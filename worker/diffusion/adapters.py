@@ -72,7 +72,7 @@ class AdapterCache:
         start = time.perf_counter()
         try:
             self.pipe.load_lora_weights(str(weights), adapter_name=name)
-        except Exception as exc:  # noqa: BLE001 - a bad file must not leave half an adapter behind
+        except Exception as exc:  # a bad file must not leave half an adapter behind
             self._discard(name)
             if type(exc).__name__ == "OutOfMemoryError":
                 raise
@@ -85,8 +85,8 @@ class AdapterCache:
     def _discard(self, name: str) -> None:
         try:
             self.pipe.delete_adapters(name)
-        except Exception:  # noqa: BLE001 - nothing was injected under that name
-            pass
+        except Exception as exc:  # nothing was injected under that name
+            log.debug("no partial LoRA %s to remove: %s", name, exc)
 
     def _evict_oldest(self) -> None:
         name, weights = self._loaded.popitem(last=False)

@@ -41,7 +41,7 @@ def call_guarded(call: Callable[[], T]) -> T:
     """
     try:
         return call()
-    except Exception as exc:  # noqa: BLE001 - only OOM is translated; everything else propagates unchanged
+    except Exception as exc:  # only OOM is translated; everything else propagates unchanged
         if not is_oom(exc):
             raise
         message = f"out of memory while generating: {type(exc).__name__}: {str(exc)[:300]}"

@@ -70,8 +70,8 @@ def loader(model: str, revision: str | None, dtype: str, offload: bool, settings
 
         diffusers_logging.disable_progress_bar()  # tqdm bars would land in the worker log as warnings
         try:
-            pipe = AutoPipelineForText2Image.from_pretrained(model, revision=revision, dtype=torch_dtype(dtype),
-                                                             token=token)
+            pipe = AutoPipelineForText2Image.from_pretrained(  # type: ignore[no-untyped-call]
+                model, revision=revision, dtype=torch_dtype(dtype), token=token)
         except (OSError, ValueError, KeyError) as exc:
             raise ModelLoadError(f"could not load a text-to-image pipeline from {model!r}: "
                                  f"{type(exc).__name__}: {str(exc)[:300]}") from None
