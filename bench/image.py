@@ -98,8 +98,8 @@ def _terminal_via_sse(client: httpx.Client, job_id: str) -> str:
 
 def gpuq_run(client: httpx.Client, model: str, size: int, steps: int, preview_every: int | None = None,
              follow: bool = True) -> tuple[float, float, dict[str, Any]]:
-    """(wall ms, run_ms from the record, record) for one job. ``follow``: watch its SSE stream to the end, as a
-    UI would; otherwise poll the record every 250 ms, so the client barely competes with the worker for CPU."""
+    """(wall ms, run_ms from the record, record) for one job. ``follow``: watch its SSE stream to the end,
+    as a UI would; otherwise poll the record every 250 ms, so the client barely competes with the worker."""
     params: dict[str, Any] = {"prompt": PROMPT, "num_inference_steps": steps, "guidance_scale": 7.5,
                               "width": size, "height": size, "seed": SEED}
     if preview_every:
@@ -167,7 +167,7 @@ def measure(args: argparse.Namespace, client: httpx.Client, direct: Direct, mode
 
 
 def summarise(args: argparse.Namespace, runs: dict[str, list[float]], same_pixels: bool) -> dict[str, Any]:
-    """Medians, best-of and direct/gpuq ratios (on a shared machine the fastest run is the least disturbed)."""
+    """Medians, best-of and direct/gpuq ratios (on a shared machine the fastest run is least disturbed)."""
     out: dict[str, Any] = {"size": args.size, "steps": args.steps, "reps": args.reps, "threads": args.threads,
                            "preview_every": args.preview_every, "same_pixels": same_pixels, "runs_ms": runs}
     direct_med, direct_best = statistics.median(runs["direct"]), min(runs["direct"])
@@ -188,8 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--reps", type=int, default=5)
-    # One thread by default: on a shared CPU box, OpenMP barriers across threads turn other processes' load into
-    # stalls of whole seconds that swamp what is measured. Both sides always use the same count.
+    # One thread by default: on a shared CPU box, OpenMP barriers across threads turn other processes' load
+    # into stalls of whole seconds that swamp what is measured. Both sides always use the same count.
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--preview-every", type=int, default=None)
     args = parser.parse_args(argv)
@@ -203,8 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="gpuq-bench-image-"))
     model = ensure_built(tmp / "models", "sd")
     redis = EmbeddedRedis(tmp / "redis").start()
-    env = {**os.environ, "GPUQ_REDIS_URL": redis.url, "GPUQ_API_KEYS": f"bench:{KEY}", "GPUQ_DATA_DIR": str(tmp),
-           "GPUQ_ARTIFACT_DIR": str(tmp / "artifacts"), "GPUQ_MODEL_ROOTS": str(tmp / "models"),
+    env = {**os.environ, "GPUQ_REDIS_URL": redis.url, "GPUQ_API_KEYS": f"bench:{KEY}",
+           "GPUQ_DATA_DIR": str(tmp), "GPUQ_ARTIFACT_DIR": str(tmp / "artifacts"), "GPUQ_MODEL_ROOTS": str(tmp / "models"),
            "GPUQ_DEVICE": "cpu", "OMP_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1",
            "TOKENIZERS_PARALLELISM": "false"}
     try:
@@ -213,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
         api, url = start_api(env, tmp)
         try:
             direct = Direct(model)
-            with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {KEY}"}, timeout=600) as client:
+            headers = {"Authorization": f"Bearer {KEY}"}
+            with httpx.Client(base_url=url, headers=headers, timeout=600) as client:
                 reporter = step_reporter(redis.url, tmp / "artifacts", args.steps)
                 out = measure(args, client, direct, str(model), reporter)
         finally:
@@ -232,9 +233,10 @@ def report(out: dict[str, Any]) -> None:
               "gpuq_quiet_run": "gpuq run_ms, client idle", "gpuq_preview_run": f"gpuq run_ms, preview every "
               f"{out['preview_every']}"}
     print(f"\ntiny SD, {out['size']}x{out['size']}, {out['steps']} steps, {out['reps']} reps, "
-          f"{out['threads']} thread(s), float32 CPU; direct / gpuq ratios (1.0 = no overhead, target >= 0.95)")
+          f"{out['threads']} thread(s), float32 CPU; direct / gpuq (1.0 = no overhead, target >= 0.95)")
     print(f"  {'':36} {'median ms':>10} {'best ms':>10} {'ratio med':>10} {'ratio best':>10} {'paired':>8}")
-    print(f"  {'direct pipeline call':36} {out['direct_ms']['median']:10.1f} {out['direct_ms']['best']:10.1f}")
+    direct = out["direct_ms"]
+    print(f"  {'direct pipeline call':36} {direct['median']:10.1f} {direct['best']:10.1f}")
     for name, label in labels.items():
         if f"{name}_ms" in out:
             ms, ratio = out[f"{name}_ms"], out[f"ratio_{name}"]

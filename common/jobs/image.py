@@ -175,5 +175,5 @@ SPEC = register(JobSpec(
     params_model=ImageParams,
     check=check,
     time_limit_s=1800,
-    description="Text-to-image with diffusers: per-step progress and previews, LoRA, PNG artifacts, Hub push.",
+    description="Text-to-image with diffusers: per-step progress, previews, LoRA, PNG artifacts, Hub push.",
 ))

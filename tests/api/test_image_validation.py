@@ -58,7 +58,7 @@ CASES: list[tuple[dict[str, Any], dict[str, Any], str]] = [
 ]
 
 
-@pytest.mark.parametrize(("params", "extra", "field"), CASES, ids=[f"{c[2]}-{i}" for i, c in enumerate(CASES)])
+@pytest.mark.parametrize(("params", "extra", "field"), CASES, ids=[f"{c[2]}-{n}" for n, c in enumerate(CASES)])
 def test_bad_image_request_is_422_naming_the_field(client: httpx.Client, sd: str, params: dict[str, Any],
                                                     extra: dict[str, Any], field: str) -> None:
     body = {"kind": "image", "model": sd, "params": {"prompt": "a cat", **params}, **extra}

@@ -49,5 +49,6 @@ def test_stored_params_normalise_the_prompt_and_seal_the_push_token(tmp_path: Pa
     params = valid.params
     assert params["prompt"] == ["a cat"]
     assert params["adapter"] == {"ref": str(lora.resolve()), "weight": 1.0, "source": "local"}
-    assert "hf_secret_token" not in repr(params) and params["push_to_hub"]["sealed_token"].startswith("sealed:")
+    assert "hf_secret_token" not in repr(params)
+    assert params["push_to_hub"]["sealed_token"].startswith("sealed:")
     assert valid.inputs is None

@@ -1,12 +1,15 @@
 """Image jobs end to end: HTTP -> Redis -> real worker -> resident tiny Stable Diffusion -> PNG artifacts."""
 from __future__ import annotations
 
+import io
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from PIL import Image
 
 from tests.conftest import MODEL_ROOT
 from tests.support.images import build_lora, digests, download, image_body, pixels, png_info, sha256, tiny_sd
@@ -69,10 +72,6 @@ def test_one_progress_event_per_step_in_order_with_linked_previews(client: httpx
             assert p["preview_url"] == f"/v1/jobs/{job['id']}/artifacts/{p['preview']}"
             data = client.get(p["preview_url"]).content
             assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    import io
-
-    from PIL import Image
-
     with Image.open(io.BytesIO(download(client, job["id"], linked[0]))) as preview:
         assert preview.size == (2 * 32, 32)  # latent resolution, the two images side by side
 
@@ -81,7 +80,8 @@ def test_same_seed_same_bytes_other_seed_other_bytes(client: httpx.Client, sd: s
     first, again = _ok(client, image_body(sd, seed=42)), _ok(client, image_body(sd, seed=42))
     other = _ok(client, image_body(sd, seed=43))
     assert digests(first) == digests(again)
-    assert download(client, first["id"], "images/image-0.png") == download(client, again["id"], "images/image-0.png")
+    first_png = download(client, first["id"], "images/image-0.png")
+    assert first_png == download(client, again["id"], "images/image-0.png")
     assert digests(other) != digests(first)
 
 
@@ -96,8 +96,6 @@ def test_unseeded_job_records_the_seed_that_reproduces_it(client: httpx.Client, 
 def test_cancel_mid_generation_stops_within_a_step(client: httpx.Client, sd: str) -> None:
     job = submit(client, image_body(sd, width=128, height=128, num_inference_steps=150))
     wait_status(client, job["id"], ("running",))
-    import time
-
     deadline = time.monotonic() + 120
     while (client.get(f"/v1/jobs/{job['id']}").json().get("progress") or {}).get("done", 0) < 2:
         assert time.monotonic() < deadline, "no progress"
@@ -140,8 +138,8 @@ def test_lora_from_another_jobs_artifacts(client: httpx.Client, client_b: httpx.
 
     # Stands in for a fine-tune job of tenant alpha that left its adapter among its artifacts.
     producer = "f" * 32
-    get_store(get_settings().artifact_dir).put_file("alpha", producer, "adapter/pytorch_lora_weights.safetensors",
-                                                    Path(lora) / "pytorch_lora_weights.safetensors")
+    weights = "pytorch_lora_weights.safetensors"
+    get_store(get_settings().artifact_dir).put_file("alpha", producer, f"adapter/{weights}", Path(lora) / weights)
     local = _ok(client, image_body(sd, seed=9, adapter=lora))
     by_job = _ok(client, image_body(sd, seed=9, adapter=f"job:{producer}/adapter"))
     # Same weights, so the same pixels; the PNGs differ only in the adapter reference they record.

@@ -17,7 +17,7 @@ import pytest
 from tests.conftest import KEY_A, MODEL_ROOT, SESSION_DIR
 from tests.support.hf_client import point_hf_client_at
 from tests.support.hub_server import HubServer
-from tests.support.images import build_lora, digests, download, image_body, png_info, tiny_sd
+from tests.support.images import build_lora, digests, download, image_body, pixels, png_info, tiny_sd
 from tests.support.jobs import run
 from tests.support.processes import start_api, start_worker, wait_for, worker_alive
 
@@ -49,7 +49,8 @@ def side(service_env: dict[str, str], log_dir: Path, redis_url: str, hub: HubSer
     try:
         wait_for(lambda: worker_alive(url, "imageside@"), 90, "image-side worker heartbeat")
         api, api_url = start_api(env, log_dir)
-        with httpx.Client(base_url=api_url, headers={"Authorization": f"Bearer {KEY_A}"}, timeout=60) as client:
+        headers = {"Authorization": f"Bearer {KEY_A}"}
+        with httpx.Client(base_url=api_url, headers=headers, timeout=60) as client:
             yield client
     finally:
         if api is not None:
@@ -59,7 +60,7 @@ def side(service_env: dict[str, str], log_dir: Path, redis_url: str, hub: HubSer
 
 @pytest.fixture()
 def hf(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> HubServer:
-    """This test process's huggingface_hub client aimed at the test Hub (to seed repos and read pushes back)."""
+    """This process's huggingface_hub client aimed at the test Hub (to seed repos and read pushes back)."""
     point_hf_client_at(monkeypatch, hub, tmp_path / "hf_home")
     return hub
 
@@ -101,7 +102,8 @@ def test_push_into_a_model_repo_folder_with_the_callers_own_token(side: httpx.Cl
     job = _ok(side, image_body(str(sd), push_to_hub=push))
     assert CALLER_TOKEN not in json.dumps(job)  # sealed in the record, never echoed
     files = hf.repo_files("bob/samples")
-    assert {"runs/first/README.md", "runs/first/metadata.jsonl", "runs/first/images/image-0.png"} <= set(files)
+    expected = {"README.md", "metadata.jsonl", "images/image-0.png"}
+    assert {f"runs/first/{name}" for name in expected} <= set(files)
     assert files["runs/first/images/image-0.png"] == download(side, job["id"], "images/image-0.png")
     assert job["result"]["hub"]["path_in_repo"] == "runs/first"
 
@@ -127,8 +129,6 @@ def test_pipeline_and_lora_load_by_hub_id_through_the_hf_cache(side: httpx.Clien
 
 
 def _pixels(client: httpx.Client, job: dict[str, Any]) -> bytes:
-    from tests.support.images import pixels
-
     return pixels(download(client, job["id"], "images/image-0.png"))
 
 
@@ -136,7 +136,8 @@ def test_job_over_the_workers_memory_budget_fails_and_the_worker_keeps_serving(s
                                                                                sd: Path) -> None:
     big = run(side, image_body(str(sd), width=128, height=128))
     assert big["status"] == "failed"
-    assert big["error"]["type"] == "resource_exhausted" and "GPUQ_IMAGE_MEMORY_BUDGET_PIXELS" in big["error"]["message"]
+    assert big["error"]["type"] == "resource_exhausted"
+    assert "GPUQ_IMAGE_MEMORY_BUDGET_PIXELS" in big["error"]["message"]
     assert not big["artifacts"]
     small = _ok(side, image_body(str(sd), num_images=2))
     assert small["worker"] == big["worker"]  # same process: it kept serving
@@ -144,7 +145,7 @@ def test_job_over_the_workers_memory_budget_fails_and_the_worker_keeps_serving(s
 
 
 def test_refused_push_fails_the_job_but_keeps_the_images(side: httpx.Client, hf: HubServer, sd: Path) -> None:
-    push = {"repo_id": "alice/not-bobs", "token": CALLER_TOKEN}  # bob's token may not write to alice's namespace
+    push = {"repo_id": "alice/not-bobs", "token": CALLER_TOKEN}  # bob may not write to alice's namespace
     job = run(side, image_body(str(sd), push_to_hub=push))
     assert job["status"] == "failed" and job["error"]["type"] == "hub_auth_error", job
     assert [a["name"] for a in job["artifacts"]] == ["images/image-0.png"]

@@ -117,7 +117,8 @@ def test_png_carries_parameters_and_is_deterministic() -> None:
         assert back.text["parameters"] == a1111_parameters(meta)
     assert a1111_parameters(meta).splitlines() == [
         "a cat", "Negative prompt: blurry",
-        "Steps: 2, Sampler: default, CFG scale: 7.5, Seed: 1, Size: 64x64, Model: org/model, Lora: org/lora:0.7"]
+        ("Steps: 2, Sampler: default, CFG scale: 7.5, Seed: 1, Size: 64x64, Model: org/model, "
+         "Lora: org/lora:0.7")]
 
 
 def test_push_folder_layout_and_card(tmp_path: Path) -> None:
@@ -141,7 +142,8 @@ def test_out_of_memory_becomes_resource_exhausted_other_errors_pass_through() ->
 
     with pytest.raises(ResourceExhausted, match="out of memory"):
         call_guarded(oom)
-    assert is_oom(RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory"))
+    assert is_oom(RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory"
+                               ": you tried to allocate 68719476736 bytes."))
     assert is_oom(MemoryError()) and not is_oom(ValueError("out of range"))
     for exc in (JobCancelled("cancelled while running"), ValueError("bad")):
         with pytest.raises(type(exc)):

@@ -32,7 +32,8 @@ class AdapterUse:
     cached: bool
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "weight": self.weight, "load_ms": round(self.load_ms, 3), "cached": self.cached}
+        return {"name": self.name, "weight": self.weight, "load_ms": round(self.load_ms, 3),
+                "cached": self.cached}
 
 
 class AdapterCache:
@@ -76,7 +77,8 @@ class AdapterCache:
             self._discard(name)
             if type(exc).__name__ == "OutOfMemoryError":
                 raise
-            raise JobError(f"LoRA adapter could not be loaded: {type(exc).__name__}: {str(exc)[:300]}") from None
+            raise JobError(f"LoRA adapter could not be loaded: {type(exc).__name__}: {str(exc)[:300]}"
+                           ) from None
         self._loaded[name] = weights
         ms = (time.perf_counter() - start) * 1000
         log.info("loaded LoRA %s from %s in %.0f ms", name, weights, ms)
@@ -85,7 +87,7 @@ class AdapterCache:
     def _discard(self, name: str) -> None:
         try:
             self.pipe.delete_adapters(name)
-        except Exception as exc:  # nothing was injected under that name
+        except Exception as exc:  # noqa: BLE001 - nothing was injected under that name
             log.debug("no partial LoRA %s to remove: %s", name, exc)
 
     def _evict_oldest(self) -> None:

@@ -1,4 +1,4 @@
-"""Device memory: a per-worker budget checked before a job runs, and out-of-memory turned into a clean failure."""
+"""Device memory: a per-worker budget checked before a job runs; out-of-memory turned into a clean failure."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -34,7 +34,7 @@ def is_oom(exc: BaseException) -> bool:
 
 
 def call_guarded(call: Callable[[], T]) -> T:
-    """Run ``call``; on out-of-memory free what it held and raise ResourceExhausted (the worker keeps serving).
+    """Run ``call``; on out-of-memory free what it held and raise ResourceExhausted (the worker carries on).
 
     The memory is released *after* the except block: until then the exception's traceback keeps the failed
     call's frames, and with them its activations, alive.

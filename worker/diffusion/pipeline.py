@@ -18,7 +18,7 @@ TASK = "text-to-image"
 
 @dataclass
 class ResidentPipeline:
-    """The loaded pipeline plus what jobs must not leak into each other: scheduler, memory switches, adapters."""
+    """The loaded pipeline plus what jobs must not leak into each other: scheduler, switches, adapters."""
 
     pipe: Any
     base_scheduler: Any
@@ -30,7 +30,8 @@ class ResidentPipeline:
         """(width, height) the pipeline generates when the job names none."""
         unet = getattr(self.pipe, "unet", None) or getattr(self.pipe, "transformer", None)
         sample = getattr(getattr(unet, "config", None), "sample_size", None) or 64
-        side = int(sample if isinstance(sample, int) else sample[0]) * int(getattr(self.pipe, "vae_scale_factor", 8))
+        scale = int(getattr(self.pipe, "vae_scale_factor", 8))
+        side = int(sample if isinstance(sample, int) else sample[0]) * scale
         return side, side
 
     def configure(self, plan: Plan) -> None:

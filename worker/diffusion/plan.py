@@ -65,7 +65,8 @@ def make_plan(params: dict[str, Any], default_size: tuple[int, int]) -> Plan:
     return Plan(
         prompts=tuple(params["prompt"]), negative_prompt=params.get("negative_prompt"),
         steps=int(params["num_inference_steps"]), guidance_scale=float(params["guidance_scale"]),
-        width=int(params.get("width") or default_size[0]), height=int(params.get("height") or default_size[1]),
+        width=int(params.get("width") or default_size[0]),
+        height=int(params.get("height") or default_size[1]),
         num_images=int(params.get("num_images", 1)),
         seed=int(seed) if seed is not None else secrets.randbelow(SEED_SPACE),
         scheduler=params.get("scheduler"), preview_every=params.get("preview_every"),

@@ -11,9 +11,10 @@ SDXL_FACTORS = ((0.3651, 0.4232, 0.4341), (-0.2533, -0.0042, 0.1068), (0.1076, 0
                 (-0.3165, -0.2492, -0.2188))
 SDXL_BIAS = (0.1084, -0.0175, -0.0011)
 SDXL_SCALING = 0.13025
+Factors = tuple[tuple[float, ...], ...]
 
 
-def factors_for(pipe: Any) -> tuple[tuple[tuple[float, ...], ...], tuple[float, ...]]:
+def factors_for(pipe: Any) -> tuple[Factors, tuple[float, ...]]:
     """(factors, bias) for the pipeline's latent space: SDXL's VAE is recognised by its scaling factor."""
     vae = getattr(pipe, "vae", None)
     if getattr(getattr(vae, "config", None), "scaling_factor", None) == SDXL_SCALING:
@@ -21,7 +22,7 @@ def factors_for(pipe: Any) -> tuple[tuple[tuple[float, ...], ...], tuple[float, 
     return SD_FACTORS, (0.0, 0.0, 0.0)
 
 
-def preview_png(latents: Any, factors: tuple[tuple[float, ...], ...], bias: tuple[float, ...]) -> bytes | None:
+def preview_png(latents: Any, factors: Factors, bias: tuple[float, ...]) -> bytes | None:
     """A small PNG (latent resolution, the batch side by side); None when latents are not 4-channel maps."""
     import torch
     from PIL import Image

@@ -1,4 +1,4 @@
-"""Per-step progress for diffusers' ``callback_on_step_end``: one event per denoising step, optional previews."""
+"""Progress from diffusers' ``callback_on_step_end``: one event per denoising step, optional previews."""
 from __future__ import annotations
 
 from typing import Any

@@ -80,7 +80,8 @@ def _push(ctx: JobContext, plan: Plan, files: dict[str, bytes]) -> dict[str, Any
 
 def _generation(ctx: JobContext, plan: Plan, rp: ResidentPipeline, steps_run: int) -> dict[str, Any]:
     return {"model": ctx.model, "prompt": list(plan.prompts), "negative_prompt": plan.negative_prompt,
-            "num_inference_steps": plan.steps, "denoising_steps": steps_run, "guidance_scale": plan.guidance_scale,
+            "num_inference_steps": plan.steps, "denoising_steps": steps_run,
+            "guidance_scale": plan.guidance_scale,
             "width": plan.width, "height": plan.height, "num_images": plan.num_images, "seed": plan.seed,
             "scheduler": plan.scheduler or type(rp.base_scheduler).__name__, "device": device(),
             "dtype": str(rp.pipe.dtype).removeprefix("torch."), "cpu_offload": rp.offloaded,
