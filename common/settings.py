@@ -114,6 +114,21 @@ class Settings(BaseSettings):
     worker_metrics_host: str = "0.0.0.0"
     task_event_progress_interval_s: float = 1.0
 
+    # --- image jobs (issue 3) ---
+    # Request bounds the API enforces (422 naming the field).
+    image_max_width: int = 2048
+    image_max_height: int = 2048
+    image_max_steps: int = 150
+    image_max_images: int = 8
+    image_max_prompt_chars: int = 2000
+    # model_cpu_offload trades speed for GPU memory; operators opt in per deployment.
+    image_allow_cpu_offload: bool = False
+    # LoRA adapters kept loaded per resident pipeline; the least recently used is deleted beyond this.
+    image_adapter_cache_size: int = 4
+    # Worker-side memory guard: the largest width*height*batch (doubled under classifier-free guidance) this
+    # worker accepts. Larger jobs fail as resource_exhausted before touching the device. Unset: no guard.
+    image_memory_budget_pixels: int | None = None
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _parse_api_keys(cls, value: object) -> object:

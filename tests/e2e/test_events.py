@@ -31,3 +31,11 @@ def test_stream_of_running_job_follows_live_until_terminal(client: httpx.Client)
     events = sse_events(client, resp.json()["id"])
     assert [e["event"] for e in events][-1] == "completed"
     assert [e["data"]["done"] for e in events if e["event"] == "progress"] == [1, 2, 3, 4, 5]
+
+
+def test_stream_survives_a_quiet_spell_longer_than_the_redis_read_timeout(client: httpx.Client) -> None:
+    # One 6 s step: no event for longer than redis-py's default 5 s socket timeout.
+    resp = client.post("/v1/jobs", json={"kind": "synthetic", "model": "none",
+                                         "params": {"steps": 1, "step_ms": 6000}})
+    events = sse_events(client, resp.json()["id"])
+    assert [e["event"] for e in events][-1] == "completed"
