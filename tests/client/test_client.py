@@ -131,10 +131,8 @@ def test_kinds_lists_the_registered_job_kinds(gpuq: Client) -> None:
 
 
 def test_upload_file_posts_multipart(gpuq: Client, tmp_path: Path) -> None:
-    if "/v1/files" not in gpuq._http.get("/openapi.json").json()["paths"]:
-        pytest.skip("POST /v1/files is not part of this API yet (another branch adds it); "
-                    "Client.upload_file targets it as multipart field 'file'")
-    path = tmp_path / "data.txt"
-    path.write_text("hello gpuq\n")
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"text": "hello gpuq", "label": 1}\n{"text": "bye", "label": 0}\n')
     info = gpuq.upload_file(path)
-    assert info
+    assert info["name"] == "rows.jsonl" and info["format"] == "jsonl" and info["rows"] == 2
+    assert info["id"]
