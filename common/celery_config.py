@@ -60,7 +60,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_inherit_parent_priority": False,
         "worker_hijack_root_logger": False,
         "worker_soft_shutdown_timeout": float(settings.worker_soft_shutdown_s),
-        "worker_enable_soft_shutdown_on_idle": True,
+        "worker_enable_soft_shutdown_on_idle": False,  # an idle worker has nothing to wait for
         "worker_cancel_long_running_tasks_on_connection_loss": True,
         "enable_utc": True,
     }

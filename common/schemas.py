@@ -16,21 +16,21 @@ TERMINAL_EVENTS: frozenset[str] = frozenset({"completed", "failed", "cancelled"}
 MAX_JSON_DEPTH = 32
 
 
-def check_json_value(value: Any, depth: int = 0) -> Any:
-    """Refuse non-finite numbers and absurd nesting anywhere in a free-form JSON value."""
+def check_json_value(value: Any, depth: int = 0, finite: bool = True) -> Any:
+    """Refuse absurd nesting, lone surrogates and (with ``finite``) NaN/infinity in a free-form JSON value."""
     if depth > MAX_JSON_DEPTH:
         raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
-    if isinstance(value, float) and not math.isfinite(value):
+    if finite and isinstance(value, float) and not math.isfinite(value):
         raise ValueError("NaN and infinite numbers are not allowed")
     if isinstance(value, str):
         _check_text(value)
     if isinstance(value, dict):
         for key, item in value.items():
             _check_text(key)
-            check_json_value(item, depth + 1)
+            check_json_value(item, depth + 1, finite)
     elif isinstance(value, list):
         for item in value:
-            check_json_value(item, depth + 1)
+            check_json_value(item, depth + 1, finite)
     return value
 
 
@@ -66,10 +66,17 @@ class JobRequest(BaseModel):
     priority: Priority = "normal"
     webhook: WebhookSpec | None = None
 
-    @field_validator("inputs", "params")
+    @field_validator("inputs")
     @classmethod
     def _finite_and_shallow(cls, value: Any) -> Any:
         return check_json_value(value)
+
+    @field_validator("params")
+    @classmethod
+    def _shallow(cls, value: Any) -> Any:
+        # NaN/infinity in params are refused by each kind's params model (allow_inf_nan=False), which can
+        # name the exact field; here only nesting and text are checked.
+        return check_json_value(value, finite=False)
 
 
 class ErrorInfo(BaseModel):

@@ -13,6 +13,8 @@ import socket
 import time
 from typing import Any
 
+import redis
+
 from common import dispatch, keys, stats
 from common.errors import (GpuqError, JobCancelled, JobError, JobInterrupted, JobTimeout, ResourceExhausted,
                            WorkerLost)
@@ -114,6 +116,14 @@ def _execute(jobs: JobStore, ctx: JobContext, raw: dict[str, Any]) -> str:
                       event_data={"reason": exc.message})
     except JobInterrupted as exc:
         return _hand_back(jobs, ctx, raw, exc.message)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        # Redis went away under the job: that is not the job's failure. Hand it back (or, if Redis is still
+        # down, let the broker requeue it; failing both, the sweeper requeues it once its lease expires).
+        log.warning("job %s lost Redis (%s); handing it back", ctx.job_id, exc)
+        try:
+            return _hand_back(jobs, ctx, raw, "job store unreachable")
+        except redis.RedisError:
+            raise Requeue("job store unreachable") from None
     except Exception as exc:  # noqa: BLE001 - every failure is recorded; the worker keeps serving
         error = classify(exc)
         log.warning("job %s failed: %s: %s", ctx.job_id, error.type_name, error.message)

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.conftest import KEY_A
 from tests.faults.conftest import Stack
@@ -42,6 +43,7 @@ def _statuses(stack: Stack, ids: list[str]) -> dict[str, str]:
     return dict(zip(ids, pipe.execute()))
 
 
+@pytest.mark.timeout(1500)
 def test_ten_thousand_jobs_all_succeed_none_lost_none_duplicated(stack: Stack, outcome) -> None:
     stack.start_redis()
     stack.start_worker("w1")
