@@ -50,12 +50,15 @@ def test_full_redis_refuses_submits_with_503_and_writes_nothing(stack: Stack, ou
         assert c.post("/v1/jobs", json=QUICK).status_code == 202
         before = set(r.keys("*"))
         filler = 0
-        try:
-            while True:
-                r.set(f"filler:{filler}", b"x" * 65536)
-                filler += 1
-        except redis.exceptions.OutOfMemoryError:
-            pass
+        # Big values first, then small ones: a refused 64 KiB SET frees its own query buffer, which drops
+        # memory back under the limit, so fill until even a tiny write is refused.
+        for size in (65536, 1024, 64):
+            try:
+                while True:
+                    r.set(f"filler:{filler}", b"x" * size)
+                    filler += 1
+            except redis.exceptions.OutOfMemoryError:
+                pass
         before = set(r.keys("*"))
         resp = c.post("/v1/jobs", json=QUICK, headers={"Idempotency-Key": "full-redis"})
         after = set(r.keys("*"))
