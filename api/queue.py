@@ -1,20 +1,14 @@
 """Publishing jobs to Celery without importing the worker: a producer-only Celery app."""
 from __future__ import annotations
 
-import threading
 from functools import lru_cache
-from typing import Any
 
 from celery import Celery
 
-from common.celery_config import PRIORITY_LEVELS, TASK_NAME, celery_config
+from common.celery_config import TASK_NAME, celery_config, message_options
 from common.errors import ServiceUnavailable
 from common.jobs.registry import JobSpec
 from common.settings import get_settings
-
-# Seconds between the soft limit (the job records a timeout itself) and the hard kill.
-HARD_LIMIT_GRACE_S = 30
-_local = threading.local()
 
 
 @lru_cache(maxsize=1)
@@ -25,17 +19,12 @@ def producer_app() -> Celery:
     return app
 
 
-def publish(job_id: str, spec: JobSpec, priority: str) -> None:
-    """Send the job's message to its kind's queue; 503 when the broker is unreachable."""
+def publish(job_id: str, spec: JobSpec, priority: str, queue: str | None = None) -> None:
+    """Send the job's message to ``queue`` (default: its kind's shared queue); 503 when the broker is down."""
     app = producer_app()
-    limit = spec.effective_time_limit(get_settings())
-    options: dict[str, Any] = {
-        "queue": spec.queue, "task_id": job_id, "priority": PRIORITY_LEVELS[priority],
-        "soft_time_limit": limit, "time_limit": limit + HARD_LIMIT_GRACE_S,
-        "retry": True, "retry_policy": {"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2},
-    }
+    options = message_options(spec, priority, queue or spec.queue, get_settings())
     try:
         with app.producer_or_acquire() as producer:
-            app.send_task(TASK_NAME, args=[job_id], producer=producer, **options)
+            app.send_task(TASK_NAME, args=[job_id], producer=producer, task_id=job_id, **options)
     except Exception as exc:  # noqa: BLE001 - any broker failure means the job was not accepted
         raise ServiceUnavailable(f"queue unavailable: {type(exc).__name__}") from exc

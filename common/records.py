@@ -15,7 +15,7 @@ from common.schemas import JobRecord
 from common.settings import get_settings
 
 # Fields stored as JSON in the hash; everything else is a plain string.
-_JSON_FIELDS = ("params", "inputs", "progress", "result", "error", "artifacts", "timings")
+_JSON_FIELDS = ("params", "inputs", "progress", "result", "error", "artifacts", "timings", "batch")
 
 # Create a job unless the tenant's idempotency key already names one; append the queued event.
 _SUBMIT = """
@@ -52,6 +52,60 @@ return {1, status}
 """
 
 
+# Claim a job for a worker in one round trip. Refuses terminal jobs and jobs running on another *live* worker
+# (a redelivered message for a job that is still running elsewhere), counts the attempt, appends ``started``
+# and returns the whole record. A job out of attempts (ARGV[5]: JSON {kind: max attempts}) is returned untouched
+# for the caller to fail.
+_CLAIM = """
+local flat = redis.call('HGETALL', KEYS[1])
+if #flat == 0 then return {'missing'} end
+local h = {}
+for i = 1, #flat, 2 do h[flat[i]] = flat[i + 1] end
+if h['status'] ~= 'queued' and h['status'] ~= 'running' then return {'terminal', h['status']} end
+if h['status'] == 'running' and h['node'] and h['node'] ~= '' and h['node'] ~= ARGV[1] then
+  local beat = redis.call('ZSCORE', KEYS[5], h['node'])
+  if beat and tonumber(beat) >= tonumber(ARGV[4]) then return {'busy', h['node']} end
+end
+local attempts = tonumber(h['attempts'] or '0') + 1
+local outcome = 'ok'
+if attempts > (cjson.decode(ARGV[5])[h['kind']] or 3) then
+  outcome = 'exhausted'
+else
+  local timings = cjson.decode(h['timings'] or '{}')
+  local now = tonumber(ARGV[3])
+  timings['started_at'] = now
+  if type(timings['submitted_at']) == 'number' then
+    timings['queue_wait_ms'] = math.floor((now - timings['submitted_at']) * 1e6 + 0.5) / 1e3
+  end
+  h['timings'] = cjson.encode(timings)
+  h['status'] = 'running'; h['worker'] = ARGV[2]; h['node'] = ARGV[1]; h['attempts'] = tostring(attempts)
+  redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[2], 'node', ARGV[1], 'attempts', attempts,
+             'timings', h['timings'])
+  redis.call('XADD', KEYS[2], '*', 'type', 'started', 'data', cjson.encode({worker = ARGV[2], attempt = attempts}))
+  redis.call('EXPIRE', KEYS[2], ARGV[6])
+  redis.call('ZADD', KEYS[3] .. (h['queue'] or ''), now, h['id'])
+  redis.call('SADD', KEYS[4], h['id'])
+end
+local out = {outcome}
+for k, v in pairs(h) do out[#out + 1] = k; out[#out + 1] = v end
+return out
+"""
+
+# Write a job's terminal state (from queued/running only), append its event, drop it from the running index and
+# the worker's held set, and announce it on the done channel: one round trip. Fields come as ARGV pairs.
+_FINISH = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if KEYS[4] ~= '' then redis.call('SREM', KEYS[4], ARGV[4]) end
+redis.call('ZREM', KEYS[3], ARGV[4])
+if status ~= 'queued' and status ~= 'running' then return {0, status or ''} end
+for i = 6, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('XADD', KEYS[2], '*', 'type', ARGV[1], 'data', ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+redis.call('PUBLISH', ARGV[5], ARGV[4])
+return {1, status}
+"""
+
+
 def body_hash(body: dict[str, Any]) -> str:
     """Stable hash of a request body, used to detect an idempotency key reused with another body."""
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
@@ -76,6 +130,15 @@ class Transition:
     previous: str | None
 
 
+@dataclass(frozen=True)
+class Claim:
+    """Outcome of claiming a job: ``ok`` (with the record), ``missing``, ``terminal``, ``busy`` or ``exhausted``."""
+
+    outcome: str
+    record: dict[str, Any] | None
+    detail: str
+
+
 class JobStore:
     """Typed access to job records and their state machine."""
 
@@ -83,6 +146,8 @@ class JobStore:
         self.r = client
         self._submit = client.register_script(_SUBMIT)
         self._transition = client.register_script(_TRANSITION)
+        self._claim = client.register_script(_CLAIM)
+        self._finish = client.register_script(_FINISH)
 
     def create(self, fields: dict[str, Any], idem_key: str | None, request_hash: str) -> str | None:
         """Store a new queued job; returns the existing job id when the idempotency key already names one."""
@@ -148,6 +213,37 @@ class JobStore:
             keys=[keys.job(job_id), keys.events(job_id)],
             args=[json.dumps(allowed), json.dumps(_encode(fields)), event, json.dumps(data or {}),
                   get_settings().record_ttl_s],
+        )
+        return Transition(bool(applied), previous or None)
+
+    def claim(self, job_id: str, node: str, worker: str, max_attempts: dict[str, int]) -> Claim:
+        """Move a queued (or orphaned running) job to running for ``node`` and return its record."""
+        s = get_settings()
+        now = time.time()
+        reply = self._claim(
+            keys=[keys.job(job_id), keys.events(job_id), keys.running(""), keys.worker_jobs(node),
+                  keys.worker_expiry()],
+            args=[node, worker, now, now, json.dumps(max_attempts), s.record_ttl_s],
+        )
+        outcome = str(reply[0])
+        if outcome not in ("ok", "exhausted"):
+            return Claim(outcome, None, str(reply[1]) if len(reply) > 1 else "")
+        flat = reply[1:]
+        return Claim(outcome, _decode(dict(zip(flat[::2], flat[1::2]))), "")
+
+    def finish(self, job_id: str, queue: str, node: str | None, fields: dict[str, Any], event: str,
+               data: dict[str, Any], result_json: str | None = None) -> Transition:
+        """Write the terminal state (``fields`` holds it; ``result_json`` the already encoded result) and its
+        event; drop the job from the running and held indexes; announce it on the done channel."""
+        encoded = _encode(fields)
+        if result_json is not None:
+            encoded["result"] = result_json
+        args: list[Any] = [event, json.dumps(data), get_settings().record_ttl_s, job_id, keys.done_channel()]
+        for pair in encoded.items():
+            args.extend(pair)
+        applied, previous = self._finish(
+            keys=[keys.job(job_id), keys.events(job_id), keys.running(queue), keys.worker_jobs(node) if node else ""],
+            args=args,
         )
         return Transition(bool(applied), previous or None)
 

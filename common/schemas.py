@@ -47,6 +47,14 @@ class Timings(BaseModel):
     run_ms: float | None = None
 
 
+class BatchInfo(BaseModel):
+    """How a job shared the model: the most jobs and inputs that went through one forward pass with it."""
+
+    jobs: int = 1
+    inputs: int = 1
+    passes: int = 1
+
+
 class JobRecord(BaseModel):
     """The job as the API serves it: the single source of truth kept in Redis."""
 
@@ -66,6 +74,7 @@ class JobRecord(BaseModel):
     attempts: int = 0
     cancel_requested: bool = False
     timings: Timings = Field(default_factory=Timings)
+    batch: BatchInfo | None = None
 
 
 class JobList(BaseModel):

@@ -10,7 +10,7 @@ from typing import Any
 import redis
 
 from common import events, keys
-from common.errors import JobCancelled
+from common.errors import JobCancelled, JobTimeout
 from common.records import JobStore
 from common.schemas import ArtifactInfo
 from common.settings import Settings
@@ -36,6 +36,11 @@ class JobContext:
     artifacts: list[ArtifactInfo] = field(default_factory=list)
     model_load_ms: float = 0.0
     timings: dict[str, Any] = field(default_factory=dict)
+    # Extra record fields written together with the terminal state (e.g. ``batch``).
+    record_fields: dict[str, Any] = field(default_factory=dict)
+    # Soft time limit (time.monotonic()) where no pool enforces one (threads): checked at progress points.
+    deadline: float | None = None
+    node: str | None = None
 
     def progress(self, done: int, total: int, **extra: Any) -> None:
         """Record progress, append a progress event and stop here if cancellation was requested."""
@@ -46,11 +51,17 @@ class JobContext:
         pipe.hget(keys.job(self.job_id), "cancel_requested")
         if pipe.execute()[-1] == "1":
             raise JobCancelled("cancelled while running")
+        self._check_deadline()
 
     def check_cancelled(self) -> None:
-        """Raise JobCancelled when somebody asked this job to stop."""
+        """Raise JobCancelled when somebody asked this job to stop (JobTimeout past its soft time limit)."""
         if self.jobs.cancel_requested(self.job_id):
             raise JobCancelled("cancelled while running")
+        self._check_deadline()
+
+    def _check_deadline(self) -> None:
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise JobTimeout("job exceeded its time limit")
 
     def log(self, message: str, **extra: Any) -> None:
         """Append a log event."""
@@ -73,9 +84,13 @@ class JobContext:
         self.jobs.update(self.job_id, {"artifacts": [a.model_dump() for a in self.artifacts]})
         return info
 
-    def resident(self, key: ModelKey, loader: Any) -> Any:
-        """Fetch a model from the resident cache, adding its load time to the job's timings."""
-        value, load_ms = self.models.get(key, loader)
+    def resident(self, key: ModelKey, loader: Any, size_hint: Any = None) -> Any:
+        """Fetch a model from the resident cache, adding its load time to the job's timings.
+
+        ``size_hint`` (bytes, or a callable giving them, asked only on a miss) lets the cache refuse a model
+        that cannot fit before loading it.
+        """
+        value, load_ms = self.models.get(key, loader, size_hint=size_hint)
         self.model_load_ms += load_ms
         return value
 

@@ -1,7 +1,6 @@
-"""Worker lifecycle hooks: identity, liveness heartbeats, and hard-time-limit bookkeeping."""
+"""Worker lifecycle hooks: identity, heartbeats (+ the reaper), preloading, hard-time-limit bookkeeping."""
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
@@ -12,10 +11,10 @@ from typing import Any
 from celery import signals
 from celery.exceptions import TimeLimitExceeded
 
-from common import keys
 from common.errors import JobTimeout
 from common.redis_client import get_redis
 from common.settings import get_settings
+from worker import affinity
 
 log = logging.getLogger(__name__)
 _stop = threading.Event()
@@ -27,34 +26,61 @@ def _name_worker(sender: str | None = None, **_: Any) -> None:
     os.environ["GPUQ_WORKER_NAME"] = str(sender or socket.gethostname())
 
 
-def _beat(node: str, queues: list[str]) -> None:
+def _beat(node: str, queues: list[str], pool: str) -> None:
+    from worker.celery_app import app
+    from worker.reaper import reap_once
+
     settings = get_settings()
-    info = {"node": node, "host": socket.gethostname(), "pid": os.getpid(), "queues": queues,
+    info = {"node": node, "host": socket.gethostname(), "pid": os.getpid(), "queues": queues, "pool": pool,
             "started_at": time.time()}
+    next_reap = 0.0
     while not _stop.is_set():
         try:
-            r = get_redis()
-            pipe = r.pipeline(transaction=False)
-            pipe.zadd(keys.workers(), {node: time.time()})
-            pipe.set(keys.worker_info(node), json.dumps(info), ex=int(settings.worker_ttl_s * 3))
-            pipe.execute()
+            affinity.beat(node, info)
+            if time.monotonic() >= next_reap:
+                next_reap = time.monotonic() + settings.reaper_interval_s
+                reap_once(get_redis(), app, settings.reaper_interval_s)
         except Exception as exc:  # noqa: BLE001 - Redis may be down; keep beating when it returns
             log.warning("heartbeat failed: %s", exc)
-        _stop.wait(settings.worker_heartbeat_s)
+        _stop.wait(min(settings.worker_heartbeat_s, settings.reaper_interval_s))
 
 
 @signals.worker_ready.connect
 def _start_heartbeat(sender: Any = None, **_: Any) -> None:
+    from worker.celery_app import app
+    from worker.reaper import requeue_held
+
     queues = [q.name for q in sender.app.amqp.queues.consume_from.values()] if sender else []
     node = os.environ.get("GPUQ_WORKER_NAME", socket.gethostname())
-    threading.Thread(target=_beat, args=(node, queues), name="gpuq-heartbeat", daemon=True).start()
+    pool = str(app.conf.worker_pool)
+    try:
+        affinity.register(node, queues)
+        requeue_held(get_redis(), app, node)  # jobs a previous run of this node claimed and never finished
+    except Exception as exc:  # noqa: BLE001 - start serving anyway; the reaper retries later
+        log.warning("could not register queues / recover earlier jobs: %s", exc)
+    if pool != "prefork":  # jobs run in this process: load pinned models here
+        _preload()
+    threading.Thread(target=_beat, args=(node, queues, pool), name="gpuq-heartbeat", daemon=True).start()
+
+
+@signals.worker_process_init.connect
+def _child_init(**_: Any) -> None:
+    """A prefork child runs the jobs: pinned models load here (never in the parent, which must not touch CUDA)."""
+    _preload()
+
+
+def _preload() -> None:
+    from worker.preload import configure_torch, preload
+
+    configure_torch()
+    preload(get_settings().preload)
 
 
 @signals.worker_shutdown.connect
 def _stop_heartbeat(**_: Any) -> None:
     _stop.set()
     try:
-        get_redis().zrem(keys.workers(), os.environ.get("GPUQ_WORKER_NAME", socket.gethostname()))
+        affinity.leave(os.environ.get("GPUQ_WORKER_NAME", socket.gethostname()))
     except Exception:  # noqa: BLE001
         pass
 
@@ -64,13 +90,12 @@ def _hard_time_limit(task_id: str | None = None, exception: BaseException | None
     """The parent sees a hard time limit after killing the child; fail the job record there."""
     if not isinstance(exception, TimeLimitExceeded) or not task_id:
         return
-    from common.records import JobStore
-    from worker.runner import finish
+    from worker.runner import finish, job_store, node_name
 
-    jobs = JobStore(get_redis())
+    jobs = job_store()
     raw = jobs.get_raw(task_id)
     if raw is None:
         return
     timings = {**(raw.get("timings") or {}), "finished_at": time.time()}
-    finish(jobs, task_id, raw["queue"], "failed", timings,
-            error=JobTimeout(f"job exceeded its hard time limit ({exception})").to_dict())
+    finish(jobs, task_id, raw["queue"], "failed", timings, node=node_name(),
+           error=JobTimeout(f"job exceeded its hard time limit ({exception})").to_dict())

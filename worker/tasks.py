@@ -4,7 +4,19 @@ from __future__ import annotations
 from typing import Any
 
 from common.celery_config import TASK_NAME
+from common.jobs.registry import all_specs
+from common.settings import get_settings
 from worker.celery_app import app
+
+
+def _limits(request: Any) -> tuple[float, float | None] | None:
+    """(soft, hard) seconds for gpuq's watchdog where the pool enforces none (threads); None under prefork."""
+    if app.conf.worker_pool != "threads":
+        return None
+    hard, soft = request.timelimit or (None, None)
+    if soft is None:
+        soft = max(s.effective_time_limit(get_settings()) for s in all_specs())
+    return float(soft), float(hard) if hard else None
 
 
 @app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
@@ -12,4 +24,4 @@ def run_job(self: Any, job_id: str) -> str:
     """Run gpuq job ``job_id`` (the message carries only the id; the record holds the request)."""
     from worker.runner import run_job as execute
 
-    return execute(str(job_id))
+    return execute(str(job_id), _limits(self.request))

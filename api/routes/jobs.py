@@ -4,52 +4,114 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator
+from functools import lru_cache
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from redis.exceptions import RedisError
 
+from starlette.concurrency import run_in_threadpool
+
 from api import queue
 from api.deps import Artifacts, Jobs, SettingsDep, Tenant
+from api.routing import Router
+from api.waiter import WAITER
 from common import events
 from common.errors import InvalidInput, ServiceUnavailable
 from common.jobs.registry import Submitter, get_spec
-from common.records import body_hash
-from common.redis_client import get_async_redis
-from common.schemas import ArtifactInfo, JobList, JobRecord, JobRequest, JobStatus
+from common.records import JobStore, body_hash
+from common.redis_client import get_async_redis, get_redis
+from common.schemas import TERMINAL_STATUSES, ArtifactInfo, JobList, JobRecord, JobRequest, JobStatus, Timings
+from common.settings import Settings, get_settings
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
+PreferHeader = Annotated[str | None, Header(alias="Prefer", max_length=255)]
 
 
 @router.post("", status_code=202, response_model=JobRecord)
-def submit_job(body: JobRequest, tenant: Tenant, jobs: Jobs, settings: SettingsDep,
-               idempotency_key: IdempotencyKey = None) -> JSONResponse:
-    """Validate a job against its kind, store its record and enqueue it (202)."""
+async def submit_job(body: JobRequest, tenant: Tenant, jobs: Jobs, settings: SettingsDep,
+                     idempotency_key: IdempotencyKey = None, prefer: PreferHeader = None) -> JSONResponse:
+    """Validate a job against its kind, store its record and enqueue it (202).
+
+    With ``Prefer: wait=N`` the response waits up to N seconds for the job to finish and then carries the
+    final record (200); a job still running after N seconds is returned as it is (202).
+    """
+    wait = prefer_wait(prefer, settings)
+    job_id = uuid.uuid4().hex
+    future = None
+    if wait:
+        await WAITER.start()
+        future = WAITER.register(job_id)  # before publishing: the job cannot finish unseen
+    try:
+        record, replayed = await run_in_threadpool(_submit, body, tenant, jobs, settings, idempotency_key, job_id)
+    except BaseException:
+        if future is not None:
+            WAITER.forget(job_id, future)
+        raise
+    if future is not None and record.id != job_id:  # an idempotent replay of an earlier job
+        WAITER.forget(job_id, future)
+        future = WAITER.register(record.id)
+        record = await run_in_threadpool(jobs.get, record.id, tenant)
+    finished = record.status in TERMINAL_STATUSES
+    if future is not None and not finished:
+        finished = await WAITER.wait(record.id, future, wait)
+        record = await run_in_threadpool(jobs.get, record.id, tenant) if finished else record
+    elif future is not None:
+        WAITER.forget(record.id, future)
+    headers = {"Location": f"/v1/jobs/{record.id}"}
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    if wait:
+        headers["Preference-Applied"] = f"wait={wait:g}"
+    code = 200 if replayed or (wait and finished) else 202
+    return JSONResponse(record.model_dump(mode="json"), status_code=code, headers=headers)
+
+
+def prefer_wait(prefer: str | None, settings: Settings) -> float:
+    """Seconds asked for by ``Prefer: wait=N`` (RFC 7240), capped by ``GPUQ_MAX_WAIT_S``; 0 when absent."""
+    for part in (prefer or "").split(","):
+        name, _, value = part.strip().partition("=")
+        if name.strip().lower() == "wait":
+            try:
+                return max(0.0, min(float(value.strip().strip('"')), settings.max_wait_s))
+            except ValueError:
+                raise InvalidInput("Prefer: wait=N needs a number of seconds", field="Prefer") from None
+    return 0.0
+
+
+def _submit(body: JobRequest, tenant: str, jobs: JobStore, settings: Settings, idempotency_key: str | None,
+            job_id: str) -> tuple[JobRecord, bool]:
+    """Store the record and publish the message; (record, whether it replays an earlier submit)."""
     spec = get_spec(body.kind)
     valid = spec.validate(body.model, body.inputs, body.params, Submitter(tenant, settings))
-    job_id = uuid.uuid4().hex
+    now = time.time()
     fields: dict[str, Any] = {
         "id": job_id, "tenant": tenant, "kind": spec.kind, "model": valid.model, "queue": spec.queue,
         "priority": body.priority, "status": "queued", "inputs": valid.inputs, "params": valid.params,
-        "attempts": 0, "cancel_requested": 0, "timings": {"submitted_at": time.time()},
+        "attempts": 0, "cancel_requested": 0, "timings": {"submitted_at": now},
     }
     try:
         existing = jobs.create(fields, idempotency_key, body_hash(body.model_dump(mode="json")))
         if existing is not None:
-            return JSONResponse(jobs.get(existing, tenant).model_dump(mode="json"), status_code=200,
-                                headers={"Idempotent-Replayed": "true", "Location": f"/v1/jobs/{existing}"})
+            return jobs.get(existing, tenant), True
         try:
-            queue.publish(job_id, spec, body.priority)
+            queue.publish(job_id, spec, body.priority, affinity_router().route(spec, valid.model))
         except ServiceUnavailable:
             jobs.delete(job_id, tenant, idempotency_key)
             raise
-        record = jobs.get(job_id, tenant)
     except RedisError as exc:
         raise ServiceUnavailable(f"job store unavailable: {type(exc).__name__}") from exc
-    return JSONResponse(record.model_dump(mode="json"), status_code=202,
-                        headers={"Location": f"/v1/jobs/{job_id}"})
+    return JobRecord(id=job_id, tenant=tenant, kind=spec.kind, model=valid.model, queue=spec.queue,
+                     priority=body.priority, status="queued", params=valid.params,
+                     timings=Timings(submitted_at=now)), False
+
+
+@lru_cache(maxsize=1)
+def affinity_router() -> Router:
+    """The process's affinity router."""
+    return Router(get_redis(), get_settings())
 
 
 @router.get("", response_model=JobList)

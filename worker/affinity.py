@@ -1,0 +1,67 @@
+"""The worker's side of affinity routing: which queues it owns, which models it holds, whether it is alive.
+
+Every worker consumes the shared queue of each kind it serves plus a private queue per kind (``<queue>@<node>``)
+that the API fills with jobs for models this worker holds. The API reads three things, all written here:
+the liveness sorted set (``workers:expiry``: last heartbeat + this worker's TTL, so a reader needs no TTL of its
+own), the registry of private queues (kept after death until the reaper has emptied them), and the set of model
+references resident in the worker.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from common import keys
+from common.redis_client import get_redis
+from common.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+
+def current_node() -> str:
+    """This worker's node name (the Celery node; pool children inherit it through the environment)."""
+    from worker.runner import node_name
+
+    return node_name()
+
+
+def own_queues(consumed: list[str]) -> dict[str, str]:
+    """{private queue: the shared queue it stands in for} among the queues a worker consumes."""
+    return {q: q.split("@", 1)[0] for q in consumed if "@" in q}
+
+
+def register(node: str, consumed: list[str]) -> None:
+    """Record the worker's private queues (the reaper needs them after the worker is gone)."""
+    mapping = own_queues(consumed)
+    get_redis().hset(keys.worker_queues(), node, json.dumps({"queues": mapping, "registered_at": time.time()}))
+
+
+def beat(node: str, info: dict[str, object]) -> None:
+    """One heartbeat: liveness (both the last-beat and the expiry sets) and the worker's info."""
+    settings = get_settings()
+    now = time.time()
+    pipe = get_redis().pipeline(transaction=False)
+    pipe.zadd(keys.workers(), {node: now})
+    pipe.zadd(keys.worker_expiry(), {node: now + settings.worker_ttl_s})
+    pipe.set(keys.worker_info(node), json.dumps(info), ex=int(settings.worker_ttl_s * 3) + 1)
+    pipe.execute()
+
+
+def publish_held(models: list[str]) -> None:
+    """Replace the set of models this worker holds (called by the resident cache on every load and eviction)."""
+    key = keys.worker_models(current_node())
+    pipe = get_redis().pipeline(transaction=True)
+    pipe.delete(key)
+    if models:
+        pipe.sadd(key, *models)
+    pipe.execute()
+
+
+def leave(node: str) -> None:
+    """Graceful exit: stop being live at once so the API routes nothing more here."""
+    pipe = get_redis().pipeline(transaction=False)
+    pipe.zrem(keys.workers(), node)
+    pipe.zrem(keys.worker_expiry(), node)
+    pipe.delete(keys.worker_models(node))
+    pipe.execute()
