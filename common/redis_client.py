@@ -13,7 +13,9 @@ from common.settings import get_settings
 def get_redis() -> redis.Redis:
     """Process-wide synchronous client with a connection pool."""
     url = get_settings().resolved_redis_url
-    return redis.Redis.from_url(url, decode_responses=True, health_check_interval=30,
+    # Every thread may hold one connection at a time (API thread pool, a worker's threads pool): the pool must
+    # not cap below that (redis-py's default is 100).
+    return redis.Redis.from_url(url, decode_responses=True, health_check_interval=30, max_connections=2048,
                                 socket_connect_timeout=5, socket_timeout=30, retry_on_timeout=True)
 
 

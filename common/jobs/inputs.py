@@ -47,7 +47,7 @@ def check_qa(inputs: Any, settings: Settings) -> dict[str, str] | list[dict[str,
     """``{"question": str, "context": str}`` or a non-empty list of them."""
     items = as_list(inputs, "an object {question, context}", settings)
     for i, item in enumerate(items):
-        field = "inputs" if isinstance(inputs, dict) else f"inputs.{i}"
+        field = f"inputs.{i}" if isinstance(inputs, list) else "inputs"
         if not isinstance(item, dict):
             raise InvalidInput(f"{field}: expected an object {{question, context}}", field=field)
         extra = sorted(set(item) - {"question", "context"})
@@ -81,5 +81,5 @@ def check_images(inputs: Any, settings: Settings, max_bytes: int) -> str | list[
     """A base64 image string or a non-empty list of them."""
     items = as_list(inputs, "a base64 image", settings)
     for i, item in enumerate(items):
-        decode_image(item, "inputs" if isinstance(inputs, str) else f"inputs.{i}", max_bytes)
+        decode_image(item, f"inputs.{i}" if isinstance(inputs, list) else "inputs", max_bytes)
     return inputs  # type: ignore[no-any-return]
