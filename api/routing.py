@@ -5,8 +5,8 @@ who is alive, which private queues they own, which models they hold and how deep
 routing a job costs no Redis round trip in the common case. For a kind with ``affinity``:
 
 - a live worker consuming the kind's queue holds the model: the one with the shortest private queue gets it;
-  if even that one is ``GPUQ_AFFINITY_SPILL_DEPTH`` jobs behind and another live worker is at most half as
-  deep, the job goes to that other worker instead, which loads the model as a second holder (a hot model
+  if even that one has ``GPUQ_AFFINITY_SPILL_DEPTH`` jobs waiting (not yet taken by its pool) and another live
+  worker has at most half as many, the job goes to that other worker instead, which loads the model as a second holder (a hot model
   spreads; a model that is merely busy everywhere does not thrash);
 - nobody holds it: the model is assigned (a short-lived Redis key, compare-and-set so concurrent API
   processes agree) to the live worker with the fewest held and assigned models, and its jobs go there until the
@@ -51,7 +51,8 @@ class Table:
     consumers: dict[str, list[str]] = field(default_factory=dict)  # shared queue -> live nodes with a private one
     holders: dict[str, set[str]] = field(default_factory=dict)  # model -> live nodes holding it
     held: Counter[str] = field(default_factory=Counter)  # node -> models held
-    depth: Counter[str] = field(default_factory=Counter)  # node -> jobs waiting in its private queues
+    depth: Counter[str] = field(default_factory=Counter)  # node -> jobs waiting in its private queues (measured)
+    routed: Counter[str] = field(default_factory=Counter)  # node -> jobs this process routed there since
     assigned: dict[str, tuple[str, float]] = field(default_factory=dict)  # model -> (node, valid until)
 
 
@@ -76,14 +77,16 @@ class Router:
         holders = [n for n in nodes if n in table.holders.get(model, ())]
         node = self._pick_holder(table, nodes, holders) if holders else self._assigned(table, model, nodes)
         with self._lock:
-            table.depth[node] += 1
+            table.routed[node] += 1
         return keys.own_queue(spec.queue, node)
 
     def _pick_holder(self, table: Table, nodes: list[str], holders: list[str]) -> str:
-        best = min(holders, key=lambda n: table.depth[n])
+        # Spilling looks at measured backlog only: a worker takes as many jobs as it has pool slots before its
+        # private queue grows, so jobs merely routed there since the last refresh say nothing about it.
+        best = min(holders, key=lambda n: (table.depth[n], table.routed[n]))
         if table.depth[best] < self.settings.affinity_spill_depth:
             return best
-        idle = min(nodes, key=lambda n: table.depth[n])
+        idle = min(nodes, key=lambda n: (table.depth[n], table.routed[n]))
         return idle if table.depth[idle] * 2 <= table.depth[best] else best
 
     def _assigned(self, table: Table, model: str, nodes: list[str]) -> str:
@@ -91,7 +94,7 @@ class Router:
         cached = table.assigned.get(model)
         if cached and cached[1] > now and cached[0] in nodes:
             return cached[0]
-        pick = min(nodes, key=lambda n: (table.held[n], table.depth[n], n))
+        pick = min(nodes, key=lambda n: (table.held[n], table.depth[n] + table.routed[n], n))
         ttl = self.settings.affinity_assign_ttl_s
         node = str(self._assign(keys=[keys.assignment(model), keys.worker_expiry()], args=[pick, now, ttl]))
         if node not in nodes:  # assigned by another API process to a worker we do not yet see

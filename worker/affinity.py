@@ -31,19 +31,16 @@ def own_queues(consumed: list[str]) -> dict[str, str]:
     return {q: q.split("@", 1)[0] for q in consumed if "@" in q}
 
 
-def register(node: str, consumed: list[str]) -> None:
-    """Record the worker's private queues (the reaper needs them after the worker is gone)."""
-    mapping = own_queues(consumed)
-    get_redis().hset(keys.worker_queues(), node, json.dumps({"queues": mapping, "registered_at": time.time()}))
-
-
-def beat(node: str, info: dict[str, object]) -> None:
-    """One heartbeat: liveness (both the last-beat and the expiry sets) and the worker's info."""
+def beat(node: str, consumed: list[str], info: dict[str, object]) -> None:
+    """One heartbeat, atomically: liveness (the last-beat and the expiry sets), the private queues (which the
+    reaper needs after the worker is gone; rewritten every beat, so a worker wrongly taken for dead comes back)
+    and the worker's info."""
     settings = get_settings()
     now = time.time()
-    pipe = get_redis().pipeline(transaction=False)
+    pipe = get_redis().pipeline(transaction=True)
     pipe.zadd(keys.workers(), {node: now})
     pipe.zadd(keys.worker_expiry(), {node: now + settings.worker_ttl_s})
+    pipe.hset(keys.worker_queues(), node, json.dumps({"queues": own_queues(consumed)}))
     pipe.set(keys.worker_info(node), json.dumps(info), ex=int(settings.worker_ttl_s * 3) + 1)
     pipe.execute()
 

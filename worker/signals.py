@@ -36,7 +36,7 @@ def _beat(node: str, queues: list[str], pool: str) -> None:
     next_reap = 0.0
     while not _stop.is_set():
         try:
-            affinity.beat(node, info)
+            affinity.beat(node, queues, info)
             if time.monotonic() >= next_reap:
                 next_reap = time.monotonic() + settings.reaper_interval_s
                 reap_once(get_redis(), app, settings.reaper_interval_s)
@@ -53,13 +53,13 @@ def _start_heartbeat(sender: Any = None, **_: Any) -> None:
     queues = [q.name for q in sender.app.amqp.queues.consume_from.values()] if sender else []
     node = os.environ.get("GPUQ_WORKER_NAME", socket.gethostname())
     pool = str(app.conf.worker_pool)
+    if pool != "prefork":  # jobs run in this process: load pinned models here, before anyone routes jobs to us
+        _preload()
     try:
-        affinity.register(node, queues)
+        affinity.beat(node, queues, {"node": node, "pid": os.getpid(), "queues": queues, "pool": pool})
         requeue_held(get_redis(), app, node)  # jobs a previous run of this node claimed and never finished
     except Exception as exc:  # noqa: BLE001 - start serving anyway; the reaper retries later
         log.warning("could not register queues / recover earlier jobs: %s", exc)
-    if pool != "prefork":  # jobs run in this process: load pinned models here
-        _preload()
     threading.Thread(target=_beat, args=(node, queues, pool), name="gpuq-heartbeat", daemon=True).start()
 
 
