@@ -6,11 +6,11 @@ routing a job costs no Redis round trip in the common case. For a kind with ``af
 
 - a live worker consuming the kind's queue holds the model: the one with the shortest private queue gets it;
   if even that one has ``GPUQ_AFFINITY_SPILL_DEPTH`` jobs waiting (not yet taken by its pool) and another live
-  worker has at most half as many, the job goes to that other worker instead, which loads the model as a second holder (a hot model
-  spreads; a model that is merely busy everywhere does not thrash);
-- nobody holds it: the model is assigned (a short-lived Redis key, compare-and-set so concurrent API
-  processes agree) to the live worker with the fewest held and assigned models, and its jobs go there until the
-  worker reports it resident, so the first burst of jobs loads the model once, not once per worker;
+  worker has at most half as many, the job goes to that other worker instead, which loads the model as a
+  second holder (a hot model spreads; a model that is merely busy everywhere does not thrash);
+- nobody holds it: the model is assigned (a short-lived Redis key, compare-and-set so concurrent API processes
+  agree) to the live worker with the fewest held and assigned models, and its jobs go there until the worker
+  reports it resident, so the first burst of jobs loads the model once, not once per worker;
 - no live worker serves the kind: the shared queue, which every worker of the kind consumes.
 
 Nothing is stranded: only live workers get jobs, and the workers' reaper moves a dead worker's private queue
@@ -48,10 +48,11 @@ class Table:
     """The API's view of the workers, as of ``loaded_at``."""
 
     loaded_at: float = 0.0
-    consumers: dict[str, list[str]] = field(default_factory=dict)  # shared queue -> live nodes with a private one
+    # shared queue -> live nodes with a private queue for it
+    consumers: dict[str, list[str]] = field(default_factory=dict)
     holders: dict[str, set[str]] = field(default_factory=dict)  # model -> live nodes holding it
     held: Counter[str] = field(default_factory=Counter)  # node -> models held
-    depth: Counter[str] = field(default_factory=Counter)  # node -> jobs waiting in its private queues (measured)
+    depth: Counter[str] = field(default_factory=Counter)  # node -> jobs waiting in its private queues
     routed: Counter[str] = field(default_factory=Counter)  # node -> jobs this process routed there since
     assigned: dict[str, tuple[str, float]] = field(default_factory=dict)  # model -> (node, valid until)
 
@@ -131,16 +132,16 @@ class Router:
             for shared in mapping.values():
                 table.consumers.setdefault(shared, []).append(node)
         pipe = self.r.pipeline(transaction=False)
-        for node in private:
+        for node, queues in private.items():
             pipe.smembers(keys.worker_models(node))
-            for queue in private[node]:
+            for queue in queues:
                 for name in queue_lists(queue):
                     pipe.llen(name)
         replies = iter(pipe.execute())
-        for node in private:
+        for node, queues in private.items():
             for model in next(replies):
                 table.holders.setdefault(model, set()).add(node)
                 table.held[node] += 1
-            lists = sum(len(queue_lists(q)) for q in private[node])
+            lists = sum(len(queue_lists(q)) for q in queues)
             table.depth[node] = sum(next(replies) for _ in range(lists))
         return table

@@ -34,8 +34,8 @@ class DoneWaiter:
     def _redis(self) -> aioredis.Redis:
         if self._client is None:
             # Blocking pool: a burst of status reads queues for a connection instead of failing.
-            pool = aioredis.BlockingConnectionPool.from_url(get_settings().resolved_redis_url, max_connections=32,
-                                                            timeout=10, decode_responses=True)
+            pool = aioredis.BlockingConnectionPool.from_url(
+                get_settings().resolved_redis_url, max_connections=32, timeout=10, decode_responses=True)
             self._client = aioredis.Redis(connection_pool=pool)
         return self._client
 

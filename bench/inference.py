@@ -44,7 +44,8 @@ def body(model: str, text: str) -> dict[str, Any]:
     return {"kind": "inference", "model": model, "inputs": text, "params": {"task": "feature-extraction"}}
 
 
-async def _run_jobs(url: str, bodies: list[dict[str, Any]], in_flight: int) -> tuple[float, list[dict[str, Any]]]:
+async def _run_jobs(url: str, bodies: list[dict[str, Any]],
+                    in_flight: int) -> tuple[float, list[dict[str, Any]]]:
     """(jobs/s, final records) with ``in_flight`` requests outstanding, each waiting for its job to finish."""
     headers = {"Authorization": f"Bearer {KEY}", "Prefer": "wait=120"}
     limits = httpx.Limits(max_connections=in_flight, max_keepalive_connections=in_flight)
@@ -128,7 +129,8 @@ def phase_gpuq(stack: Stack, model: str, texts: list[str], in_flight: int) -> di
 
 def phase_latency(stack: Stack, model: str, n: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for label, extra in (("batched", {}), ("unbatched", {"GPUQ_BATCH_MAX_SIZE": "1", "GPUQ_BATCH_MAX_WAIT_MS": "0"})):
+    unbatched = {"GPUQ_BATCH_MAX_SIZE": "1", "GPUQ_BATCH_MAX_WAIT_MS": "0"}
+    for label, extra in (("batched", {}), ("unbatched", unbatched)):
         stack.stop_workers()
         stack.worker(f"lat-{label}", **extra)
         url = stack.url or stack.start_api()
@@ -166,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     second = tmp / "models" / "minilm-copy"  # the same weights under another reference: a second model
     shutil.copytree(model, second)
     redis = EmbeddedRedis(tmp / "redis").start()
-    env = {**os.environ, "GPUQ_REDIS_URL": redis.url, "GPUQ_API_KEYS": f"bench:{KEY}", "GPUQ_DATA_DIR": str(tmp),
+    env = {**os.environ, "GPUQ_REDIS_URL": redis.url, "GPUQ_API_KEYS": f"bench:{KEY}",
+           "GPUQ_DATA_DIR": str(tmp),
            "GPUQ_ARTIFACT_DIR": str(tmp / "artifacts"), "GPUQ_MODEL_ROOTS": f"{model}:{tmp / 'models'}",
            "BENCH_REDIS_URL": redis.url.replace("/0", "/1"), "BENCH_MODEL": model,
            "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -200,7 +203,8 @@ def report(out: dict[str, Any]) -> None:
     """Print every figure and ratio; write the JSON summary."""
     out["ratio_gpuq_vs_direct_batched"] = _ratio(out, "gpuq_http", "direct_batched")
     out["ratio_gpuq_vs_bare_celery"] = _ratio(out, "gpuq_http", "bare_celery")
-    print(f"\nall-MiniLM-L6-v2, {out['jobs']} one-sentence jobs, {out['in_flight']} in flight, {out['cpus']} CPUs")
+    print(f"\nall-MiniLM-L6-v2, {out['jobs']} one-sentence jobs, {out['in_flight']} in flight, "
+          f"{out['cpus']} CPUs")
     for key in ("direct_sequential", "direct_batched", "bare_celery", "gpuq_http", "affinity_jobs_per_s"):
         if key in out:
             print(f"  {key:<28} {out[key]:8.1f} jobs/s")
@@ -212,7 +216,8 @@ def report(out: dict[str, Any]) -> None:
               f"{out['jobs_batched']} of {out['jobs']} jobs shared a forward pass")
     if "p50_ms_batched" in out:
         budget = out["p50_ms_unbatched"] + out["batch_max_wait_ms"]
-        print(f"  p50 single job: batched {out['p50_ms_batched']:.1f} ms, unbatched {out['p50_ms_unbatched']:.1f} ms "
+        print(f"  p50 single job: batched {out['p50_ms_batched']:.1f} ms, "
+              f"unbatched {out['p50_ms_unbatched']:.1f} ms "
               f"(target: batched <= unbatched + max_wait_ms = {budget:.1f} ms)")
     if "affinity_model_loads" in out:
         print(f"  two models over two workers: {out['affinity_model_loads']} model loads (target 2); "

@@ -29,7 +29,8 @@ def _worker(args: argparse.Namespace) -> int:
     pool = args.pool or settings.worker_pool
     concurrency = args.concurrency or default_concurrency(pool, settings)
     node = host_format(default_nodename(args.hostname or "gpuq@%h"))
-    shared = (args.queues.split(",") if args.queues else settings.queues) or sorted({s.queue for s in all_specs()})
+    shared = args.queues.split(",") if args.queues else settings.queues
+    shared = shared or sorted({s.queue for s in all_specs()})
     # Each worker also owns a private queue per kind queue: the API routes jobs for models it holds there.
     own = [keys.own_queue(q, node) for q in shared] if settings.affinity_routing else []
     app.conf.worker_pool, app.conf.worker_concurrency = pool, concurrency

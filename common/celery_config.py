@@ -18,7 +18,7 @@ HARD_LIMIT_GRACE_S = 30
 
 
 def queue_lists(queue: str) -> list[str]:
-    """The Redis lists kombu keeps for ``queue``: one per priority step, named ``<queue>:<step>`` (0: bare)."""
+    """The Redis lists kombu keeps for ``queue``: one per priority step, ``<queue>:<step>`` (0: bare)."""
     return [queue if step == 0 else f"{queue}:{step}" for step in sorted(set(PRIORITY_LEVELS.values()))]
 
 

@@ -54,7 +54,7 @@ def worker_models(node: str) -> str:
 
 
 def worker_queues() -> str:
-    """Hash node -> JSON {own queue: shared queue}; kept until the reaper has emptied a dead worker's queues."""
+    """Hash node -> JSON {own queue: shared queue}; kept until the reaper empties a dead worker's queues."""
     return f"{_p()}:worker-queues"
 
 

@@ -54,8 +54,8 @@ return {1, status}
 
 # Claim a job for a worker in one round trip. Refuses terminal jobs and jobs running on another *live* worker
 # (a redelivered message for a job that is still running elsewhere), counts the attempt, appends ``started``
-# and returns the whole record. A job out of attempts (ARGV[5]: JSON {kind: max attempts}) is returned untouched
-# for the caller to fail.
+# and returns the whole record. A job out of attempts (ARGV[5]: JSON {kind: max attempts}) is returned
+# untouched for the caller to fail.
 _CLAIM = """
 local flat = redis.call('HGETALL', KEYS[1])
 if #flat == 0 then return {'missing'} end
@@ -81,7 +81,8 @@ else
   h['status'] = 'running'; h['worker'] = ARGV[2]; h['node'] = ARGV[1]; h['attempts'] = tostring(attempts)
   redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[2], 'node', ARGV[1], 'attempts', attempts,
              'timings', h['timings'])
-  redis.call('XADD', KEYS[2], '*', 'type', 'started', 'data', cjson.encode({worker = ARGV[2], attempt = attempts}))
+  redis.call('XADD', KEYS[2], '*', 'type', 'started', 'data',
+             cjson.encode({worker = ARGV[2], attempt = attempts}))
   redis.call('EXPIRE', KEYS[2], ARGV[6])
   redis.call('ZADD', KEYS[3] .. (h['queue'] or ''), now, h['id'])
   redis.call('SADD', KEYS[4], h['id'])
@@ -91,8 +92,8 @@ for k, v in pairs(h) do out[#out + 1] = k; out[#out + 1] = v end
 return out
 """
 
-# Write a job's terminal state (from queued/running only), append its event, drop it from the running index and
-# the worker's held set, and announce it on the done channel: one round trip. Fields come as ARGV pairs.
+# Write a job's terminal state (from queued/running only), append its event, drop it from the running index
+# and the worker's held set, and announce it on the done channel: one round trip. Fields come as ARGV pairs.
 _FINISH = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if KEYS[4] ~= '' then redis.call('SREM', KEYS[4], ARGV[4]) end
@@ -132,7 +133,7 @@ class Transition:
 
 @dataclass(frozen=True)
 class Claim:
-    """Outcome of claiming a job: ``ok`` (with the record), ``missing``, ``terminal``, ``busy`` or ``exhausted``."""
+    """Outcome of a claim: ``ok`` (with the record), ``missing``, ``terminal``, ``busy``, ``exhausted``."""
 
     outcome: str
     record: dict[str, Any] | None
@@ -242,7 +243,8 @@ class JobStore:
         for pair in encoded.items():
             args.extend(pair)
         applied, previous = self._finish(
-            keys=[keys.job(job_id), keys.events(job_id), keys.running(queue), keys.worker_jobs(node) if node else ""],
+            keys=[keys.job(job_id), keys.events(job_id), keys.running(queue),
+                  keys.worker_jobs(node) if node else ""],
             args=args,
         )
         return Transition(bool(applied), previous or None)

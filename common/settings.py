@@ -22,8 +22,8 @@ def _split(value: object, sep: str) -> object:
 class BatchLimits(BaseModel):
     """Dynamic-batching limits for one model (``GPUQ_BATCH_OVERRIDES``)."""
 
-    max_batch_size: int | None = Field(None, ge=1, le=4096)
-    max_wait_ms: float | None = Field(None, ge=0, le=10_000)
+    max_batch_size: int | None = Field(default=None, ge=1, le=4096)
+    max_wait_ms: float | None = Field(default=None, ge=0, le=10_000)
 
 
 class Settings(BaseSettings):
@@ -68,25 +68,26 @@ class Settings(BaseSettings):
     hub_namespaces: Annotated[dict[str, list[str]], NoDecode] = Field(default_factory=dict)
 
     # --- issue 6: inference breadth and speed (pool, dynamic batching, memory budget, affinity routing) ---
-    # Celery pool of `gpuq worker`: prefork (one child, hard time limits by Celery; image / fine-tune workers) or
-    # threads (many jobs in flight so the batcher can merge them; time limits enforced by gpuq's watchdog).
+    # Celery pool of `gpuq worker`: prefork (one child, hard time limits by Celery; image / fine-tune workers)
+    # or threads (many jobs in flight so the batcher can merge them; time limits enforced by gpuq's watchdog).
     worker_pool: Literal["prefork", "threads", "solo"] = "prefork"
-    worker_concurrency: int | None = Field(None, ge=1, le=1024)  # default: 1, or 2 x batch_max_size for threads
-    batch_max_size: int = Field(32, ge=1, le=4096)  # inputs in one forward pass
-    batch_max_wait_ms: float = Field(5.0, ge=0, le=10_000)  # how long the first request waits for company
+    # Pool size; default 1, or 2 x batch_max_size for threads.
+    worker_concurrency: int | None = Field(default=None, ge=1, le=1024)
+    batch_max_size: int = Field(default=32, ge=1, le=4096)  # inputs in one forward pass
+    batch_max_wait_ms: float = Field(default=5.0, ge=0, le=10_000)  # how long a request waits for company
     # Per-model override, JSON: {"<model ref>": {"max_batch_size": 8, "max_wait_ms": 2}}.
     batch_overrides: dict[str, BatchLimits] = Field(default_factory=dict)
-    model_cache_budget: ByteSize | None = None  # bytes ("8GiB"); default: 80% of the GPU, or half the host RAM
-    torch_threads: int | None = Field(None, ge=1, le=256)
+    model_cache_budget: ByteSize | None = None  # "8GiB"; default: 80% of the GPU, or half the host RAM
+    torch_threads: int | None = Field(default=None, ge=1, le=256)
     affinity_routing: bool = True
-    affinity_refresh_s: float = Field(0.5, gt=0, le=60)  # how stale the API's view of who holds what may be
-    affinity_spill_depth: int = Field(64, ge=1)  # a holder this far behind: also load the model elsewhere
-    affinity_assign_ttl_s: int = Field(60, ge=1)
-    reaper_interval_s: float = Field(5.0, gt=0)
+    affinity_refresh_s: float = Field(default=0.5, gt=0, le=60)  # how stale the API's view of workers may be
+    affinity_spill_depth: int = Field(default=64, ge=1)  # a holder this far behind: load the model elsewhere
+    affinity_assign_ttl_s: int = Field(default=60, ge=1)
+    reaper_interval_s: float = Field(default=5.0, gt=0)
     dataset_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
-    batch_inference_max_rows: int = Field(1_000_000, ge=1)
+    batch_inference_max_rows: int = Field(default=1_000_000, ge=1)
     task_events: bool = True  # Celery task events (Flower); each costs a Redis publish per job state
-    max_wait_s: float = Field(60.0, ge=0, le=600)  # longest ``Prefer: wait=N`` the API honours
+    max_wait_s: float = Field(default=60.0, ge=0, le=600)  # longest ``Prefer: wait=N`` the API honours
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -1,10 +1,10 @@
 """The worker's side of affinity routing: which queues it owns, which models it holds, whether it is alive.
 
-Every worker consumes the shared queue of each kind it serves plus a private queue per kind (``<queue>@<node>``)
-that the API fills with jobs for models this worker holds. The API reads three things, all written here:
-the liveness sorted set (``workers:expiry``: last heartbeat + this worker's TTL, so a reader needs no TTL of its
-own), the registry of private queues (kept after death until the reaper has emptied them), and the set of model
-references resident in the worker.
+Every worker consumes the shared queue of each kind it serves plus a private queue per kind
+(``<queue>@<node>``) that the API fills with jobs for models this worker holds. The API reads three things,
+all written here: the liveness sorted set (``workers:expiry``: last heartbeat + this worker's TTL, so a reader
+needs no TTL of its own), the registry of private queues (kept after death until the reaper has emptied them),
+and the set of model references resident in the worker.
 """
 from __future__ import annotations
 
@@ -33,8 +33,9 @@ def own_queues(consumed: list[str]) -> dict[str, str]:
 
 def beat(node: str, consumed: list[str], info: dict[str, object]) -> None:
     """One heartbeat, atomically: liveness (the last-beat and the expiry sets), the private queues (which the
-    reaper needs after the worker is gone; rewritten every beat, so a worker wrongly taken for dead comes back)
-    and the worker's info."""
+    reaper needs after the worker is gone; rewritten every beat, so a worker wrongly taken for dead comes
+    back) and the worker's info.
+    """
     settings = get_settings()
     now = time.time()
     pipe = get_redis().pipeline(transaction=True)
@@ -46,7 +47,7 @@ def beat(node: str, consumed: list[str], info: dict[str, object]) -> None:
 
 
 def publish_held(models: list[str]) -> None:
-    """Replace the set of models this worker holds (called by the resident cache on every load and eviction)."""
+    """Replace the set of models this worker holds (the resident cache calls this on every change)."""
     key = keys.worker_models(current_node())
     pipe = get_redis().pipeline(transaction=True)
     pipe.delete(key)

@@ -1,17 +1,18 @@
-"""Dynamic batching: concurrent jobs that share (model, adapter, task, compatible params) run as one forward pass.
+"""Dynamic batching: concurrent jobs sharing (model, adapter, task, compatible params) run as one pass.
 
 Design. The worker runs a Celery **threads** pool, so many jobs are in flight in one process, each on its own
 thread with its own message, record and acknowledgement (Celery's per-message ack is untouched: a job's thread
-acks after the job's own result is written). Each job thread ``submit``s its (prepared) inputs here and blocks;
-one executor thread forms batches and runs them, like Ray Serve's ``@serve.batch`` but with threads:
+acks after the job's own result is written). Each job thread ``submit``s its (prepared) inputs here and
+blocks; one executor thread forms batches and runs them, like Ray Serve's ``@serve.batch`` but with threads:
 
-- a batch holds requests of one key, at most ``max_items`` inputs; a request is never split (a job's own chunking
-  into ``batch_size`` pieces happens before ``submit``), the oldest waiting key goes first;
-- the executor runs a batch as soon as it is full, or when the oldest request has waited ``max_wait_s``, or at once
-  when no job is on its way (``arriving()``: claimed by a thread but not yet submitted), so a lone job at low
-  load does not pay the window;
-- one executor thread means one forward pass at a time on the device, and while it runs the other threads claim,
-  prepare and queue the next batch, which is why the pool should hold about twice ``max_batch_size`` threads;
+- a batch holds requests of one key, at most ``max_items`` inputs; a request is never split (a job's own
+  chunking into ``batch_size`` pieces happens before ``submit``), the oldest waiting key goes first;
+- the executor runs a batch as soon as it is full, or when the oldest request has waited ``max_wait_s``, or at
+  once when no job is on its way (``arriving()``: claimed by a thread but not yet submitted), so a lone job at
+  low load does not pay the window;
+- one executor thread means one forward pass at a time on the device, and while it runs the other threads
+  claim, prepare and queue the next batch, which is why the pool should hold about twice ``max_batch_size``
+  threads;
 - if a merged pass raises, each request is retried alone, so one bad input fails only its own job.
 """
 from __future__ import annotations
@@ -105,7 +106,7 @@ class Batcher:
 
     def submit(self, key: Hashable, items: list[Any], run: RunFn, limits: Limits, job_id: str | None = None,
                arrival: Arrival | None = None, more: bool = False, first_index: int = 0) -> Request:
-        """Queue ``items`` under ``key`` and block until their pass ran; raises the pass's error for this job."""
+        """Queue ``items`` under ``key``, block until their pass ran; raise the pass's error for this job."""
         request = Request(key, list(items), run, limits, job_id, first_index)
         with self._cond:
             if arrival is not None and arrival.active:

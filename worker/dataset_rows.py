@@ -1,4 +1,4 @@
-"""Reading the rows of a batch-inference job: a local parquet / jsonl / csv file or a Hub dataset, as Arrow."""
+"""The rows of a batch-inference job, as Arrow: a local parquet / jsonl / csv file or a Hub dataset."""
 from __future__ import annotations
 
 import base64
@@ -51,5 +51,6 @@ def _as_input(value: Any) -> Any:
 def column_values(table: Any, name: str, start: int, stop: int, field: str) -> list[Any]:
     """Values of column ``name`` for rows [start, stop); a missing column names the params field."""
     if name not in table.column_names:
-        raise InvalidInput(f"{field}: the data has no column {name!r} (has {table.column_names})", field=field)
+        raise InvalidInput(f"{field}: the data has no column {name!r} (has {table.column_names})",
+                           field=field)
     return [_as_input(v) for v in table.column(name).slice(start, stop - start).to_pylist()]

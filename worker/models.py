@@ -65,7 +65,8 @@ class _Pending:
 
 
 class ResidentModels:
-    """LRU cache of loaded models bounded by ``budget_bytes`` (and a model count); thread-safe, one load at a time."""
+    """LRU cache of loaded models bounded by ``budget_bytes`` (and a model count); thread-safe, one load at a
+    time."""
 
     def __init__(self, budget_bytes: int, max_models: int = 64, device: str = "cpu",
                  on_change: Callable[[list[str]], None] | None = None) -> None:
@@ -125,13 +126,13 @@ class ResidentModels:
             self._insert(key, Loaded(value, load_ms, time.time(), max(nbytes, 0), pin))
         self.stats.loads += 1
         self.stats.load_seconds += load_ms / 1000
-        log.info("loaded %s (%s) in %.0f ms, %.1f MiB; resident %.1f / %.1f MiB", key.model, key.task, load_ms,
-                 nbytes / MiB, self.used() / MiB, self.budget / MiB)
+        log.info("loaded %s (%s) in %.0f ms, %.1f MiB; resident %.1f / %.1f MiB", key.model, key.task,
+                 load_ms, nbytes / MiB, self.used() / MiB, self.budget / MiB)
         self._changed()
         return value, load_ms
 
     def _admit(self, key: ModelKey, need: int) -> None:
-        """Refuse a model larger than the budget left by pinned models; else evict LRU entries to make room."""
+        """Refuse a model larger than the budget left by pinned models; else evict LRU entries for room."""
         with self._lock:
             pinned = sum(item.nbytes for item in self._items.values() if item.pinned)
             if need > self.budget - pinned:
@@ -200,8 +201,8 @@ class ResidentModels:
     def snapshot(self) -> list[dict[str, Any]]:
         """Each resident model with its size, pin and load time (for logs and metrics)."""
         with self._lock:
-            return [{"model": k.model, "task": k.task, "dtype": k.dtype, "bytes": v.nbytes, "pinned": v.pinned,
-                     "load_ms": round(v.load_ms, 1)} for k, v in self._items.items()]
+            return [{"model": k.model, "task": k.task, "dtype": k.dtype, "bytes": v.nbytes,
+                     "pinned": v.pinned, "load_ms": round(v.load_ms, 1)} for k, v in self._items.items()]
 
     def clear(self) -> None:
         """Drop every resident model, pinned ones included."""

@@ -3,12 +3,12 @@
 A worker is dead once its liveness (``workers:expiry``) has run out. One live worker at a time (a Redis lock)
 then, for each dead worker in the private-queue registry:
 
-1. moves every message still waiting in its private queues back to the consuming end of the shared queue of the
-   same kind and priority (they waited longest, so they go first);
+1. moves every message still waiting in its private queues back to the consuming end of the shared queue of
+   the same kind and priority (they waited longest, so they go first);
 2. re-publishes, to the shared queue, every job it had claimed and not finished (its held set), after deleting
-   that job's stale unacknowledged copy from kombu's ``unacked`` hash, which would otherwise only come back after
-   the visibility timeout (hours). A job that finished meanwhile is skipped; one redelivered twice anyway is run
-   once, because claiming refuses terminal jobs and jobs running on a live worker;
+   that job's stale unacknowledged copy from kombu's ``unacked`` hash, which would otherwise only come back
+   after the visibility timeout (hours). A job that finished meanwhile is skipped; one redelivered twice
+   anyway is run once, because claiming refuses terminal jobs and jobs running on a live worker;
 3. forgets it: held models, private-queue registration, liveness entries.
 """
 from __future__ import annotations

@@ -26,6 +26,7 @@ from worker.models import get_cache, release_memory
 
 log = logging.getLogger(__name__)
 RESULT_ARTIFACT = "result.json"
+Limits = tuple[float, float | None]  # (soft, hard) seconds
 _EVENT_FOR = {"succeeded": "completed", "failed": "failed", "cancelled": "cancelled"}
 
 
@@ -50,7 +51,7 @@ def _max_attempts() -> dict[str, int]:
     return {spec.kind: spec.max_attempts for spec in all_specs()}
 
 
-def run_job(job_id: str, limits: tuple[float, float | None] | None = None) -> str:
+def run_job(job_id: str, limits: Limits | None = None) -> str:
     """Execute a job by id; returns its final (or current) status. Safe to call again on redelivery.
 
     ``limits`` (soft, hard seconds) arm the watchdog (threads pool, where Celery enforces no time limit).
@@ -69,8 +70,8 @@ def run_job(job_id: str, limits: tuple[float, float | None] | None = None) -> st
     assert raw is not None
     if claim.outcome == "exhausted":
         return finish(jobs, job_id, raw["queue"], "failed", dict(raw.get("timings") or {}), node=node,
-                      error=WorkerLost(f"job was interrupted {int(raw.get('attempts') or 0)} times (worker lost "
-                                       "each time); giving up").to_dict())
+                      error=WorkerLost(f"job was interrupted {int(raw.get('attempts') or 0)} times "
+                                       "(worker lost each time); giving up").to_dict())
     ctx = _context(jobs, raw, node)
     return _execute(jobs, ctx, raw["queue"], limits)
 
@@ -78,14 +79,14 @@ def run_job(job_id: str, limits: tuple[float, float | None] | None = None) -> st
 def _context(jobs: JobStore, raw: dict[str, Any], node: str) -> JobContext:
     settings = get_settings()
     return JobContext(
-        job_id=raw["id"], tenant=raw["tenant"], kind=raw["kind"], model=raw["model"], inputs=raw.get("inputs"),
-        params=raw.get("params") or {}, settings=settings, redis=jobs.r, jobs=jobs,
+        job_id=raw["id"], tenant=raw["tenant"], kind=raw["kind"], model=raw["model"],
+        inputs=raw.get("inputs"), params=raw.get("params") or {}, settings=settings, redis=jobs.r, jobs=jobs,
         store=get_store(settings.artifact_dir), models=get_cache(),
         artifacts=[], model_load_ms=0.0, timings=dict(raw.get("timings") or {}), node=node,
     )
 
 
-def _guard(ctx: JobContext, queue: str, limits: tuple[float, float | None] | None) -> AbstractContextManager[Any]:
+def _guard(ctx: JobContext, queue: str, limits: Limits | None) -> AbstractContextManager[Any]:
     if limits is None:
         return nullcontext()
     from worker.watchdog import get_watchdog
@@ -94,7 +95,7 @@ def _guard(ctx: JobContext, queue: str, limits: tuple[float, float | None] | Non
     return get_watchdog().watch(ctx.job_id, queue, *limits)
 
 
-def _execute(jobs: JobStore, ctx: JobContext, queue: str, limits: tuple[float, float | None] | None) -> str:
+def _execute(jobs: JobStore, ctx: JobContext, queue: str, limits: Limits | None) -> str:
     begin = time.perf_counter()
     try:
         with _guard(ctx, queue, limits):
@@ -108,8 +109,8 @@ def _execute(jobs: JobStore, ctx: JobContext, queue: str, limits: tuple[float, f
         log.warning("job %s failed: %s: %s", ctx.job_id, error.type_name, error.message)
         if isinstance(error, ResourceExhausted):
             release_memory()
-        return finish(jobs, ctx.job_id, queue, "failed", _timed(ctx, begin), node=ctx.node, error=error.to_dict(),
-                      extra=ctx.record_fields)
+        return finish(jobs, ctx.job_id, queue, "failed", _timed(ctx, begin), node=ctx.node,
+                      error=error.to_dict(), extra=ctx.record_fields)
     return finish(jobs, ctx.job_id, queue, "succeeded", _timed(ctx, begin), node=ctx.node, result=encoded,
                   extra=ctx.record_fields)
 

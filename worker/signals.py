@@ -53,7 +53,7 @@ def _start_heartbeat(sender: Any = None, **_: Any) -> None:
     queues = [q.name for q in sender.app.amqp.queues.consume_from.values()] if sender else []
     node = os.environ.get("GPUQ_WORKER_NAME", socket.gethostname())
     pool = str(app.conf.worker_pool)
-    if pool != "prefork":  # jobs run in this process: load pinned models here, before anyone routes jobs to us
+    if pool != "prefork":  # jobs run in this process: load pinned models before anyone routes jobs here
         _preload()
     try:
         affinity.beat(node, queues, {"node": node, "pid": os.getpid(), "queues": queues, "pool": pool})
@@ -65,7 +65,8 @@ def _start_heartbeat(sender: Any = None, **_: Any) -> None:
 
 @signals.worker_process_init.connect
 def _child_init(**_: Any) -> None:
-    """A prefork child runs the jobs: pinned models load here (never in the parent, which must not touch CUDA)."""
+    """A prefork child runs the jobs: pinned models load here (never in the parent, which must not touch
+    CUDA)."""
     _preload()
 
 
@@ -81,8 +82,8 @@ def _stop_heartbeat(**_: Any) -> None:
     _stop.set()
     try:
         affinity.leave(os.environ.get("GPUQ_WORKER_NAME", socket.gethostname()))
-    except Exception:  # noqa: BLE001
-        pass
+    except Exception as exc:  # noqa: BLE001 - the reaper cleans up after a worker that could not say goodbye
+        log.warning("could not deregister on shutdown: %s", exc)
 
 
 @signals.task_failure.connect

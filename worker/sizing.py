@@ -17,7 +17,7 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
 
 def device_allocated(device: str) -> int | None:
-    """Bytes the caching allocator has handed out on ``device``; None off CUDA (the CPU is measured instead)."""
+    """Bytes the caching allocator has handed out on ``device``; None off CUDA (CPU models are measured)."""
     if not device.startswith("cuda"):
         return None
     import torch
@@ -42,7 +42,7 @@ def _modules(value: Any, depth: int = 0) -> list[Any]:
 
 
 def measure_bytes(value: Any) -> int:
-    """Bytes of every distinct parameter and buffer reachable from ``value`` (a module, pipeline, tuple, ...)."""
+    """Bytes of every distinct parameter and buffer reachable from ``value`` (module, pipeline, tuple)."""
     seen: set[tuple[int, int]] = set()
     total = 0
     for module in _modules(value):
@@ -97,11 +97,13 @@ def weights_dir(model: str, revision: str | None) -> Path | None:
 
 
 def estimate_bytes(model: str, revision: str | None, dtype_bytes: int | None) -> int | None:
-    """Bytes the weights will take once loaded in a ``dtype_bytes`` float type, from the files; None if unknown."""
+    """Bytes the weights will take once loaded in a ``dtype_bytes`` float type, from the files; None if
+    unknown."""
     folder = weights_dir(model, revision)
     if folder is None:
         return None
-    # Top level only: a transformers model keeps its weights there (subfolders hold other things: ONNX, pooling).
+    # Top level only: a transformers model keeps its weights there (subfolders hold other things: ONNX,
+    # pooling).
     files = [p for p in folder.iterdir() if p.suffix in _WEIGHT_SUFFIXES and p.is_file()]
     safetensors = [p for p in files if p.suffix == ".safetensors"]
     try:

@@ -3,10 +3,10 @@
 At the soft limit the watchdog raises ``SoftTimeLimitExceeded`` inside the job's thread (an asynchronous
 exception: it lands at the thread's next Python bytecode, so a job blocked in native code, such as one long
 forward pass, is interrupted only when that call returns; handlers' progress points also check the deadline).
-At the hard limit (soft + grace) a job that is still running is failed in its record by the watchdog itself, so
-the caller learns of the timeout; its thread, stuck in native code, keeps its pool slot until it returns (a
-thread cannot be killed), and its late outcome is ignored because the record is already terminal. Use a prefork
-worker for work that can hang in native code for good.
+At the hard limit (soft + grace) a job that is still running is failed in its record by the watchdog itself,
+so the caller learns of the timeout; its thread, stuck in native code, keeps its pool slot until it returns (a
+thread cannot be killed), and its late outcome is ignored because the record is already terminal. Use a
+prefork worker for work that can hang in native code for good.
 """
 from __future__ import annotations
 
@@ -49,7 +49,8 @@ class Watchdog:
         threading.Thread(target=self._loop, name="gpuq-watchdog", daemon=True).start()
 
     @contextmanager
-    def watch(self, job_id: str, queue: str, soft_limit_s: float, hard_limit_s: float | None = None) -> Iterator[None]:
+    def watch(self, job_id: str, queue: str, soft_limit_s: float,
+              hard_limit_s: float | None = None) -> Iterator[None]:
         """Arm the job's deadlines for the duration of the block (the handler call)."""
         start = time.monotonic()
         hard = hard_limit_s if hard_limit_s and hard_limit_s > soft_limit_s else soft_limit_s + self.grace_s
@@ -59,8 +60,8 @@ class Watchdog:
         try:
             yield
         finally:
-            # Taking the lock orders this with a firing: once it is released the exception cannot be sent any more
-            # (one sent just before lands here, inside the runner's try, and is recorded as the timeout).
+            # Taking the lock orders this with a firing: once it is released the exception cannot be sent any
+            # more (one sent just before lands here, inside the runner's try, and is recorded as the timeout).
             with self._lock:
                 self._watches.pop(job_id, None)
 
@@ -84,12 +85,12 @@ class Watchdog:
         from worker.runner import finish, job_store, node_name
 
         self.fired_hard += 1
-        log.error("job %s passed its hard time limit and its thread is still busy; failing the job", watch.job_id)
+        log.error("job %s passed its hard time limit with its thread still busy; failing it", watch.job_id)
         raw = job_store().get_raw(watch.job_id) or {}
         timings = {**(raw.get("timings") or {}), "finished_at": time.time()}
         finish(job_store(), watch.job_id, watch.queue, "failed", timings, node=node_name(),
-               error=JobTimeout("job exceeded its hard time limit; its worker thread could not be interrupted "
-                                "(stuck in native code)").to_dict())
+               error=JobTimeout("job exceeded its hard time limit; its worker thread could not be "
+                                "interrupted (stuck in native code)").to_dict())
 
 
 def _raise_in(thread_id: int) -> None:

@@ -10,7 +10,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from redis.exceptions import RedisError
-
 from starlette.concurrency import run_in_threadpool
 
 from api import queue
@@ -45,7 +44,8 @@ async def submit_job(body: JobRequest, tenant: Tenant, jobs: Jobs, settings: Set
         await WAITER.start()
         future = WAITER.register(job_id)  # before publishing: the job cannot finish unseen
     try:
-        record, replayed = await run_in_threadpool(_submit, body, tenant, jobs, settings, idempotency_key, job_id)
+        record, replayed = await run_in_threadpool(_submit, body, tenant, jobs, settings, idempotency_key,
+                                                   job_id)
     except BaseException:
         if future is not None:
             WAITER.forget(job_id, future)

@@ -18,16 +18,18 @@ from common.jobs.inference import InferenceParams
 from common.jobs.modelref import check_model_ref
 from common.jobs.registry import JobSpec, Submitter, Validated, register
 
-DatasetId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$")]
+_PART = r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}"
+DatasetId = Annotated[str, Field(pattern=rf"^{_PART}(/{_PART})?$")]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9._ -]{0,127}$")]
 Revision = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")]
 FILE_FORMATS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".ndjson": "json", ".csv": "csv"}
 
 
 class DataSource(BaseModel):
-    """Rows to run over: a Hub dataset (``dataset`` + ``config`` + ``split``) or a local parquet / jsonl / csv file
-    (``path``, under ``GPUQ_DATASET_ROOTS`` or ``GPUQ_MODEL_ROOTS``). ``column`` holds each row's input; tasks
-    with structured inputs map their fields with ``columns`` (question-answering: question, context)."""
+    """Rows to run over: a Hub dataset (``dataset`` + ``config`` + ``split``) or a local parquet / jsonl / csv
+    file (``path``, under ``GPUQ_DATASET_ROOTS`` or ``GPUQ_MODEL_ROOTS``). ``column`` holds each row's input;
+    tasks with structured inputs map their fields with ``columns`` (question-answering: question, context).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -98,5 +100,5 @@ SPEC = register(JobSpec(
     check=check,
     time_limit_s=None,
     affinity=True,
-    description="Run an inference task over a dataset (Hub or local file); parquet artifact, one output per row.",
+    description="Run an inference task over a dataset (Hub or local file): a parquet of one output per row.",
 ))

@@ -1,4 +1,4 @@
-"""The ``inference`` job kind: one params model per task (discriminated by ``task``), each checking its own inputs.
+"""The ``inference`` job kind: a params model per task (discriminated by ``task``), each checking its inputs.
 
 Every task validates its inputs at submit time, so a bad request is a 422 naming the field and never reaches a
 worker. The worker side lives in ``worker/inference/<task>.py``.
@@ -6,7 +6,7 @@ worker. The worker side lives in ``worker/inference/<task>.py``.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, ClassVar, Literal, Union, get_args
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
 
@@ -60,7 +60,8 @@ class _Generate(_Common):
             raise InvalidInput(f"params.max_new_tokens: at most {settings.max_new_tokens_limit}",
                                field="params.max_new_tokens")
         if self.min_new_tokens is not None and self.min_new_tokens > self.max_new_tokens:
-            raise InvalidInput("params.min_new_tokens: larger than max_new_tokens", field="params.min_new_tokens")
+            raise InvalidInput("params.min_new_tokens: larger than max_new_tokens",
+                               field="params.min_new_tokens")
 
 
 class TextClassificationParams(_Common):
@@ -86,7 +87,8 @@ class QuestionAnsweringParams(_Common):
     def check_inputs(self, inputs: Any, settings: Settings) -> Any:
         """``{"question", "context"}`` or a list of them."""
         if self.doc_stride >= self.max_seq_len // 2:
-            raise InvalidInput("params.doc_stride: must be under half of max_seq_len", field="params.doc_stride")
+            raise InvalidInput("params.doc_stride: must be under half of max_seq_len",
+                               field="params.doc_stride")
         return check_qa(inputs, settings)
 
 
@@ -160,13 +162,19 @@ TASK_MODELS: tuple[type[_Common], ...] = (
     SummarizationParams, TranslationParams, Text2TextParams, ZeroShotParams, FillMaskParams,
     FeatureExtractionParams, ImageClassificationParams,
 )
-TaskParams = Annotated[Union[TASK_MODELS], Field(discriminator="task")]  # noqa: UP007 - built from the tuple
+TaskParams = Annotated[
+    TextClassificationParams | TokenClassificationParams | QuestionAnsweringParams | TextGenerationParams
+    | SummarizationParams | TranslationParams | Text2TextParams | ZeroShotParams | FillMaskParams
+    | FeatureExtractionParams | ImageClassificationParams,
+    Field(discriminator="task"),
+]
 # Every accepted ``task`` value (aliases included), for docs and the worker's registry test.
-TASKS: tuple[str, ...] = tuple(t for cls in TASK_MODELS for t in get_args(cls.model_fields["task"].annotation))
+TASKS: tuple[str, ...] = tuple(
+    t for cls in TASK_MODELS for t in get_args(cls.model_fields["task"].annotation))
 
 
 class InferenceParams(RootModel[TaskParams]):
-    """Inference params, discriminated by ``task``; ``translation_xx_to_yy`` names its languages in the task."""
+    """Inference params, discriminated by ``task`` (``translation_xx_to_yy`` names its languages)."""
 
     @model_validator(mode="before")
     @classmethod

@@ -1,4 +1,4 @@
-"""Input checks shared by job kinds: texts, question/context pairs, base64 images. Each names the bad field."""
+"""Input checks shared by job kinds: texts, question/context pairs, base64 images; each names the field."""
 from __future__ import annotations
 
 import base64
@@ -10,7 +10,8 @@ from common.settings import Settings
 
 MAX_TEXT_CHARS = 100_000
 # Leading bytes of the image formats Pillow reads that are worth accepting.
-_IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM", b"RIFF", b"II*\x00", b"MM\x00*")
+_IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM", b"RIFF", b"II*\x00",
+                b"MM\x00*")
 
 
 def as_list(inputs: Any, what: str, settings: Settings) -> list[Any]:
@@ -37,10 +38,11 @@ def check_texts(inputs: Any, settings: Settings) -> str | list[str]:
     """A non-empty string or list of strings; a wrong type names ``inputs``, an empty item ``inputs.<i>``."""
     if not (isinstance(inputs, str) or (isinstance(inputs, list) and inputs and
                                         all(isinstance(t, str) for t in inputs))):
-        raise InvalidInput("inputs: expected a non-empty string or a non-empty list of strings", field="inputs")
+        raise InvalidInput("inputs: expected a non-empty string or a non-empty list of strings",
+                           field="inputs")
     for i, text in enumerate(as_list(inputs, "a string", settings)):
         _text(text, f"inputs.{i}")
-    return inputs  # type: ignore[no-any-return]
+    return inputs
 
 
 def check_qa(inputs: Any, settings: Settings) -> dict[str, str] | list[dict[str, str]]:

@@ -91,8 +91,8 @@ def pydantic_to_invalid(exc: ValidationError, prefix: str, raw: object = None) -
     """Turn a pydantic error into InvalidInput naming the first bad field.
 
     Discriminated unions put the tag value into ``loc``; it is dropped so the field reads
-    ``params.max_new_tokens`` (or ``params.inference.max_new_tokens`` when nested), and a bad or missing tag is
-    reported against the discriminator itself.
+    ``params.max_new_tokens`` (or ``params.inference.max_new_tokens`` when nested), and a bad or missing tag
+    is reported against the discriminator itself.
     """
     first = exc.errors()[0]
     parts: list[str] = []

@@ -1,9 +1,9 @@
-"""Affinity routing over two real workers: jobs follow the worker holding their model, a hot model spreads, and
-a worker killed with jobs running and queued for it loses none of them."""
+"""Affinity routing over two real workers: jobs follow the worker holding their model, a hot model spreads,
+and a worker killed with jobs running and queued for it loses none of them.
+"""
 from __future__ import annotations
 
 import signal
-import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -40,11 +40,13 @@ def client(stack: MiniStack) -> Iterator[httpx.Client]:
 
 
 def classify(model: str, text: str = "routing", **params: Any) -> dict[str, Any]:
-    return {"kind": "inference", "model": model, "inputs": text, "params": {"task": "text-classification", **params}}
+    return {"kind": "inference", "model": model, "inputs": text,
+            "params": {"task": "text-classification", **params}}
 
 
 def finish(client: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
-    record = wait_status(client, client.post("/v1/jobs", json=body, headers={"Prefer": "wait=60"}).json()["id"])
+    resp = client.post("/v1/jobs", json=body, headers={"Prefer": "wait=60"})
+    record = wait_status(client, resp.json()["id"])
     assert record["status"] == "succeeded", record
     return record
 
@@ -57,7 +59,7 @@ def test_jobs_for_a_model_go_to_the_worker_holding_it(client: httpx.Client, stac
     first_model, second_model = tiny(MODEL_ROOT, "bert-sentiment"), tiny(MODEL_ROOT, "bert-nli")
     first = finish(client, classify(first_model))
     holder = node_of(first)
-    wait_for(lambda: first_model in stack.r().smembers(keys.worker_models(holder)), 10, "held model published")
+    wait_for(lambda: first_model in stack.r().smembers(keys.worker_models(holder)), 10, "model published")
     later = [finish(client, classify(first_model, f"again {i}")) for i in range(5)]
     assert {node_of(r) for r in later} == {holder}
     assert all(r["timings"]["model_load_ms"] == 0 for r in later)
@@ -75,7 +77,8 @@ def test_a_hot_model_is_loaded_on_a_second_worker(client: httpx.Client) -> None:
     assert len({node_of(r) for r in records}) == 2, Counter(node_of(r) for r in records)
 
 
-def test_worker_killed_with_running_and_queued_jobs_loses_none(client: httpx.Client, stack: MiniStack) -> None:
+def test_worker_killed_with_running_and_queued_jobs_loses_none(client: httpx.Client,
+                                                               stack: MiniStack) -> None:
     gpt2 = tiny(MODEL_ROOT, "gpt2")
     warm = finish(client, {"kind": "inference", "model": gpt2, "inputs": "warm",
                            "params": {"task": "text-generation", "max_new_tokens": 2}})
@@ -97,6 +100,6 @@ def test_worker_killed_with_running_and_queued_jobs_loses_none(client: httpx.Cli
     assert all(len(f["result"]["generated_text"]) > 0 for f in finals)
     assert r.llen(keys.own_queue("inference", victim)) == 0 and not r.hexists(keys.worker_queues(), victim)
     assert waiting >= 0  # (jobs still waiting in its private queue at the kill were moved, not stranded)
-    after = finish(client, {"kind": "inference", "model": gpt2, "inputs": "after", "params": {"task": "text-generation",
-                                                                                            "max_new_tokens": 2}})
+    after = finish(client, {"kind": "inference", "model": gpt2, "inputs": "after",
+                            "params": {"task": "text-generation", "max_new_tokens": 2}})
     assert node_of(after) != victim

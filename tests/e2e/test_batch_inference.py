@@ -1,4 +1,4 @@
-"""batch_inference over local files: one output per row in a parquet artifact, rows done / total as progress."""
+"""batch_inference over local files: a parquet artifact with one output per row; rows done / total."""
 from __future__ import annotations
 
 import io
@@ -41,7 +41,8 @@ def outputs(client: httpx.Client, job_id: str) -> pa.Table:
     return pq.read_table(io.BytesIO(resp.content))
 
 
-def test_jsonl_rows_each_get_an_output_and_a_bad_row_only_an_error(client: httpx.Client, sentiment: str) -> None:
+def test_jsonl_rows_each_get_an_output_and_a_bad_row_only_an_error(client: httpx.Client,
+                                                                   sentiment: str) -> None:
     texts = ["good", "bad", "", "fine", "awful", "great", "meh"]
     path = write("reviews.jsonl", pa.table({"review": texts}))
     job = run(client, {"kind": "batch_inference", "model": sentiment,

@@ -1,5 +1,6 @@
-"""Dynamic batching on a real threads-pool worker: concurrent jobs share forward passes, keep their own results
-and failures; the watchdog enforces time limits; batch inference reads a dataset from a Hub."""
+"""Dynamic batching on a real threads-pool worker: concurrent jobs share forward passes, keep their own
+results and failures; the watchdog enforces time limits; batch inference reads a dataset from a Hub.
+"""
 from __future__ import annotations
 
 import io
@@ -75,8 +76,10 @@ def test_concurrent_jobs_share_passes_and_match_unbatched_results(client: httpx.
 def test_one_bad_input_fails_only_its_own_job(client: httpx.Client) -> None:
     gpt2 = tiny(MODEL_ROOT, "gpt2")
     params = {"task": "text-generation", "max_new_tokens": 3}
-    good = [{"kind": "inference", "model": gpt2, "inputs": f"the worker {i}", "params": params} for i in range(6)]
-    bad = {"kind": "inference", "model": gpt2, "inputs": "queue " * 1500, "params": params}  # > 1024 positions
+    good = [{"kind": "inference", "model": gpt2, "inputs": f"the worker {i}", "params": params}
+            for i in range(6)]
+    # Longer than the model's 1024 positions: fails inside the forward pass, not at validation.
+    bad = {"kind": "inference", "model": gpt2, "inputs": "queue " * 1500, "params": params}
     records = submit_all(client, good[:3] + [bad] + good[3:])
     assert records[3]["status"] == "failed" and records[3]["error"]["type"] == "job_error"
     assert [r["status"] for i, r in enumerate(records) if i != 3] == ["succeeded"] * 6
@@ -88,7 +91,8 @@ def test_streamed_tokens_of_batched_jobs_go_to_their_own_streams(client: httpx.C
                "params": {"task": "text-generation", "max_new_tokens": 8, "stream": True}} for i in range(6)]
     for record in submit_all(client, bodies):
         events = client.get(f"/v1/jobs/{record['id']}/events").text
-        texts = [json.loads(line[6:])["text"] for line in events.splitlines() if line.startswith("data: {\"index\"")]
+        texts = [json.loads(line[6:])["text"] for line in events.splitlines()
+                 if line.startswith('data: {"index"')]
         assert "".join(texts) == record["result"][0]["generated_text"]
 
 

@@ -1,4 +1,4 @@
-"""Every inference task end to end on tiny real models: HTTP -> Redis -> worker -> resident model -> result."""
+"""Every inference task end to end on tiny real models: HTTP -> Redis -> worker -> resident model."""
 from __future__ import annotations
 
 import base64
@@ -16,8 +16,8 @@ from tests.support.models import tiny
 
 @pytest.fixture(scope="module")
 def m() -> dict[str, str]:
-    return {name: tiny(MODEL_ROOT, name) for name in ("bert-ner", "bert-qa", "bert-mlm", "bert-nli", "t5", "vit",
-                                                       "gpt2")}
+    names = ("bert-ner", "bert-qa", "bert-mlm", "bert-nli", "t5", "vit", "gpt2")
+    return {name: tiny(MODEL_ROOT, name) for name in names}
 
 
 def job(client: httpx.Client, model: str, inputs: Any, **params: Any) -> dict[str, Any]:
@@ -76,8 +76,8 @@ def test_summarization_translation_and_text2text_use_the_seq2seq_model(client: h
     t = job(client, m["t5"], "hello world", task="translation_en_to_de", max_new_tokens=6, num_beams=2)
     assert t["params"]["src_lang"] == "en" and t["params"]["tgt_lang"] == "de"
     assert isinstance(t["result"]["translation_text"], str)
-    again = job(client, m["t5"], "hello world", task="translation", src_lang="en", tgt_lang="de", max_new_tokens=6,
-                num_beams=2)
+    again = job(client, m["t5"], "hello world", task="translation", src_lang="en", tgt_lang="de",
+                max_new_tokens=6, num_beams=2)
     assert again["result"] == t["result"]  # the two spellings are the same job
     g = job(client, m["t5"], ["question: what runs? context: jobs run"], task="text2text-generation",
             max_new_tokens=4)
@@ -90,8 +90,9 @@ def test_zero_shot_scores_every_candidate_label(client: httpx.Client, m: dict[st
                  candidate_labels=labels)["result"]
     assert sorted(single["labels"]) == sorted(labels)
     assert math.isclose(sum(single["scores"]), 1.0, rel_tol=1e-4)
-    multi = job(client, m["bert-nli"], ["a match tonight"], task="zero-shot-classification", candidate_labels=labels,
-                multi_label=True, hypothesis_template="This text is about {}.")["result"][0]
+    multi = job(client, m["bert-nli"], ["a match tonight"], task="zero-shot-classification",
+                candidate_labels=labels, multi_label=True,
+                hypothesis_template="This text is about {}.")["result"][0]
     assert all(0 <= s <= 1 for s in multi["scores"]) and not math.isclose(sum(multi["scores"]), 1.0)
 
 
@@ -104,7 +105,8 @@ def test_fill_mask_ranks_tokens_and_honours_targets(client: httpx.Client, m: dic
     assert len(two) == 2 and all(len(per_mask) == 2 for per_mask in two)
 
 
-def test_fill_mask_without_a_mask_fails_that_job_naming_the_input(client: httpx.Client, m: dict[str, str]) -> None:
+def test_fill_mask_without_a_mask_fails_that_job_naming_the_input(client: httpx.Client,
+                                                                  m: dict[str, str]) -> None:
     rec = run(client, {"kind": "inference", "model": m["bert-mlm"], "inputs": ["has [MASK]", "has none"],
                        "params": {"task": "fill-mask"}})
     assert rec["status"] == "failed"
@@ -119,7 +121,8 @@ def test_image_classification_takes_base64_images(client: httpx.Client, m: dict[
 
 
 def test_text_generation_stops_at_a_stop_string(client: httpx.Client, m: dict[str, str]) -> None:
-    free = job(client, m["gpt2"], "the worker", task="text-generation", max_new_tokens=12)["result"]["generated_text"]
+    free = job(client, m["gpt2"], "the worker", task="text-generation",
+               max_new_tokens=12)["result"]["generated_text"]
     stop = next((free[i:i + 2] for i in range(2, len(free) - 2) if free[i:i + 2].strip()), None)
     if stop is None:
         pytest.skip("the tiny model generated nothing to stop on")
@@ -142,8 +145,9 @@ def test_streamed_tokens_arrive_as_output_events_and_add_up_to_the_result(client
 
 
 def test_streaming_with_beam_search_is_refused(client: httpx.Client, m: dict[str, str]) -> None:
-    resp = client.post("/v1/jobs", json={"kind": "inference", "model": m["gpt2"], "inputs": "x",
-                                         "params": {"task": "text-generation", "stream": True, "num_beams": 2}})
+    params = {"task": "text-generation", "stream": True, "num_beams": 2}
+    body = {"kind": "inference", "model": m["gpt2"], "inputs": "x", "params": params}
+    resp = client.post("/v1/jobs", json=body)
     assert resp.status_code == 422 and resp.json()["error"]["field"] == "params.stream"
 
 
@@ -153,11 +157,12 @@ def test_record_says_how_the_job_was_batched(client: httpx.Client, m: dict[str, 
 
 
 def test_prefer_wait_returns_the_finished_record(client: httpx.Client, m: dict[str, str]) -> None:
-    body = {"kind": "inference", "model": m["bert-nli"], "inputs": "quick", "params": {"task": "text-classification"}}
+    body = {"kind": "inference", "model": m["bert-nli"], "inputs": "quick",
+            "params": {"task": "text-classification"}}
     resp = client.post("/v1/jobs", json=body, headers={"Prefer": "wait=60"})
     assert resp.status_code == 200, resp.text
     assert resp.json()["status"] == "succeeded" and resp.json()["result"]
     assert resp.headers["Preference-Applied"] == "wait=60"
-    slow = client.post("/v1/jobs", json={"kind": "synthetic", "model": "none",
-                                         "params": {"steps": 10, "step_ms": 100}}, headers={"Prefer": "wait=0.2"})
+    slow_body = {"kind": "synthetic", "model": "none", "params": {"steps": 10, "step_ms": 100}}
+    slow = client.post("/v1/jobs", json=slow_body, headers={"Prefer": "wait=0.2"})
     assert slow.status_code == 202 and slow.json()["status"] in ("queued", "running")

@@ -1,5 +1,6 @@
-"""The resident-model budget on a real worker: preloaded pinned models, LRU eviction under a byte budget, and a
-model too big for the budget refused before loading, with a clear error."""
+"""The resident-model budget on a real worker: preloaded pinned models, LRU eviction under a byte budget, and
+a model too big for the budget refused before loading, with a clear error.
+"""
 from __future__ import annotations
 
 import json
@@ -29,8 +30,8 @@ def pinned() -> str:
 @pytest.fixture(scope="module")
 def stack(log_dir: Path, pinned: str, models: dict[str, str]) -> Iterator[MiniStack]:
     # all-MiniLM-L6-v2 takes ~87 MiB in float32: one fits in 120 MiB, two do not.
-    env = {**worker_env(), "GPUQ_MODEL_CACHE_BUDGET": "120MiB", "GPUQ_PRELOAD": f"text-classification:{pinned}",
-           "GPUQ_TORCH_THREADS": "1"}
+    env = {**worker_env(), "GPUQ_MODEL_CACHE_BUDGET": "120MiB", "GPUQ_TORCH_THREADS": "1",
+           "GPUQ_PRELOAD": f"text-classification:{pinned}"}
     s = MiniStack(env, log_dir, "budget")
     s.worker("mem", concurrency=4)
     yield s
@@ -45,7 +46,8 @@ def client(stack: MiniStack) -> Iterator[httpx.Client]:
 
 def run(client: httpx.Client, model: str, task: str = "feature-extraction") -> dict[str, Any]:
     body = {"kind": "inference", "model": model, "inputs": "budget", "params": {"task": task}}
-    return wait_status(client, client.post("/v1/jobs", json=body, headers={"Prefer": "wait=120"}).json()["id"])
+    resp = client.post("/v1/jobs", json=body, headers={"Prefer": "wait=120"})
+    return wait_status(client, resp.json()["id"])
 
 
 def test_preloaded_model_is_resident_before_its_first_job(client: httpx.Client, stack: MiniStack,
@@ -62,7 +64,8 @@ def test_least_recently_used_model_is_evicted_to_stay_in_budget(client: httpx.Cl
     loads = [run(client, m)["timings"]["model_load_ms"] for m in (models["minilm"], other, models["minilm"])]
     assert all(ms > 0 for ms in loads), loads  # the third job had to load the first model again
     assert "evicted" in stack.log("mem")
-    assert run(client, pinned, "text-classification")["timings"]["model_load_ms"] == 0  # pinned: never evicted
+    # The pinned model was never evicted.
+    assert run(client, pinned, "text-classification")["timings"]["model_load_ms"] == 0
 
 
 def big_fake_model(name: str, claimed_bytes: int) -> str:
@@ -77,7 +80,8 @@ def big_fake_model(name: str, claimed_bytes: int) -> str:
     return str(target)
 
 
-def test_model_that_cannot_fit_fails_fast_naming_the_budget(client: httpx.Client, models: dict[str, str]) -> None:
+def test_model_that_cannot_fit_fails_fast_naming_the_budget(client: httpx.Client,
+                                                            models: dict[str, str]) -> None:
     record = run(client, big_fake_model("too-big", 500 * MiB), "text-classification")
     assert record["status"] == "failed"
     assert record["error"]["type"] == "resource_exhausted", record["error"]

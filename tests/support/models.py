@@ -13,7 +13,7 @@ def tiny(root: Path, name: str) -> str:
 
 
 def minilm_copy(root: Path, name: str) -> str:
-    """The packaged all-MiniLM-L6-v2 under another path: a second model of the same size (files hard-linked)."""
+    """The packaged all-MiniLM-L6-v2 under another path: a second model of the same size (hard links)."""
     target = root / name
     if not target.exists():
         shutil.copytree(packaged_minilm_path(), target, copy_function=_link)

@@ -1,7 +1,7 @@
 """A private gpuq stack for tests that need their own workers: its own Redis, API and worker processes.
 
-Tests that start threads-pool workers, kill workers or change cache settings use one of these, so the session's
-worker never takes their jobs and their workers never take the session's.
+Tests that start threads-pool workers, kill workers or change cache settings use one of these, so the
+session's worker never takes their jobs and their workers never take the session's.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The dynamic batcher in-process: concurrent requests share passes, limits hold, failures stay with their job."""
+"""The dynamic batcher in-process: requests share passes, limits hold, failures stay with their job."""
 from __future__ import annotations
 
 import threading
@@ -12,7 +12,7 @@ from worker.batching import Batcher, Limits
 
 
 class Model:
-    """Doubles its inputs and remembers every pass; an input of -1 breaks the whole pass (like a bad prompt)."""
+    """Doubles its inputs and remembers every pass; an input of -1 breaks the whole pass."""
 
     def __init__(self, delay_s: float = 0.0) -> None:
         self.passes: list[list[int]] = []
@@ -28,7 +28,8 @@ class Model:
         return [x * 2 for x in items]
 
 
-def _submit_many(batcher: Batcher, model: Model, values: list[int], limits: Limits, key: str = "k") -> list[Any]:
+def _submit_many(batcher: Batcher, model: Model, values: list[int], limits: Limits,
+                 key: str = "k") -> list[Any]:
     def one(v: int) -> Any:
         with batcher.arriving() as arrival:
             try:

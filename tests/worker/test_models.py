@@ -18,6 +18,11 @@ def key(name: str) -> ModelKey:
     return ModelKey(name, None, "base-model", "torch.float32", "cpu")
 
 
+def names(cache: ResidentModels) -> list[str]:
+    """Resident model names, least recently used first."""
+    return [k.model for k in cache.keys()]  # noqa: SIM118 - ResidentModels.keys() is a list, not a dict view
+
+
 def module(mib: float) -> torch.nn.Module:
     """A real module holding ``mib`` MiB of float32 parameters."""
     return torch.nn.Linear(int(mib * MiB / 4 / 256), 256, bias=False)
@@ -37,7 +42,7 @@ def test_least_recently_used_model_is_evicted_to_stay_in_budget() -> None:
     cache.get(key("b"), lambda: module(2))
     cache.get(key("a"), lambda: module(2))  # a is now the most recent
     cache.get(key("c"), lambda: module(2))
-    assert [k.model for k in cache.keys()] == ["a", "c"]
+    assert names(cache) == ["a", "c"]
     assert cache.used() <= 5 * MiB
     assert cache.stats.evictions == 1
 
@@ -47,7 +52,7 @@ def test_pinned_model_is_never_evicted() -> None:
     cache.get(key("pinned"), lambda: module(2), pin=True)
     cache.get(key("b"), lambda: module(2))
     cache.get(key("c"), lambda: module(2))
-    assert [k.model for k in cache.keys()] == ["pinned", "c"]
+    assert names(cache) == ["pinned", "c"]
 
 
 def test_model_that_cannot_fit_is_refused_before_loading() -> None:
@@ -57,7 +62,7 @@ def test_model_that_cannot_fit_is_refused_before_loading() -> None:
     with pytest.raises(ResourceExhausted, match="budget"):
         cache.get(key("big"), lambda: calls.append(1), size_hint=4 * MiB)
     assert calls == []  # never loaded
-    assert [k.model for k in cache.keys()] == ["pinned"]
+    assert names(cache) == ["pinned"]
 
 
 def test_model_that_turns_out_too_big_is_dropped_with_a_clear_error() -> None:
@@ -65,7 +70,7 @@ def test_model_that_turns_out_too_big_is_dropped_with_a_clear_error() -> None:
     cache.get(key("a"), lambda: module(1))
     with pytest.raises(ResourceExhausted, match="over the resident-model budget"):
         cache.get(key("big"), lambda: module(4))
-    assert "big" not in [k.model for k in cache.keys()]
+    assert "big" not in names(cache)
 
 
 def test_concurrent_requests_for_one_model_load_it_once() -> None:
@@ -89,7 +94,7 @@ def test_load_failure_reaches_every_waiter_and_is_not_cached() -> None:
         raise OSError("no weights")
     with pytest.raises(OSError):
         cache.get(key("m"), broken)
-    value, load_ms = cache.get(key("m"), lambda: module(1))
+    _, load_ms = cache.get(key("m"), lambda: module(1))
     assert load_ms > 0 and cache.keys() == [key("m")]
 
 

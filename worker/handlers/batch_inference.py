@@ -1,7 +1,7 @@
 """Handler for ``batch_inference``: stream a dataset's rows through an inference task into a parquet artifact.
 
-Rows go to the dynamic batcher in chunks of the batch size (so they share forward passes with online jobs of the
-same model), outputs are appended to a parquet file chunk by chunk (memory stays bounded), and progress is
+Rows go to the dynamic batcher in chunks of the batch size (so they share forward passes with online jobs of
+the same model), outputs are appended to a parquet file chunk by chunk (memory stays bounded), and progress is
 reported as rows done / total after each chunk. A row that fails (empty text, an unreadable image) gets its
 error in the ``error`` column; the job still succeeds. The artifact ``outputs.parquet`` has columns ``row``
 (index in the source), ``output`` (the task's JSON result for that row) and ``error``.
@@ -32,7 +32,8 @@ def _inputs(table: Any, start: int, stop: int, data: dict[str, Any], task: str) 
     return column_values(table, data.get("column", "text"), start, stop, "params.data.column")
 
 
-def _prepare_rows(task: Any, resident: Any, rows: list[Any], params: dict[str, Any]) -> tuple[list[Any], list[str | None]]:
+def _prepare_rows(task: Any, resident: Any, rows: list[Any],
+                  params: dict[str, Any]) -> tuple[list[Any], list[str | None]]:
     """Prepare each row alone, so one bad row is an error in its own output row, not the job's failure."""
     items: list[Any] = []
     errors: list[str | None] = []
@@ -50,7 +51,7 @@ def _prepare_rows(task: Any, resident: Any, rows: list[Any], params: dict[str, A
 
 def _forward(batcher: Any, key: Any, items: list[Any], forward: Any, limits: Any, job_id: str, arrival: Any,
              more: bool) -> list[tuple[Any, str | None]]:
-    """(raw output, error) per item: the chunk in one request, or row by row when the chunk fails as a whole."""
+    """(raw output, error) per item: the chunk in one request, or row by row if the chunk fails as a whole."""
     try:
         done = batcher.submit(key, items, forward, limits, job_id=job_id, arrival=arrival, more=more)
         return [(raw, None) for raw in done.outputs or []]
@@ -91,19 +92,20 @@ def run(ctx: JobContext) -> Any:
         with pq.ParquetWriter(path, schema) as writer:
             for start in range(0, total, chunk):
                 stop = min(start + chunk, total)
-                items, errors = _prepare_rows(task, resident, _inputs(table, start, stop, data, params["task"]), params)
+                rows = _inputs(table, start, stop, data, params["task"])
+                items, errors = _prepare_rows(task, resident, rows, params)
                 good = [i for i, item in enumerate(items) if item is not None]
                 outputs: list[str | None] = [None] * len(items)
                 if good:
-                    raws = _forward(batcher, key, [items[i] for i in good], forward, limits, ctx.job_id, arrival,
-                                    stop < total)
+                    raws = _forward(batcher, key, [items[i] for i in good], forward, limits, ctx.job_id,
+                                    arrival, stop < total)
                     for i, (raw, error) in zip(good, raws):
                         if error is None:
                             outputs[i] = json.dumps(task.finish(resident, raw, params), separators=(",", ":"))
                         errors[i] = error
                 failed += sum(e is not None for e in errors)
-                writer.write_table(pa.table({"row": list(range(start, stop)), "output": outputs, "error": errors},
-                                            schema=schema))
+                columns = {"row": list(range(start, stop)), "output": outputs, "error": errors}
+                writer.write_table(pa.table(columns, schema=schema))
                 ctx.progress(stop, total, unit="rows")
         info = ctx.put_artifact_file(ARTIFACT, path)
     return {"rows": total, "failed_rows": failed, "artifact": info.name, "bytes": info.size,

@@ -1,5 +1,6 @@
-"""Handler for the ``inference`` kind: find the task, keep its model resident, run the job's inputs through the
-dynamic batcher chunk by chunk, and record how big a batch the job shared."""
+"""Handler for the ``inference`` kind: find the task, keep its model resident, run the job's inputs through
+the dynamic batcher chunk by chunk, and record how big a batch the job shared.
+"""
 from __future__ import annotations
 
 import json
@@ -29,8 +30,9 @@ def load_resident(ctx: JobContext, task: InferenceTask, spec: LoadSpec) -> Any:
 
 
 def adapter_key(params: dict[str, Any]) -> str | None:
-    """The adapter a job names (issue 7 stores it as ``params.adapter``): jobs with different adapters never share
-    a forward pass, even on the same resident base."""
+    """The adapter a job names (issue 7 stores it as ``params.adapter``): jobs with different adapters never
+    share a forward pass, even on the same resident base.
+    """
     adapter = params.get("adapter")
     return None if adapter is None else json.dumps(adapter, sort_keys=True, separators=(",", ":"))
 
@@ -41,10 +43,12 @@ def batch_key(key: ModelKey, task: InferenceTask, params: dict[str, Any]) -> Has
 
 
 def limits_for(model: str, settings: Settings) -> Limits:
-    """``GPUQ_BATCH_MAX_SIZE`` / ``GPUQ_BATCH_MAX_WAIT_MS``, or the model's entry in ``GPUQ_BATCH_OVERRIDES``."""
+    """``GPUQ_BATCH_MAX_SIZE`` / ``GPUQ_BATCH_MAX_WAIT_MS``, or the model's ``GPUQ_BATCH_OVERRIDES`` entry."""
     override = settings.batch_overrides.get(model)
     size = override.max_batch_size if override and override.max_batch_size else settings.batch_max_size
-    wait = override.max_wait_ms if override and override.max_wait_ms is not None else settings.batch_max_wait_ms
+    wait = settings.batch_max_wait_ms
+    if override and override.max_wait_ms is not None:
+        wait = override.max_wait_ms
     return Limits(size, wait / 1000)
 
 

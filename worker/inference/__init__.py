@@ -1,8 +1,17 @@
 """Inference tasks, one module each, looked up by name (aliases resolve to the task they name)."""
 from __future__ import annotations
 
-from worker.inference import (feature_extraction, fill_mask, image_classification, question_answering, seq2seq,
-                              text_classification, text_generation, token_classification, zero_shot)
+from worker.inference import (
+    feature_extraction,
+    fill_mask,
+    image_classification,
+    question_answering,
+    seq2seq,
+    text_classification,
+    text_generation,
+    token_classification,
+    zero_shot,
+)
 from worker.inference.base import InferenceTask, LoadSpec
 
 TASKS: dict[str, InferenceTask] = {

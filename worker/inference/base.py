@@ -1,10 +1,10 @@
 """What every inference task implements, and the loaders they share.
 
 A task splits a job's work in four steps so the batcher can merge jobs: ``prepare`` (per job, on the job's own
-thread: decode and check inputs, so one bad input fails only its job), ``forward`` (one pass over items from one
-or more jobs that share ``group``, on the batcher's thread), ``finish`` (per item again, with the job's own
-params). Tasks with the same ``loader`` share one resident model (a NLI model serves text-classification and
-zero-shot-classification from one copy).
+thread: decode and check inputs, so one bad input fails only its job), ``forward`` (one pass over items from
+one or more jobs that share ``group``, on the batcher's thread), ``finish`` (per item again, with the job's
+own params). Tasks with the same ``loader`` share one resident model (a NLI model serves text-classification
+and zero-shot-classification from one copy).
 """
 from __future__ import annotations
 
@@ -39,7 +39,8 @@ class InferenceTask(Protocol):
 
     def prepare(self, resident: Any, inputs: list[Any], params: dict[str, Any]) -> list[Any]: ...
 
-    def forward(self, resident: Any, items: list[Any], params: dict[str, Any], stream: Stream | None) -> list[Any]: ...
+    def forward(self, resident: Any, items: list[Any], params: dict[str, Any],
+                stream: Stream | None) -> list[Any]: ...
 
     def finish(self, resident: Any, raw: Any, params: dict[str, Any]) -> Any: ...
 
@@ -57,14 +58,16 @@ class TextModel:
 
 
 def load_pretrained(spec: LoadSpec, auto_class: str, processor: str = "AutoTokenizer") -> TextModel:
-    """``<processor>.from_pretrained`` + ``<auto_class>.from_pretrained`` on the worker's device, in eval mode."""
+    """``<processor>.from_pretrained`` + ``<auto_class>.from_pretrained`` on the worker's device, in eval
+    mode."""
     import transformers
 
     from worker.device import device, torch_dtype
 
     common: dict[str, Any] = {"revision": spec.revision, "trust_remote_code": False}
     tokenizer = getattr(transformers, processor).from_pretrained(spec.model, **common)
-    model = getattr(transformers, auto_class).from_pretrained(spec.model, dtype=torch_dtype(spec.dtype), **common)
+    model_class = getattr(transformers, auto_class)
+    model = model_class.from_pretrained(spec.model, dtype=torch_dtype(spec.dtype), **common)
     return TextModel(tokenizer, model.to(device()).eval())
 
 

@@ -14,10 +14,11 @@ class FeatureExtraction(SimpleTask):
     def group(self, params: dict[str, Any]) -> Any:
         return params.get("pooling", "mean")
 
-    def forward(self, resident: TextModel, items: list[str], params: dict[str, Any], stream: Any) -> list[Any]:
-        import torch
+    def forward(self, resident: TextModel, items: list[str], params: dict[str, Any],
+                stream: Any) -> list[Any]:
 
-        enc = resident.tokenizer(items, padding=True, truncation=True, return_tensors="pt").to(resident.device)
+        enc = resident.tokenizer(items, padding=True, truncation=True, return_tensors="pt")
+        enc = enc.to(resident.device)
         with no_grad():
             hidden = resident.model(**enc).last_hidden_state.float()
             if params.get("pooling", "mean") == "cls":

@@ -30,7 +30,8 @@ class FillMask(SimpleTask):
         targets = tuple(params["targets"]) if params.get("targets") else None
         return [Item(text, int(params.get("top_k", 5)), targets) for text in inputs]
 
-    def forward(self, resident: TextModel, items: list[Item], params: dict[str, Any], stream: Any) -> list[Any]:
+    def forward(self, resident: TextModel, items: list[Item], params: dict[str, Any],
+                stream: Any) -> list[Any]:
         tok = resident.tokenizer
         enc = tok([item.text for item in items], padding=True, truncation=True, return_tensors="pt")
         with no_grad():
@@ -45,7 +46,8 @@ class FillMask(SimpleTask):
         return out
 
     @staticmethod
-    def _fill(tok: Any, ids: Any, position: int, logits: Any, top_k: int, targets: list[int] | None) -> list[Any]:
+    def _fill(tok: Any, ids: Any, position: int, logits: Any, top_k: int,
+              targets: list[int] | None) -> list[Any]:
         import torch
 
         probs = torch.softmax(logits, dim=-1)

@@ -1,4 +1,4 @@
-"""Shared by the generating tasks: ``generate`` kwargs from job params, stop strings, per-row token streaming."""
+"""Shared by generating tasks: ``generate`` kwargs from job params, stop strings, per-row token streaming."""
 from __future__ import annotations
 
 import uuid

@@ -5,7 +5,15 @@ import io
 from typing import Any
 
 from common.jobs.inputs import decode_image
-from worker.inference.base import LoadSpec, SimpleTask, TextModel, bad_input, label_of, load_pretrained, no_grad
+from worker.inference.base import (
+    LoadSpec,
+    SimpleTask,
+    TextModel,
+    bad_input,
+    label_of,
+    load_pretrained,
+    no_grad,
+)
 from worker.inference.text_classification import scores
 
 MAX_IMAGE_BYTES = 20_000_000
@@ -35,7 +43,8 @@ class ImageClassification(SimpleTask):
                 raise bad_input(i, f"not a readable image ({exc})") from None
         return images
 
-    def forward(self, resident: TextModel, items: list[Any], params: dict[str, Any], stream: Any) -> list[Any]:
+    def forward(self, resident: TextModel, items: list[Any], params: dict[str, Any],
+                stream: Any) -> list[Any]:
         batch = resident.tokenizer(images=items, return_tensors="pt").to(resident.device)
         batch = {k: v.to(resident.model.dtype) if v.is_floating_point() else v for k, v in batch.items()}
         with no_grad():

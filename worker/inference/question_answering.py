@@ -36,10 +36,12 @@ class QuestionAnswering(SimpleTask):
         return params.get("max_seq_len", 384), params.get("doc_stride", 128)
 
     def prepare(self, resident: TextModel, inputs: list[Any], params: dict[str, Any]) -> list[Any]:
-        return [Item(x["question"], x["context"], int(params.get("top_k", 1)), int(params.get("max_answer_len", 30)),
-                     bool(params.get("handle_impossible_answer"))) for x in inputs]
+        top_k, max_len = int(params.get("top_k", 1)), int(params.get("max_answer_len", 30))
+        impossible = bool(params.get("handle_impossible_answer"))
+        return [Item(x["question"], x["context"], top_k, max_len, impossible) for x in inputs]
 
-    def forward(self, resident: TextModel, items: list[Item], params: dict[str, Any], stream: Any) -> list[Any]:
+    def forward(self, resident: TextModel, items: list[Item], params: dict[str, Any],
+                stream: Any) -> list[Any]:
         tok = resident.tokenizer
         question_first = tok.padding_side == "right"
         pair = ([i.question for i in items], [i.context for i in items])
@@ -76,7 +78,8 @@ def _spans(start: Any, end: Any, in_context: list[bool], offsets: list[list[int]
     none = float(p_start[0] * p_end[0])
     p_start[0] = p_end[0] = 0.0
     p_start, p_end = p_start * torch.tensor(in_context), p_end * torch.tensor(in_context)
-    scores = torch.triu(torch.outer(p_start, p_end)) - torch.triu(torch.outer(p_start, p_end), diagonal=max_len)
+    pairs = torch.outer(p_start, p_end)
+    scores = torch.triu(pairs) - torch.triu(pairs, diagonal=max_len)  # end >= start, at most max_len tokens
     flat = scores.flatten()
     best = flat.topk(min(top_k, flat.numel())).indices.tolist()
     width = scores.shape[1]
@@ -92,7 +95,8 @@ def _answers(item: Item, spans: list[tuple[float, int, int]], null: float) -> An
     best: dict[tuple[int, int], float] = {}
     for score, start, end in spans:
         best[(start, end)] = max(score, best.get((start, end), 0.0))
-    rows = [{"score": score, "start": s, "end": e, "answer": item.context[s:e]} for (s, e), score in best.items()]
+    rows = [{"score": score, "start": s, "end": e, "answer": item.context[s:e]}
+            for (s, e), score in best.items()]
     if item.handle_impossible_answer:
         rows.append({"score": null, "start": 0, "end": 0, "answer": ""})
     rows.sort(key=lambda r: r["score"], reverse=True)

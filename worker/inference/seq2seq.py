@@ -1,9 +1,9 @@
 """summarization, translation and text2text-generation: an encoder-decoder model's ``generate``.
 
-transformers 5 removed these pipelines. As they did, the input gets the task prefix the model's config names in
-``task_specific_params`` (T5: "summarize: ", "translate English to German: " under ``translation_en_to_de``);
-models with language codes (mBART, NLLB, M2M100) get ``src_lang`` on the tokenizer and ``tgt_lang`` forced as
-the first generated token.
+transformers 5 removed these pipelines. As they did, the input gets the task prefix the model's config names
+in ``task_specific_params`` (T5: "summarize: ", "translate English to German: " under
+``translation_en_to_de``); models with language codes (mBART, NLLB, M2M100) get ``src_lang`` on the tokenizer
+and ``tgt_lang`` forced as the first generated token.
 """
 from __future__ import annotations
 
@@ -32,7 +32,8 @@ class Seq2Seq(SimpleTask):
             return f"translation_{params.get('src_lang')}_to_{params.get('tgt_lang')}"
         return self.name
 
-    def forward(self, resident: TextModel, items: list[str], params: dict[str, Any], stream: Any) -> list[Any]:
+    def forward(self, resident: TextModel, items: list[str], params: dict[str, Any],
+                stream: Any) -> list[Any]:
         tok, model = resident.tokenizer, resident.model
         specific = (getattr(model.config, "task_specific_params", None) or {}).get(self.task_key(params), {})
         prefix = specific.get("prefix", "")

@@ -7,7 +7,7 @@ from worker.inference.base import SimpleTask, TextModel, label_of, no_grad
 
 
 def scores(model: Any, logits: Any, function: str) -> Any:
-    """Apply the pipeline's rule: sigmoid for multi-label or single-logit heads, else softmax (or as asked)."""
+    """The pipeline's rule: sigmoid for multi-label or single-logit heads, else softmax (or as asked)."""
     import torch
 
     if function == "default":
@@ -25,8 +25,10 @@ class TextClassification(SimpleTask):
     loader = "sequence-classification"
     auto_class = "AutoModelForSequenceClassification"
 
-    def forward(self, resident: TextModel, items: list[str], params: dict[str, Any], stream: Any) -> list[Any]:
-        enc = resident.tokenizer(items, padding=True, truncation=True, return_tensors="pt").to(resident.device)
+    def forward(self, resident: TextModel, items: list[str], params: dict[str, Any],
+                stream: Any) -> list[Any]:
+        enc = resident.tokenizer(items, padding=True, truncation=True, return_tensors="pt")
+        enc = enc.to(resident.device)
         with no_grad():
             logits = resident.model(**enc).logits.float().cpu()
         return list(logits)

@@ -5,7 +5,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from worker.inference.base import LoadSpec, SimpleTask, Stream, TextModel, load_pretrained, no_grad
-from worker.inference.generation import cut_at_stop, generate_kwargs, generation_group, make_streamer, seed_for
+from worker.inference.generation import (
+    cut_at_stop,
+    generate_kwargs,
+    generation_group,
+    make_streamer,
+    seed_for,
+)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,8 @@ def _plain(entity: dict[str, Any]) -> dict[str, Any]:
 
 class TokenClassification(SimpleTask):
     """The transformers token-classification pipeline still exists and owns the aggregation logic (simple,
-    first, average, max); it runs over the whole merged batch in ``forward``, where the tokenizer may be used."""
+    first, average, max); it runs over the whole merged batch in ``forward``, where the tokenizer may be used.
+    """
 
     name = "token-classification"
     loader = "token-classification"
@@ -37,8 +38,8 @@ class TokenClassification(SimpleTask):
 
     def forward(self, resident: Any, items: list[str], params: dict[str, Any], stream: Any) -> list[Any]:
         strategy = params.get("aggregation_strategy", "simple")
-        outs = resident(items, aggregation_strategy=strategy, ignore_labels=list(params.get("ignore_labels", ["O"])),
-                        batch_size=len(items))
+        ignore = list(params.get("ignore_labels", ["O"]))
+        outs = resident(items, aggregation_strategy=strategy, ignore_labels=ignore, batch_size=len(items))
         if items and outs and isinstance(outs[0], dict):  # a single input comes back unwrapped
             outs = [outs]
         return [[_plain(e) for e in row] for row in outs]

@@ -38,7 +38,8 @@ class ZeroShot(SimpleTask):
         hypotheses = tuple(template.format(label) for label in params["candidate_labels"])
         return [Item(text, hypotheses) for text in inputs]
 
-    def forward(self, resident: TextModel, items: list[Item], params: dict[str, Any], stream: Any) -> list[Any]:
+    def forward(self, resident: TextModel, items: list[Item], params: dict[str, Any],
+                stream: Any) -> list[Any]:
         premises = [item.text for item in items for _ in item.hypotheses]
         hypotheses = [h for item in items for h in item.hypotheses]
         enc = resident.tokenizer(premises, hypotheses, padding=True, truncation="only_first",
