@@ -41,6 +41,8 @@ class DoneWaiter:
 
     async def start(self) -> None:
         """Subscribe (once per process; again after the listener died); call before registering waiters."""
+        if self._ready is not None and self._ready.is_set() and self._listener and not self._listener.done():
+            return
         if self._listener is None or self._listener.done():
             self._ready = asyncio.Event()
             self._listener = asyncio.create_task(self._listen(self._ready), name="gpuq-done-listener")

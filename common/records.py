@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import redis
 
 from common import keys
@@ -17,7 +18,9 @@ from common.settings import get_settings
 # Fields stored as JSON in the hash; everything else is a plain string.
 _JSON_FIELDS = ("params", "inputs", "progress", "result", "error", "artifacts", "timings", "batch")
 
-# Create a job unless the tenant's idempotency key already names one; append the queued event.
+# Create a job unless the tenant's idempotency key already names one; append the queued event; push its task
+# message onto the broker list (KEYS[5], payload ARGV[7]) in the same step, so a job is never stored without
+# its message nor enqueued without its record.
 _SUBMIT = """
 if KEYS[1] ~= '' and redis.call('EXISTS', KEYS[1]) == 1 then
   return redis.call('GET', KEYS[1])
@@ -31,6 +34,7 @@ redis.call('EXPIRE', KEYS[4], ARGV[4])
 if KEYS[1] ~= '' then
   redis.call('SET', KEYS[1], cjson.encode({job_id=fields['id'], body_hash=ARGV[5]}), 'EX', ARGV[6])
 end
+if KEYS[5] ~= '' then redis.call('LPUSH', KEYS[5], ARGV[7]) end
 return ''
 """
 
@@ -112,6 +116,46 @@ def body_hash(body: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+def submit_args(fields: dict[str, Any], idem_key: str | None, request_hash: str,
+                message: tuple[str, str] | None) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of the submit script (shared by the sync store and the API's asyncio store)."""
+    s = get_settings()
+    idem = keys.idempotency(fields["tenant"], idem_key) if idem_key else ""
+    queued = json.dumps({"status": "queued", "queue": fields["queue"]})
+    return ([idem, keys.job(fields["id"]), keys.tenant_jobs(fields["tenant"]), keys.events(fields["id"]),
+             message[0] if message else ""],
+            [json.dumps(_encode(fields)), queued, fields["timings"]["submitted_at"], s.record_ttl_s,
+             request_hash, s.idempotency_ttl_s, message[1] if message else ""])
+
+
+def replayed_job(existing: str | None, request_hash: str) -> str | None:
+    """The submit script's answer: None for a new job, else the job id an idempotency key already named."""
+    if not existing:
+        return None
+    prior = json.loads(existing)
+    if prior["body_hash"] != request_hash:
+        raise Conflict("Idempotency-Key was already used with a different request body", field="Idempotency-Key")
+    return str(prior["job_id"])
+
+
+def record_for(raw: dict[str, str], job_id: str, tenant: str | None) -> JobRecord:
+    """The wire record from a raw hash; 404 when missing or another tenant's (existence is not leaked)."""
+    if not raw or (tenant is not None and raw.get("tenant") != tenant):
+        raise NotFound(f"job {job_id} not found", field="job_id")
+    return to_record(_decode(raw))
+
+
+def record_body(raw: dict[str, str], job_id: str, tenant: str | None) -> bytes:
+    """The wire record as JSON bytes, with the stored result text spliced in rather than parsed and re-encoded
+    (an embedding job's result is most of its record: thousands of floats)."""
+    if not raw or (tenant is not None and raw.get("tenant") != tenant):
+        raise NotFound(f"job {job_id} not found", field="job_id")
+    result = raw.get("result") or "null"
+    data = to_record(_decode({k: v for k, v in raw.items() if k != "result"})).model_dump(mode="json")
+    data["result"] = orjson.Fragment(result)
+    return orjson.dumps(data)
+
+
 def _encode(fields: dict[str, Any]) -> dict[str, str]:
     return {k: json.dumps(v) if k in _JSON_FIELDS else ("" if v is None else str(v)) for k, v in fields.items()}
 
@@ -150,23 +194,12 @@ class JobStore:
         self._claim = client.register_script(_CLAIM)
         self._finish = client.register_script(_FINISH)
 
-    def create(self, fields: dict[str, Any], idem_key: str | None, request_hash: str) -> str | None:
-        """Store a new queued job; returns the existing job id when the idempotency key already names one."""
-        s = get_settings()
-        idem = keys.idempotency(fields["tenant"], idem_key) if idem_key else ""
-        queued = json.dumps({"status": "queued", "queue": fields["queue"]})
-        existing = self._submit(
-            keys=[idem, keys.job(fields["id"]), keys.tenant_jobs(fields["tenant"]), keys.events(fields["id"])],
-            args=[json.dumps(_encode(fields)), queued, fields["timings"]["submitted_at"], s.record_ttl_s,
-                  request_hash, s.idempotency_ttl_s],
-        )
-        if not existing:
-            return None
-        prior = json.loads(existing)
-        if prior["body_hash"] != request_hash:
-            raise Conflict("Idempotency-Key was already used with a different request body",
-                           field="Idempotency-Key")
-        return str(prior["job_id"])
+    def create(self, fields: dict[str, Any], idem_key: str | None, request_hash: str,
+               message: tuple[str, str] | None = None) -> str | None:
+        """Store a new queued job (and push its broker ``message``: list key, payload); returns the existing job
+        id instead when the idempotency key already names one."""
+        script_keys, args = submit_args(fields, idem_key, request_hash, message)
+        return replayed_job(self._submit(keys=script_keys, args=args), request_hash)
 
     def delete(self, job_id: str, tenant: str, idem_key: str | None) -> None:
         """Remove a job that could not be enqueued, so a failed submit leaves nothing behind."""
@@ -184,10 +217,11 @@ class JobStore:
 
     def get(self, job_id: str, tenant: str | None = None) -> JobRecord:
         """The record; 404 when missing or owned by another tenant (existence is not leaked)."""
-        raw = self.get_raw(job_id)
-        if raw is None or (tenant is not None and raw.get("tenant") != tenant):
-            raise NotFound(f"job {job_id} not found", field="job_id")
-        return to_record(raw)
+        return record_for(self.r.hgetall(keys.job(job_id)), job_id, tenant)
+
+    def body(self, job_id: str, tenant: str | None = None) -> bytes:
+        """The record as response bytes (see ``record_body``)."""
+        return record_body(self.r.hgetall(keys.job(job_id)), job_id, tenant)
 
     def list(self, tenant: str, limit: int, status: str | None, kind: str | None) -> list[JobRecord]:
         """The tenant's newest jobs, filtered by status and kind."""

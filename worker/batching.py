@@ -34,6 +34,12 @@ EmitFn = Callable[[list[tuple[str, dict[str, Any]]]], None]
 _POLL_S = 0.25  # waits are sliced so an asynchronous exception (the threads-pool watchdog) can land
 
 
+def _held_lock() -> threading.Lock:
+    lock = threading.Lock()
+    lock.acquire()
+    return lock
+
+
 @dataclass(frozen=True)
 class Limits:
     """How big a batch may grow and how long its first request may wait for company."""
@@ -53,12 +59,20 @@ class Request:
     job_id: str | None
     first_index: int = 0  # index of items[0] among the job's inputs (for streamed output events)
     arrived: float = field(default_factory=time.monotonic)
-    done: threading.Event = field(default_factory=threading.Event)
+    # A held lock released on completion: far cheaper to create per request than a threading.Event.
+    done: Any = field(default_factory=_held_lock)
+    finished: bool = False
     outputs: list[Any] | None = None
     error: BaseException | None = None
     jobs_in_pass: int = 0
     inputs_in_pass: int = 0
     abandoned: bool = False
+
+    def complete(self) -> None:
+        """Wake the job thread waiting for this request (once)."""
+        if not self.finished:
+            self.finished = True
+            self.done.release()
 
 
 @dataclass
@@ -115,7 +129,7 @@ class Batcher:
             self._queues.setdefault(key, deque()).append(request)
             self._cond.notify()
         try:
-            while not request.done.wait(_POLL_S):
+            while not request.done.acquire(timeout=_POLL_S):
                 pass
         except BaseException:
             self._abandon(request)
@@ -150,9 +164,9 @@ class Batcher:
             except BaseException as exc:  # noqa: BLE001 - the executor thread must survive anything
                 log.exception("batch execution failed unexpectedly")
                 for request in batch:
-                    if not request.done.is_set():
+                    if not request.finished:
                         request.error = exc
-                        request.done.set()
+                        request.complete()
 
     def _next_batch(self) -> list[Request]:
         with self._cond:
@@ -205,7 +219,7 @@ class Batcher:
                     self._execute([request])
                 return
             batch[0].error = exc
-            batch[0].done.set()
+            batch[0].complete()
             return
         self._record(batch, len(items))
         start = 0
@@ -213,7 +227,7 @@ class Batcher:
             request.outputs = outputs[start:start + len(request.items)]
             start += len(request.items)
             request.jobs_in_pass, request.inputs_in_pass = len(batch), len(items)
-            request.done.set()
+            request.complete()
 
     def _record(self, batch: list[Request], n_items: int) -> None:
         self.stats.batches += 1

@@ -20,6 +20,7 @@ from celery import Celery
 
 from common.celery_config import celery_config, check_visibility_timeout
 from common.settings import Settings, get_settings
+from worker import broker_transport
 
 
 def default_concurrency(pool: str, settings: Settings) -> int:
@@ -31,6 +32,7 @@ def default_concurrency(pool: str, settings: Settings) -> int:
 
 def create_app() -> Celery:
     """Build the worker app from settings, refusing unsafe visibility timeouts."""
+    broker_transport.install()
     settings = get_settings()
     check_visibility_timeout(settings)
     app = Celery("gpuq")

@@ -14,6 +14,8 @@ from contextlib import AbstractContextManager, nullcontext
 from functools import lru_cache
 from typing import Any
 
+import orjson
+
 from common.errors import GpuqError, JobCancelled, JobError, JobTimeout, ResourceExhausted, WorkerLost
 from common.jobs.registry import all_specs
 from common.records import JobStore
@@ -123,7 +125,10 @@ def _timed(ctx: JobContext, begin: float) -> dict[str, Any]:
 
 def _encode_result(ctx: JobContext, result: Any) -> str:
     """The result as JSON text, encoded once; a large one is stored as an artifact and referenced instead."""
-    encoded = json.dumps(result, separators=(",", ":"))
+    try:
+        encoded = orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+    except TypeError:  # a type orjson does not know; the standard encoder may
+        encoded = json.dumps(result, separators=(",", ":"))
     if len(encoded) <= ctx.settings.result_inline_max_bytes:
         return encoded
     info = ctx.put_artifact(RESULT_ARTIFACT, encoded.encode())

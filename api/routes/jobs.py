@@ -8,18 +8,18 @@ from functools import lru_cache
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from redis.exceptions import RedisError
-from starlette.concurrency import run_in_threadpool
 
-from api import queue
 from api.deps import Artifacts, Jobs, SettingsDep, Tenant
 from api.routing import Router
 from api.waiter import WAITER
 from common import events
+from common.async_records import AsyncJobStore, async_job_store
+from common.broker import task_message
 from common.errors import InvalidInput, ServiceUnavailable
 from common.jobs.registry import Submitter, get_spec
-from common.records import JobStore, body_hash
+from common.records import body_hash
 from common.redis_client import get_async_redis, get_redis
 from common.schemas import TERMINAL_STATUSES, ArtifactInfo, JobList, JobRecord, JobRequest, JobStatus, Timings
 from common.settings import Settings, get_settings
@@ -30,7 +30,7 @@ PreferHeader = Annotated[str | None, Header(alias="Prefer", max_length=255)]
 
 
 @router.post("", status_code=202, response_model=JobRecord)
-async def submit_job(body: JobRequest, tenant: Tenant, jobs: Jobs, settings: SettingsDep,
+async def submit_job(body: JobRequest, tenant: Tenant, settings: SettingsDep,
                      idempotency_key: IdempotencyKey = None, prefer: PreferHeader = None) -> JSONResponse:
     """Validate a job against its kind, store its record and enqueue it (202).
 
@@ -42,10 +42,9 @@ async def submit_job(body: JobRequest, tenant: Tenant, jobs: Jobs, settings: Set
     future = None
     if wait:
         await WAITER.start()
-        future = WAITER.register(job_id)  # before publishing: the job cannot finish unseen
+        future = WAITER.register(job_id)  # before enqueueing: the job cannot finish unseen
     try:
-        record, replayed = await run_in_threadpool(_submit, body, tenant, jobs, settings, idempotency_key,
-                                                   job_id)
+        record, replayed = await _submit(body, tenant, settings, idempotency_key, job_id)
     except BaseException:
         if future is not None:
             WAITER.forget(job_id, future)
@@ -53,11 +52,10 @@ async def submit_job(body: JobRequest, tenant: Tenant, jobs: Jobs, settings: Set
     if future is not None and record.id != job_id:  # an idempotent replay of an earlier job
         WAITER.forget(job_id, future)
         future = WAITER.register(record.id)
-        record = await run_in_threadpool(jobs.get, record.id, tenant)
+        record = await async_store().get(record.id, tenant)
     finished = record.status in TERMINAL_STATUSES
     if future is not None and not finished:
         finished = await WAITER.wait(record.id, future, wait)
-        record = await run_in_threadpool(jobs.get, record.id, tenant) if finished else record
     elif future is not None:
         WAITER.forget(record.id, future)
     headers = {"Location": f"/v1/jobs/{record.id}"}
@@ -66,6 +64,9 @@ async def submit_job(body: JobRequest, tenant: Tenant, jobs: Jobs, settings: Set
     if wait:
         headers["Preference-Applied"] = f"wait={wait:g}"
     code = 200 if replayed or (wait and finished) else 202
+    if wait and finished:
+        content = await async_store().body(record.id, tenant)
+        return Response(content, status_code=code, headers=headers, media_type="application/json")
     return JSONResponse(record.model_dump(mode="json"), status_code=code, headers=headers)
 
 
@@ -81,9 +82,9 @@ def prefer_wait(prefer: str | None, settings: Settings) -> float:
     return 0.0
 
 
-def _submit(body: JobRequest, tenant: str, jobs: JobStore, settings: Settings, idempotency_key: str | None,
-            job_id: str) -> tuple[JobRecord, bool]:
-    """Store the record and publish the message; (record, whether it replays an earlier submit)."""
+async def _submit(body: JobRequest, tenant: str, settings: Settings, idempotency_key: str | None,
+                  job_id: str) -> tuple[JobRecord, bool]:
+    """Store the record and enqueue its message in one step; (record, whether it replays an earlier submit)."""
     spec = get_spec(body.kind)
     valid = spec.validate(body.model, body.inputs, body.params, Submitter(tenant, settings))
     now = time.time()
@@ -92,15 +93,12 @@ def _submit(body: JobRequest, tenant: str, jobs: JobStore, settings: Settings, i
         "priority": body.priority, "status": "queued", "inputs": valid.inputs, "params": valid.params,
         "attempts": 0, "cancel_requested": 0, "timings": {"submitted_at": now},
     }
+    message = task_message(job_id, spec, body.priority, affinity_router().route(spec, valid.model), settings)
+    store = async_store()
     try:
-        existing = jobs.create(fields, idempotency_key, body_hash(body.model_dump(mode="json")))
+        existing = await store.create(fields, idempotency_key, body_hash(body.model_dump(mode="json")), message)
         if existing is not None:
-            return jobs.get(existing, tenant), True
-        try:
-            queue.publish(job_id, spec, body.priority, affinity_router().route(spec, valid.model))
-        except ServiceUnavailable:
-            jobs.delete(job_id, tenant, idempotency_key)
-            raise
+            return await store.get(existing, tenant), True
     except RedisError as exc:
         raise ServiceUnavailable(f"job store unavailable: {type(exc).__name__}") from exc
     return JobRecord(id=job_id, tenant=tenant, kind=spec.kind, model=valid.model, queue=spec.queue,
@@ -114,6 +112,12 @@ def affinity_router() -> Router:
     return Router(get_redis(), get_settings())
 
 
+@lru_cache(maxsize=1)
+def async_store() -> AsyncJobStore:
+    """The process's asyncio store (its pool binds to the API's event loop on first use)."""
+    return async_job_store()
+
+
 @router.get("", response_model=JobList)
 def list_jobs(tenant: Tenant, jobs: Jobs, settings: SettingsDep, status: JobStatus | None = None,
               kind: str | None = Query(None, max_length=64),
@@ -123,9 +127,9 @@ def list_jobs(tenant: Tenant, jobs: Jobs, settings: SettingsDep, status: JobStat
 
 
 @router.get("/{job_id}", response_model=JobRecord)
-def get_job(job_id: str, tenant: Tenant, jobs: Jobs) -> JobRecord:
+async def get_job(job_id: str, tenant: Tenant) -> Response:
     """One job's record (404 for another tenant's job)."""
-    return jobs.get(job_id, tenant)
+    return Response(await async_store().body(job_id, tenant), media_type="application/json")
 
 
 @router.post("/{job_id}/cancel", response_model=JobRecord)

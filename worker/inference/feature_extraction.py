@@ -33,7 +33,8 @@ class FeatureExtraction(SimpleTask):
 
         if params.get("normalize"):
             raw = torch.nn.functional.normalize(raw, p=2, dim=0)
-        return [round(x, 7) for x in raw.tolist()]
+        # Seven decimals halve the JSON; rounding in float64 keeps each value's shortest repr short.
+        return torch.round(raw.double(), decimals=7).tolist()
 
 
 TASK = FeatureExtraction()
