@@ -21,7 +21,7 @@ from common.jobs.registry import all_specs
 from common.records import JobStore
 from common.redis_client import get_redis
 from common.settings import get_settings
-from common.storage import get_store
+from common.storage import ArtifactStore, get_store
 from worker.context import JobContext, now
 from worker.handlers import get_handler
 from worker.models import get_cache, release_memory
@@ -78,12 +78,17 @@ def run_job(job_id: str, limits: Limits | None = None) -> str:
     return _execute(jobs, ctx, raw["queue"], limits)
 
 
+@lru_cache(maxsize=1)
+def _store() -> ArtifactStore:
+    return get_store(get_settings().artifact_dir)  # resolving the root is a syscall: once per process
+
+
 def _context(jobs: JobStore, raw: dict[str, Any], node: str) -> JobContext:
     settings = get_settings()
     return JobContext(
         job_id=raw["id"], tenant=raw["tenant"], kind=raw["kind"], model=raw["model"],
         inputs=raw.get("inputs"), params=raw.get("params") or {}, settings=settings, redis=jobs.r, jobs=jobs,
-        store=get_store(settings.artifact_dir), models=get_cache(),
+        store=_store(), models=get_cache(),
         artifacts=[], model_load_ms=0.0, timings=dict(raw.get("timings") or {}), node=node,
     )
 

@@ -96,7 +96,8 @@ async def _submit(body: JobRequest, tenant: str, settings: Settings, idempotency
     message = task_message(job_id, spec, body.priority, affinity_router().route(spec, valid.model), settings)
     store = async_store()
     try:
-        existing = await store.create(fields, idempotency_key, body_hash(body.model_dump(mode="json")), message)
+        request_hash = body_hash(body.model_dump(mode="json")) if idempotency_key else ""
+        existing = await store.create(fields, idempotency_key, request_hash, message)
         if existing is not None:
             return await store.get(existing, tenant), True
     except RedisError as exc:

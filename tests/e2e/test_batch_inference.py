@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -11,9 +12,11 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import MODEL_ROOT
+from tests.conftest import KEY_A, MODEL_ROOT
+from tests.support.hub_server import HubServer
 from tests.support.jobs import run, sse_events
 from tests.support.models import tiny
+from tests.support.stack import MiniStack, worker_env
 
 DATA = MODEL_ROOT / "data"  # inside GPUQ_MODEL_ROOTS, where local datasets may live
 
@@ -99,3 +102,32 @@ def test_data_path_must_exist_inside_the_roots(client: httpx.Client, sentiment: 
                                                     "inference": {"task": "text-classification"}}})
     assert resp.status_code == 422 and resp.json()["error"]["field"] == "params.data.path"
     assert not Path(DATA / "absent.csv").exists()
+
+
+@pytest.fixture(scope="module")
+def hub() -> Iterator[HubServer]:
+    with HubServer(tokens={"tok-alice": "alice"}) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def hub_client(log_dir: Path, hub: HubServer, sentiment: str) -> Iterator[httpx.Client]:
+    """A private stack whose worker pulls datasets from the test Hub."""
+    stack = MiniStack({**worker_env(), **hub.client_env(log_dir / "batch-hf")}, log_dir, "batch-hub")
+    stack.worker("bh", pool="prefork")
+    with stack.client(KEY_A) as c:
+        yield c
+    stack.stop()
+
+
+def test_rows_come_from_a_hub_dataset_split(hub_client: httpx.Client, hub: HubServer, sentiment: str) -> None:
+    buf = io.BytesIO()
+    pq.write_table(pa.table({"text": [f"review number {i}" for i in range(30)]}), buf)
+    hub.seed_repo("alice/reviews", {"data/test-00000.parquet": buf.getvalue(), "README.md": b"# reviews"},
+                  repo_type="dataset")
+    job = run(hub_client, {"kind": "batch_inference", "model": sentiment,
+                           "params": {"data": {"dataset": "alice/reviews", "split": "test"},
+                                      "inference": {"task": "sentiment-analysis"}}})
+    assert job["status"] == "succeeded", job
+    table = outputs(hub_client, job["id"])
+    assert table.num_rows == 30 and table.column("error").null_count == 30

@@ -1,9 +1,8 @@
 """Dynamic batching on a real threads-pool worker: concurrent jobs share forward passes, keep their own
-results and failures; the watchdog enforces time limits; batch inference reads a dataset from a Hub.
+results and failures; the watchdog enforces time limits.
 """
 from __future__ import annotations
 
-import io
 import json
 import math
 import time
@@ -13,27 +12,18 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import KEY_A, MODEL_ROOT
-from tests.support.hub_server import HubServer
 from tests.support.jobs import wait_status
 from tests.support.models import tiny
 from tests.support.stack import MiniStack, worker_env
 
 
 @pytest.fixture(scope="module")
-def hub() -> Iterator[HubServer]:
-    with HubServer(tokens={"tok-alice": "alice"}) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def stack(log_dir: Path, hub: HubServer, models: dict[str, str]) -> Iterator[MiniStack]:
-    env = {**worker_env(), **hub.client_env(log_dir / "batching-hf"), "GPUQ_BATCH_MAX_WAIT_MS": "50",
-           "GPUQ_JOB_TIME_LIMIT_S": "3", "GPUQ_TORCH_THREADS": "1"}
+def stack(log_dir: Path, models: dict[str, str]) -> Iterator[MiniStack]:
+    # A 3 s job time limit for the watchdog tests (inference jobs keep their own 10 minutes).
+    env = {**worker_env(), "GPUQ_BATCH_MAX_WAIT_MS": "50", "GPUQ_JOB_TIME_LIMIT_S": "3", "GPUQ_TORCH_THREADS": "1"}
     s = MiniStack(env, log_dir, "batching")
     s.worker("bt", concurrency=24)
     yield s
@@ -109,19 +99,3 @@ def test_watchdog_times_out_a_hung_job_and_the_worker_keeps_serving(client: http
     assert wait_status(client, busy["id"], timeout=60)["error"]["type"] == "timeout"
     ok = client.post("/v1/jobs", json=embed(models["minilm"], "still here"), headers={"Prefer": "wait=60"})
     assert ok.json()["status"] == "succeeded"
-
-
-def test_batch_inference_reads_a_hub_dataset(client: httpx.Client, hub: HubServer) -> None:
-    buf = io.BytesIO()
-    pq.write_table(pa.table({"text": [f"review number {i}" for i in range(30)]}), buf)
-    hub.seed_repo("alice/reviews", {"data/test-00000.parquet": buf.getvalue(), "README.md": b"# reviews"},
-                  repo_type="dataset")
-    sentiment = tiny(MODEL_ROOT, "bert-sentiment")
-    job = client.post("/v1/jobs", json={"kind": "batch_inference", "model": sentiment,
-                                        "params": {"data": {"dataset": "alice/reviews", "split": "test"},
-                                                   "inference": {"task": "sentiment-analysis"}}},
-                      headers={"Prefer": "wait=120"}).json()
-    record = wait_status(client, job["id"])
-    assert record["status"] == "succeeded", record
-    table = pq.read_table(io.BytesIO(client.get(f"/v1/jobs/{job['id']}/artifacts/outputs.parquet").content))
-    assert table.num_rows == 30 and table.column("error").null_count == 30
