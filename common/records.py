@@ -138,14 +138,14 @@ def replayed_job(existing: str | None, request_hash: str) -> str | None:
     return str(prior["job_id"])
 
 
-def record_for(raw: dict[str, str], job_id: str, tenant: str | None) -> JobRecord:
+def record_for(raw: dict[Any, Any], job_id: str, tenant: str | None) -> JobRecord:
     """The wire record from a raw hash; 404 when missing or another tenant's (existence is not leaked)."""
     if not raw or (tenant is not None and raw.get("tenant") != tenant):
         raise NotFound(f"job {job_id} not found", field="job_id")
     return to_record(_decode(raw))
 
 
-def record_body(raw: dict[str, str], job_id: str, tenant: str | None) -> bytes:
+def record_body(raw: dict[Any, Any], job_id: str, tenant: str | None) -> bytes:
     """The wire record as JSON bytes, with the stored result text spliced in rather than parsed and re-encoded
     (an embedding job's result is most of its record: thousands of floats)."""
     if not raw or (tenant is not None and raw.get("tenant") != tenant):

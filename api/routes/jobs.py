@@ -31,7 +31,7 @@ PreferHeader = Annotated[str | None, Header(alias="Prefer", max_length=255)]
 
 @router.post("", status_code=202, response_model=JobRecord)
 async def submit_job(body: JobRequest, tenant: Tenant, settings: SettingsDep,
-                     idempotency_key: IdempotencyKey = None, prefer: PreferHeader = None) -> JSONResponse:
+                     idempotency_key: IdempotencyKey = None, prefer: PreferHeader = None) -> Response:
     """Validate a job against its kind, store its record and enqueue it (202).
 
     With ``Prefer: wait=N`` the response waits up to N seconds for the job to finish and then carries the
