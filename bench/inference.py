@@ -126,8 +126,8 @@ class BareCelery:
 class Stack:
     """A Redis, an API and gpuq workers."""
 
-    def __init__(self, env: dict[str, str], tmp: Path) -> None:
-        self.env, self.tmp = env, tmp
+    def __init__(self, env: dict[str, str], tmp: Path, redis_pid: int) -> None:
+        self.env, self.tmp, self.redis_pid = env, tmp, redis_pid
         self.workers: list[Service] = []
         self.api, self.url = start_api(env, tmp)
 
@@ -144,6 +144,22 @@ class Stack:
     def stop(self) -> None:
         self.stop_workers()
         self.api.stop()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_per_job(pids: dict[str, int], run: Any, jobs: int) -> tuple[Any, dict[str, float]]:
+    """Run ``run()`` and return (its result, CPU ms per job of each process and of this client)."""
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    mine = time.process_time()
+    result = run()
+    used = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
+    used["client"] = time.process_time() - mine
+    return result, {name: round(1000 * s / jobs, 2) for name, s in used.items()}
 
 
 def direct_best(texts: list[str]) -> tuple[float, int]:
@@ -192,7 +208,10 @@ def phase_throughput(stack: Stack, model: str, texts: list[str], args: argparse.
             row: dict[str, Any] = {}
             row["direct_batched"], row["direct_threads"] = direct_best(texts)
             row["bare_celery"] = bare.rate(texts[: max(len(texts) // 4, 50)])
-            row["gpuq_http"], records = run_jobs(stack.url, bodies, args.in_flight)
+            (row["gpuq_http"], records), cpu = cpu_per_job(
+                {"worker": stack.workers[0].pid, "api": stack.api.pid, "redis": stack.redis_pid},
+                lambda: run_jobs(stack.url, bodies, args.in_flight), len(bodies))
+            row.update({f"cpu_ms_per_job_{name}": ms for name, ms in cpu.items()})
             row["ratio_gpuq_vs_direct_batched"] = row["gpuq_http"] / row["direct_batched"]
             row["ratio_gpuq_vs_bare_celery"] = row["gpuq_http"] / row["bare_celery"]
             rounds.append(row)
@@ -201,6 +220,11 @@ def phase_throughput(stack: Stack, model: str, texts: list[str], args: argparse.
         bare.stop()
     out = {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
     out["direct_sequential"] = direct_sequential(texts[:100])
+    noop = [{"kind": "synthetic", "model": "noop", "params": {"steps": 0}}] * len(texts)
+    (out["gpuq_noop_jobs_per_s"], _), cpu = cpu_per_job(
+        {"worker": stack.workers[0].pid, "api": stack.api.pid, "redis": stack.redis_pid},
+        lambda: run_jobs(stack.url, noop, args.in_flight), len(noop))
+    out.update({f"noop_cpu_ms_per_job_{name}": ms for name, ms in cpu.items()})
     out["rounds"] = rounds
     out.update(batch_summary(records))
     return out
@@ -271,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
            "GPUQ_TASK_EVENTS": os.environ.get("GPUQ_TASK_EVENTS", "false")}
     out: dict[str, Any] = {"jobs": args.jobs, "in_flight": args.in_flight, "cpus": os.cpu_count(),
                            "load_avg_at_start": os.getloadavg()[0]}
-    stack = Stack(env, tmp)
+    stack = Stack(env, tmp, redis.proc.pid)
     try:
         if "gpuq" in phases:
             out.update(phase_throughput(stack, model, texts, args))
@@ -297,6 +321,11 @@ def report(out: dict[str, Any]) -> None:
             print(f"  {key:<30} {out[key]:8.1f} jobs/s")
         print(f"  gpuq / direct batched          {out['ratio_gpuq_vs_direct_batched']:8.2f}x   (target 0.8x)")
         print(f"  gpuq / bare Celery             {out['ratio_gpuq_vs_bare_celery']:8.2f}x   (target 4x)")
+        for prefix, what in (("cpu_ms_per_job_", "embedding"), ("noop_cpu_ms_per_job_", "no-op")):
+            cpu = {k.rsplit("_", 1)[1]: v for k, v in out.items() if k.startswith(prefix)}
+            print(f"  CPU per {what} job: {', '.join(f'{k} {v:.2f} ms' for k, v in cpu.items())} "
+                  f"(total {sum(cpu.values()):.2f} ms)")
+        print(f"  gpuq no-op jobs (framework only)    {out['gpuq_noop_jobs_per_s']:8.1f} jobs/s")
         print(f"  batch size under load: mean {out['mean_batch']:.1f} inputs, max {out['max_batch']}; "
               f"{out['jobs_batched']} of {out['jobs']} jobs shared a forward pass")
     if "p50_ms_batched" in out:
