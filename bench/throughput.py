@@ -89,10 +89,10 @@ async def _gpuq_run(url: str, bodies: list[dict[str, Any]], in_flight: int) -> f
 
         async def one(body: dict[str, Any]) -> None:
             async with sem:
-                job = (await client.post("/v1/jobs", json=body)).json()
+                # Prefer: wait holds the request until the job ends (no polling storm from 200 clients).
+                job = (await client.post("/v1/jobs", json=body, headers={"Prefer": "wait=60"})).json()
                 while job["status"] not in ("succeeded", "failed", "cancelled"):
-                    await asyncio.sleep(0.05)
-                    job = (await client.get(f"/v1/jobs/{job['id']}")).json()
+                    job = (await client.get(f"/v1/jobs/{job['id']}", params={"wait": 30})).json()
                 assert job["status"] == "succeeded", job
 
         start = time.perf_counter()
