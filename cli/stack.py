@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 
@@ -104,8 +103,3 @@ def run_stack(demo: bool, flower: bool, once: bool = False) -> int:
         _stop(procs)
         if embedded:
             embedded.stop()
-
-
-def data_path(*parts: str) -> Path:
-    """A path under the local data directory."""
-    return get_settings().data_dir.resolve().joinpath(*parts)
