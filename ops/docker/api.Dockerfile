@@ -22,6 +22,7 @@ COPY pyproject.toml README.md ./
 COPY common ./common
 COPY api ./api
 COPY cli ./cli
+COPY client ./client
 # worker/ ships too, without its model libraries: Flower imports the Celery app
 # (worker.celery_app), which must stay free of torch at import time.
 COPY worker ./worker

@@ -30,6 +30,7 @@ COPY pyproject.toml README.md ./
 COPY common ./common
 COPY api ./api
 COPY cli ./cli
+COPY client ./client
 COPY worker ./worker
 RUN pip install --no-deps . && pip check && gpuq --help > /dev/null
 
