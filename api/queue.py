@@ -19,6 +19,6 @@ def producer_app() -> Celery:
     return app
 
 
-def publish(job_id: str, spec: JobSpec, priority: str) -> None:
-    """Send the job's message to its kind's queue; 503 when the broker is unreachable."""
-    dispatch.publish(producer_app(), job_id, spec, priority)
+def publish(job_id: str, spec: JobSpec, priority: str, queue: str | None = None) -> None:
+    """Send the job's message to ``queue`` (default: its kind's shared queue); 503 when the broker is down."""
+    dispatch.publish(producer_app(), job_id, spec, priority, queue)

@@ -8,18 +8,21 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from redis.exceptions import RedisError
 
 from api import queue
+from api.routing import Router
 from common import keys, stats
 from common.errors import ServiceUnavailable
 from common.jobs.registry import Submitter, get_spec
 from common.quotas import Quotas
 from common.records import JobStore, body_hash
+from common.redis_client import get_redis
 from common.schemas import JobRecord, JobRequest
-from common.settings import Settings
+from common.settings import Settings, get_settings
 from common.webhooks.subscriptions import register, validate_webhook
 
 
@@ -57,7 +60,7 @@ def submit(body: JobRequest, tenant: str, jobs: JobStore, settings: Settings,
             quotas.release(tenant, job_id)
             return Submitted(jobs.get(existing, tenant), replayed=True)
         try:
-            queue.publish(job_id, spec, body.priority)
+            queue.publish(job_id, spec, body.priority, affinity_router().route(spec, valid.model))
         except ServiceUnavailable:
             jobs.delete(job_id, tenant, idempotency_key)
             quotas.release(tenant, job_id)
@@ -66,6 +69,12 @@ def submit(body: JobRequest, tenant: str, jobs: JobStore, settings: Settings,
         return Submitted(jobs.get(job_id, tenant), replayed=False)
     except RedisError as exc:
         raise ServiceUnavailable(f"job store unavailable: {type(exc).__name__}") from exc
+
+
+@lru_cache(maxsize=1)
+def affinity_router() -> Router:
+    """The process's affinity router (issue 6): sends a job to a worker that holds its model resident."""
+    return Router(get_redis(), get_settings())
 
 
 def _replayed(jobs: JobStore, tenant: str, idempotency_key: str | None) -> str | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from common.errors import ConfigError
-from common.jobs.registry import all_specs
+from common.jobs.registry import JobSpec, all_specs
 from common.settings import Settings
 
 TASK_NAME = "gpuq.run_job"
@@ -13,6 +13,12 @@ PRIORITY_LEVELS: dict[str, int] = {"high": 0, "normal": 3, "low": 6}
 # Margin between the longest hard time limit and the visibility timeout: a job that is still
 # legitimately running must never look lost to the broker and be handed to a second worker.
 VISIBILITY_MARGIN_S = 60
+# Seconds between the soft limit (the job records a timeout itself) and the hard kill.
+
+
+def queue_lists(queue: str) -> list[str]:
+    """The Redis lists kombu keeps for ``queue``: one per priority step, ``<queue>:<step>`` (0: bare)."""
+    return [queue if step == 0 else f"{queue}:{step}" for step in sorted(set(PRIORITY_LEVELS.values()))]
 
 
 def transport_options(settings: Settings) -> dict[str, Any]:
@@ -53,8 +59,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_acks_on_failure_or_timeout": True,
         "worker_prefetch_multiplier": 1,
         "task_track_started": True,
-        "worker_send_task_events": True,
-        "task_send_sent_event": True,
+        "worker_send_task_events": settings.task_events,
+        "task_send_sent_event": settings.task_events,
         "task_default_queue": "inference",
         "task_create_missing_queues": True,
         "task_inherit_parent_priority": False,
@@ -75,3 +81,13 @@ def check_visibility_timeout(settings: Settings) -> None:
             f"limit ({longest}s) by at least {VISIBILITY_MARGIN_S}s, or a running job would be redelivered",
             field="GPUQ_VISIBILITY_TIMEOUT_S",
         )
+
+
+def message_options(spec: JobSpec, priority: str, queue: str, settings: Settings) -> dict[str, Any]:
+    """``send_task`` options for one job's message (used by the API and by the worker's reaper)."""
+    limit = spec.effective_time_limit(settings)
+    return {
+        "queue": queue, "priority": PRIORITY_LEVELS[priority],
+        "soft_time_limit": limit, "time_limit": limit + settings.time_limit_grace_s,
+        "retry": True, "retry_policy": {"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2},
+    }

@@ -11,8 +11,8 @@ from common.jobs.registry import JobSpec
 from common.settings import get_settings
 
 
-def publish(app: Celery, job_id: str, spec: JobSpec, priority: str) -> None:
-    """Send ``gpuq.run_job(job_id)`` to the kind's queue; 503 when the broker is unreachable.
+def publish(app: Celery, job_id: str, spec: JobSpec, priority: str, queue: str | None = None) -> None:
+    """Send ``gpuq.run_job(job_id)`` to ``queue`` (default: the kind's shared queue); 503 when the broker is unreachable.
 
     The soft limit lets the job record its own timeout; the hard limit (soft + grace) kills a job
     that ignores it, and the worker parent records that.
@@ -20,7 +20,7 @@ def publish(app: Celery, job_id: str, spec: JobSpec, priority: str) -> None:
     settings = get_settings()
     limit = spec.effective_time_limit(settings)
     options: dict[str, Any] = {
-        "queue": spec.queue, "task_id": job_id, "priority": PRIORITY_LEVELS.get(priority, 3),
+        "queue": queue or spec.queue, "task_id": job_id, "priority": PRIORITY_LEVELS.get(priority, 3),
         "soft_time_limit": limit, "time_limit": limit + settings.time_limit_grace_s,
         "retry": True, "retry_policy": {"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2},
         # Display only (Flower's args/kwargs columns): the message itself carries just the job id.

@@ -28,11 +28,17 @@ def workers() -> str:
     return f"{_p()}:workers"
 
 
+def worker_expiry() -> str:
+    """Sorted set node -> the time its liveness runs out (last beat + that worker's own TTL)."""
+    return f"{_p()}:workers:expiry"
+
+
 def worker_info(worker_id: str) -> str:
     return f"{_p()}:worker:{worker_id}"
 
 
 def running(queue: str) -> str:
+    """Running jobs of ``queue`` by start time (the claim script appends the queue to ``running("")``)."""
     return f"{_p()}:running:{queue}"
 
 
@@ -110,3 +116,31 @@ def worker_stats(node: str) -> str:
 
 def worker_histogram(node: str, name: str) -> str:
     return f"{_p()}:wstats:{node}:{name}"
+
+def worker_jobs(node: str) -> str:
+    """Jobs a worker has claimed and not finished: what the reaper recovers when the worker dies."""
+    return f"{_p()}:worker:{node}:jobs"
+
+
+def worker_models(node: str) -> str:
+    """Model references resident in a worker (published by the process that loads them)."""
+    return f"{_p()}:worker:{node}:models"
+
+
+def worker_queues() -> str:
+    """Hash node -> JSON {own queue: shared queue}; kept until the reaper empties a dead worker's queues."""
+    return f"{_p()}:worker-queues"
+
+
+def assignment(model: str) -> str:
+    """The worker a model not yet resident anywhere was assigned to, so its first jobs all go there."""
+    return f"{_p()}:assign:{model}"
+
+
+def reaper_lock() -> str:
+    return f"{_p()}:reaper-lock"
+
+
+def own_queue(queue: str, node: str) -> str:
+    """A worker's private queue for jobs of ``queue`` routed to it by affinity."""
+    return f"{queue}@{node}"

@@ -16,7 +16,7 @@ from common.settings import get_settings
 
 # Fields stored as JSON in the hash; everything else is a plain string.
 _JSON_FIELDS = ("params", "inputs", "progress", "result", "error", "artifacts", "timings", "webhook",
-                "resolved")
+                "resolved", "batch")
 
 # Create a job unless the tenant's idempotency key already names one; append the queued event.
 _SUBMIT = """
@@ -74,6 +74,33 @@ def body_hash(body: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+def submit_args(fields: dict[str, Any], idem_key: str | None, request_hash: str) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of the submit script."""
+    s = get_settings()
+    idem = keys.idempotency(fields["tenant"], idem_key) if idem_key else ""
+    queued = json.dumps({"status": "queued", "queue": fields["queue"]})
+    return ([idem, keys.job(fields["id"]), keys.tenant_jobs(fields["tenant"]), keys.events(fields["id"])],
+            [json.dumps(_encode(fields)), queued, fields["timings"]["submitted_at"], s.record_ttl_s,
+             request_hash, s.idempotency_ttl_s])
+
+
+def replayed_job(existing: str | None, request_hash: str) -> str | None:
+    """The submit script's answer: None for a new job, else the job id an idempotency key already named."""
+    if not existing:
+        return None
+    prior = json.loads(existing)
+    if prior["body_hash"] != request_hash:
+        raise Conflict("Idempotency-Key was already used with a different request body", field="Idempotency-Key")
+    return str(prior["job_id"])
+
+
+def record_for(raw: dict[str, str], job_id: str, tenant: str | None) -> JobRecord:
+    """The wire record from a raw hash; 404 when missing or another tenant's (existence is not leaked)."""
+    if not raw or (tenant is not None and raw.get("tenant") != tenant):
+        raise NotFound(f"job {job_id} not found", field="job_id")
+    return to_record(_decode(raw))
+
+
 def _encode(fields: dict[str, Any]) -> dict[str, str]:
     return {k: json.dumps(v) if k in _JSON_FIELDS else ("" if v is None else str(v)) for k, v in fields.items()}
 
@@ -103,21 +130,8 @@ class JobStore:
 
     def create(self, fields: dict[str, Any], idem_key: str | None, request_hash: str) -> str | None:
         """Store a new queued job; returns the existing job id when the idempotency key already names one."""
-        s = get_settings()
-        idem = keys.idempotency(fields["tenant"], idem_key) if idem_key else ""
-        queued = json.dumps({"status": "queued", "queue": fields["queue"]})
-        existing = self._submit(
-            keys=[idem, keys.job(fields["id"]), keys.tenant_jobs(fields["tenant"]), keys.events(fields["id"])],
-            args=[json.dumps(_encode(fields)), queued, fields["timings"]["submitted_at"], s.record_ttl_s,
-                  request_hash, s.idempotency_ttl_s],
-        )
-        if not existing:
-            return None
-        prior = json.loads(existing)
-        if prior["body_hash"] != request_hash:
-            raise Conflict("Idempotency-Key was already used with a different request body",
-                           field="Idempotency-Key")
-        return str(prior["job_id"])
+        script_keys, args = submit_args(fields, idem_key, request_hash)
+        return replayed_job(self._submit(keys=script_keys, args=args), request_hash)
 
     def delete(self, job_id: str, tenant: str, idem_key: str | None) -> None:
         """Remove a job that could not be enqueued, so a failed submit leaves nothing behind."""
@@ -135,10 +149,7 @@ class JobStore:
 
     def get(self, job_id: str, tenant: str | None = None) -> JobRecord:
         """The record; 404 when missing or owned by another tenant (existence is not leaked)."""
-        raw = self.get_raw(job_id)
-        if raw is None or (tenant is not None and raw.get("tenant") != tenant):
-            raise NotFound(f"job {job_id} not found", field="job_id")
-        return to_record(raw)
+        return record_for(cast(dict[str, str], self.r.hgetall(keys.job(job_id))), job_id, tenant)
 
     def list_jobs(self, tenant: str, limit: int, status: str | None, kind: str | None) -> list[JobRecord]:
         """The tenant's newest jobs, filtered by status and kind."""
@@ -171,11 +182,13 @@ class JobStore:
         return out
 
     def transition(self, job_id: str, allowed: list[str], fields: dict[str, Any],
-                   event: str = "", data: dict[str, Any] | None = None) -> Transition:
-        """Compare-and-set the status (``fields`` usually holds the new one) and append ``event``."""
+                   event: str = "", data: dict[str, Any] | None = None,
+                   encoded: dict[str, str] | None = None) -> Transition:
+        """Compare-and-set the status (``fields`` usually holds the new one) and append ``event``; ``encoded``
+        holds fields already in their stored form (a result encoded once, as JSON text, by the worker)."""
         applied, previous = self._transition(
             keys=[keys.job(job_id), keys.events(job_id), keys.stats()],
-            args=[json.dumps(allowed), json.dumps(_encode(fields)), event, json.dumps(data or {}),
+            args=[json.dumps(allowed), json.dumps({**_encode(fields), **(encoded or {})}), event, json.dumps(data or {}),
                   get_settings().record_ttl_s],
         )
         return Transition(bool(applied), previous or None)

@@ -91,7 +91,10 @@ def get_redis() -> redis.Redis:
         client = sentinel.master_for(settings.redis_sentinel_master, socket_timeout=30,  # type: ignore[no-untyped-call]
                                      health_check_interval=30, **_master_kwargs(parsed))
         return cast(redis.Redis, client)
-    return redis.Redis.from_url(url, health_check_interval=30, socket_timeout=30, **_COMMON)
+    # Every thread may hold one connection at a time (API thread pool, a worker's threads pool): the pool must
+    # not cap below that (redis-py's default is 100).
+    return redis.Redis.from_url(url, health_check_interval=30, socket_timeout=30, max_connections=2048,
+                                retry_on_timeout=True, **_COMMON)
 
 
 def get_async_redis() -> aioredis.Redis:

@@ -102,6 +102,14 @@ class Timings(BaseModel):
     run_ms: float | None = None
 
 
+class BatchInfo(BaseModel):
+    """How a job shared the model: the most jobs and inputs that went through one forward pass with it."""
+
+    jobs: int = 1
+    inputs: int = 1
+    passes: int = 1
+
+
 class JobRecord(BaseModel):
     """The job as the API serves it: the single source of truth kept in Redis."""
 
@@ -124,6 +132,7 @@ class JobRecord(BaseModel):
     webhook: WebhookSpec | None = None
     # Hub revisions a job pulled, pinned to commit shas: {"model": {"repo_id", "revision", "sha"}, ...}
     resolved: dict[str, Any] | None = None
+    batch: BatchInfo | None = None
 
 
 class JobList(BaseModel):

@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "secret", "dev", "devkey", "password", "admin"})
@@ -31,6 +31,11 @@ class TenantQuota(BaseModel):
     max_in_flight: int | None = Field(default=None, ge=0)
     submit_rate_per_s: float | None = Field(default=None, ge=0)
     submit_burst: int | None = Field(default=None, ge=0)
+class BatchLimits(BaseModel):
+    """Dynamic-batching limits for one model (``GPUQ_BATCH_OVERRIDES``)."""
+
+    max_batch_size: int | None = Field(default=None, ge=1, le=4096)
+    max_wait_ms: float | None = Field(default=None, ge=0, le=10_000)
 
 
 class Settings(BaseSettings):
@@ -63,7 +68,7 @@ class Settings(BaseSettings):
     record_ttl_s: int = 7 * 86400
     idempotency_ttl_s: int = 86400
     result_inline_max_bytes: int = 64_000
-    model_cache_max_models: int = 4
+    model_cache_max_models: int = 16
     device: str | None = None
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     preload: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -129,6 +134,27 @@ class Settings(BaseSettings):
     # worker accepts. Larger jobs fail as resource_exhausted before touching the device. Unset: no guard.
     image_memory_budget_pixels: int | None = None
 
+    # --- issue 6: inference breadth and speed (pool, dynamic batching, memory budget, affinity routing) ---
+    # Celery pool of `gpuq worker`: prefork (one child, hard time limits by Celery; image / fine-tune workers)
+    # or threads (many jobs in flight so the batcher can merge them; time limits enforced by gpuq's watchdog).
+    worker_pool: Literal["prefork", "threads", "solo"] = "prefork"
+    # Pool size; default 1, or 2 x batch_max_size for threads.
+    worker_concurrency: int | None = Field(default=None, ge=1, le=1024)
+    batch_max_size: int = Field(default=32, ge=1, le=4096)  # inputs in one forward pass
+    batch_max_wait_ms: float = Field(default=5.0, ge=0, le=10_000)  # how long a request waits for company
+    # Per-model override, JSON: {"<model ref>": {"max_batch_size": 8, "max_wait_ms": 2}}.
+    batch_overrides: dict[str, BatchLimits] = Field(default_factory=dict)
+    model_cache_budget: ByteSize | None = None  # "8GiB"; default: 80% of the GPU, or half the host RAM
+    torch_threads: int | None = Field(default=None, ge=1, le=256)
+    affinity_routing: bool = True
+    affinity_refresh_s: float = Field(default=0.5, gt=0, le=60)  # how stale the API's view of workers may be
+    affinity_spill_depth: int = Field(default=64, ge=1)  # a holder this far behind: load the model elsewhere
+    affinity_assign_ttl_s: int = Field(default=60, ge=1)
+    reaper_interval_s: float = Field(default=5.0, gt=0)
+    dataset_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+    batch_inference_max_rows: int = Field(default=1_000_000, ge=1)
+    task_events: bool = True  # Celery task events (Flower); each costs a Redis publish per job state
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _parse_api_keys(cls, value: object) -> object:
@@ -173,7 +199,7 @@ class Settings(BaseSettings):
     def _parse_csv(cls, value: object) -> object:
         return _split(value, ",")
 
-    @field_validator("model_roots", mode="before")
+    @field_validator("model_roots", "dataset_roots", mode="before")
     @classmethod
     def _parse_roots(cls, value: object) -> object:
         return _split(value, os.pathsep)

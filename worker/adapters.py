@@ -129,3 +129,29 @@ def applied(ctx: JobContext, model: Any) -> Iterator[None]:
     if ms:
         ctx.log(f"adapter loaded in {ms:.0f} ms on the resident base", adapter_load_ms=round(ms, 3))
     yield
+
+
+def source_for(ctx: JobContext) -> AdapterSource | None:
+    """The job's ``params.adapter`` resolved to a local folder (pinned in the record), or None without one.
+
+    For callers that activate it later on another thread (the inference batcher), see ``activated``.
+    """
+    ref = ctx.params.get("adapter")
+    return None if ref is None else resolve(ctx, ref)
+
+
+@contextmanager
+def activated(model: Any, source: AdapterSource | None, max_adapters: int) -> Iterator[float]:
+    """Run the body with ``source`` active on ``model`` (every adapter disabled for None); yields the adapter's
+    load time in ms (0 when it was already loaded). Needs no job context, so one forward pass can serve
+    several jobs that share the adapter."""
+    found = model.__dict__.get(_ATTR)
+    if source is None:
+        if found is None:
+            yield 0.0
+        else:
+            with found.disabled():
+                yield 0.0
+        return
+    aset = found or adapters_of(model, max_adapters)
+    yield aset.activate(source)

@@ -12,7 +12,7 @@ from typing import Any
 import redis
 
 from common import events, keys
-from common.errors import JobCancelled, JobInterrupted
+from common.errors import JobCancelled, JobInterrupted, JobTimeout
 from common.records import JobStore
 from common.schemas import ArtifactInfo
 from common.settings import Settings
@@ -42,6 +42,11 @@ class JobContext:
     last_progress: dict[str, Any] | None = None
     resolved: dict[str, Any] = field(default_factory=dict)
     on_progress: Callable[[dict[str, Any]], None] | None = None  # e.g. Celery task events for Flower
+    # Extra record fields written together with the terminal state (e.g. ``batch``).
+    record_fields: dict[str, Any] = field(default_factory=dict)
+    # Soft time limit (time.monotonic()) where no pool enforces one (threads): checked at progress points.
+    deadline: float | None = None
+    node: str | None = None
 
     def progress(self, done: int, total: int, **extra: Any) -> None:
         """Record progress, append a progress event and stop here if cancellation was requested."""
@@ -60,15 +65,21 @@ class JobContext:
             raise JobCancelled("cancelled while running")
         if draining:
             raise JobInterrupted("worker is shutting down")
+        self._check_deadline()
 
     def draining(self) -> bool:
         """True when this worker was asked to shut down (handlers that checkpoint may check it)."""
         return bool(self.redis.exists(keys.draining(node_name())))
 
     def check_cancelled(self) -> None:
-        """Raise JobCancelled when somebody asked this job to stop."""
+        """Raise JobCancelled when somebody asked this job to stop (JobTimeout past its soft time limit)."""
         if self.jobs.cancel_requested(self.job_id):
             raise JobCancelled("cancelled while running")
+        self._check_deadline()
+
+    def _check_deadline(self) -> None:
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise JobTimeout("job exceeded its time limit")
 
     def log(self, message: str, **extra: Any) -> None:
         """Append a log event."""
@@ -114,9 +125,13 @@ class JobContext:
         self.resolved[name] = info
         self.jobs.update(self.job_id, {"resolved": self.resolved})
 
-    def resident(self, key: ModelKey, loader: Any) -> Any:
-        """Fetch a model from the resident cache, adding its load time to the job's timings."""
-        value, load_ms = self.models.get(key, loader)
+    def resident(self, key: ModelKey, loader: Any, size_hint: Any = None) -> Any:
+        """Fetch a model from the resident cache, adding its load time to the job's timings.
+
+        ``size_hint`` (bytes, or a callable giving them, asked only on a miss) lets the cache refuse a model
+        that cannot fit before loading it.
+        """
+        value, load_ms = self.models.get(key, loader, size_hint=size_hint)
         self.model_load_ms += load_ms
         return value
 

@@ -1,7 +1,7 @@
 """``GPUQ_PRELOAD``: load models into the pool child's resident cache before the worker reports healthy.
 
-Entries are ``task=model`` (``text-classification=/models/sst2``) or a bare ``model``, which preloads it
-for ``feature-extraction``. The handler that can preload ``task`` loads it (a handler module opts in with
+Entries are ``task=model`` (``text-classification=/models/sst2``), ``task:model`` (the same) or a bare
+``model``, which preloads it for ``feature-extraction``. The handler that can preload ``task`` loads it (a handler module opts in with
 ``PRELOAD_TASKS`` and ``preload(model, task)``; the inference handler does today), under the cache key a
 job with default ``dtype`` and ``revision`` uses, so the first such job is a cache hit.
 
@@ -9,7 +9,9 @@ Loading runs on a thread in the pool child: billiard kills a child whose start-u
 than a few seconds, and a big model takes minutes. A job that arrives meanwhile waits on the cache's lock
 for the same model, or runs if it needs another. The child publishes ``preload`` = ``loading`` /
 ``done`` / ``failed`` with the worker's boot id, and the parent's ``/healthz`` waits for ``done`` of its
-own boot (a restarted worker must not pass on its previous life's state).
+own boot (a restarted worker must not pass on its previous life's state). A threads-pool worker (issue 6)
+runs jobs in its main process, so it starts the same loading there. Preloaded models are pinned: the
+resident cache's memory budget never evicts them.
 """
 from __future__ import annotations
 
@@ -39,12 +41,24 @@ def boot_id() -> str:
 
 
 def parse(entries: list[str]) -> list[tuple[str, str]]:
-    """``task=model`` or ``model`` -> [(task, model)]."""
+    """``task=model``, ``task:model`` or ``model`` -> [(task, model)]."""
     out = []
     for entry in entries:
         task, sep, model = entry.partition("=")
+        if not sep:
+            task, sep, model = entry.partition(":")
+            sep = sep if sep and "/" not in task else ""  # a task name has no slash; a path or Hub id may
         out.append((task.strip(), model.strip()) if sep else (DEFAULT_TASK, entry.strip()))
     return out
+
+
+def configure_torch() -> None:
+    """Apply ``GPUQ_TORCH_THREADS`` (intra-op threads) before the first model runs."""
+    threads = get_settings().torch_threads
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 @signals.celeryd_init.connect
@@ -54,7 +68,18 @@ def _new_boot(**_: Any) -> None:
 
 @signals.worker_process_init.connect
 def _start_preload(**_: Any) -> None:
+    start_preload()
+
+
+def start_preload(wait: bool = False) -> None:
+    """In the process that runs jobs (a prefork child; a threads worker itself): torch set-up, then preload;
+    ``wait``: load before returning (a threads worker preloads before it announces itself, so affinity routing
+    never sends it jobs for a model it is still loading)."""
+    configure_torch()
     entries = get_settings().preload
+    if entries and wait:
+        preload_all(entries)
+        return
     if entries:
         threading.Thread(target=preload_all, args=(entries,), name="gpuq-preload", daemon=True).start()
 

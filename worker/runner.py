@@ -11,8 +11,11 @@ import logging
 import os
 import socket
 import time
+from contextlib import AbstractContextManager, nullcontext
+from functools import lru_cache
 from typing import Any
 
+import orjson
 import redis
 
 from common import dispatch, keys, stats
@@ -33,6 +36,13 @@ from worker.taskevents import ProgressEvents
 
 log = logging.getLogger(__name__)
 RESULT_ARTIFACT = "result.json"
+Limits = tuple[float, float | None]  # (soft, hard) seconds
+_EVENT_FOR = {"succeeded": "completed", "failed": "failed", "cancelled": "cancelled"}
+
+
+def node_name() -> str:
+    """This worker's node name (inherited by pool children), which heartbeats, queues and held jobs use."""
+    return os.environ.get("GPUQ_WORKER_NAME") or socket.gethostname()
 
 
 class Requeue(Exception):
@@ -40,13 +50,22 @@ class Requeue(Exception):
 
 
 def worker_id() -> str:
-    """Identity recorded on the job: the Celery node name if known, plus the pid."""
-    return f"{os.environ.get('GPUQ_WORKER_NAME') or socket.gethostname()}:{os.getpid()}"
+    """Identity recorded on the job: the Celery node name plus the pid."""
+    return f"{node_name()}:{os.getpid()}"
 
 
-def run_job(job_id: str) -> str:
-    """Execute a job by id; returns its final (or current) status. Safe to call again on redelivery."""
-    jobs = JobStore(get_redis())
+@lru_cache(maxsize=1)
+def job_store() -> JobStore:
+    """One store (and its registered scripts) per process."""
+    return JobStore(get_redis())
+
+
+def run_job(job_id: str, limits: Limits | None = None) -> str:
+    """Execute a job by id; returns its final (or current) status. Safe to call again on redelivery.
+
+    ``limits`` (soft, hard seconds) arm the watchdog (threads pool, where Celery enforces no time limit).
+    """
+    jobs = job_store()
     raw = jobs.get_raw(job_id)
     if raw is None:
         log.warning("job %s has no record (expired or never created); dropping message", job_id)
@@ -54,23 +73,24 @@ def run_job(job_id: str) -> str:
     if raw["status"] in TERMINAL_STATUSES:
         log.info("job %s is already %s; not running it again", job_id, raw["status"])
         return str(raw["status"])
+    node = node_name()
     lease = Lease(jobs.r, job_id, worker_id(), get_settings().lease_ttl_s)
     if not lease.acquire():
         log.warning("job %s is leased by a live worker; dropping duplicate delivery", job_id)
         return "duplicate"
     try:
-        ctx = _claim(jobs, raw)
+        ctx = _claim(jobs, raw, node)
         if ctx is None:
             return str((jobs.get_raw(job_id) or {}).get("status"))
         begin = time.perf_counter()
-        status = _execute(jobs, ctx, raw)
+        status = _execute(jobs, ctx, raw, limits)
         telemetry.job_done(jobs.r, ctx.kind, status, time.perf_counter() - begin - ctx.model_load_ms / 1000)
         return status
     finally:
         lease.release()
 
 
-def _claim(jobs: JobStore, raw: dict[str, Any]) -> JobContext | None:
+def _claim(jobs: JobStore, raw: dict[str, Any], node: str) -> JobContext | None:
     """Move queued (or redelivered running) -> running; fail it when it has killed workers too often."""
     settings = get_settings()
     spec = get_spec(raw["kind"])
@@ -85,13 +105,14 @@ def _claim(jobs: JobStore, raw: dict[str, Any]) -> JobContext | None:
         return None
     started = now()
     timings.update(started_at=started, queue_wait_ms=round((started - timings["submitted_at"]) * 1000, 3))
-    fields = {"status": "running", "worker": worker_id(), "attempts": attempts, "timings": timings}
+    fields = {"status": "running", "worker": worker_id(), "node": node, "attempts": attempts, "timings": timings}
     claim = jobs.transition(raw["id"], ["queued", "running"], fields, "started",
                             {"worker": fields["worker"], "attempt": attempts})
     if not claim.applied:
         return None
     pipe = jobs.r.pipeline(transaction=False)
     pipe.zadd(keys.running(raw["queue"]), {raw["id"]: started})
+    pipe.sadd(keys.worker_jobs(node), raw["id"])  # what the reaper recovers if this worker dies
     stats.wait_histogram(raw["queue"]).observe(pipe, timings["queue_wait_ms"] / 1000)
     pipe.execute()
     store = get_store(settings.artifact_dir)
@@ -101,18 +122,28 @@ def _claim(jobs: JobStore, raw: dict[str, Any]) -> JobContext | None:
         job_id=raw["id"], tenant=raw["tenant"], kind=raw["kind"], model=raw["model"], inputs=raw.get("inputs"),
         params=raw.get("params") or {}, settings=settings, redis=jobs.r, jobs=jobs,
         store=store, models=get_cache(), artifacts=earlier, model_load_ms=0.0, timings=timings,
-        resolved=dict(raw.get("resolved") or {}), attempt=attempts,
+        resolved=dict(raw.get("resolved") or {}), attempt=attempts, node=node,
         on_progress=ProgressEvents(settings.task_event_progress_interval_s),
     )
 
 
-def _execute(jobs: JobStore, ctx: JobContext, raw: dict[str, Any]) -> str:
+def _guard(ctx: JobContext, queue: str, limits: Limits | None) -> AbstractContextManager[Any]:
+    if limits is None:
+        return nullcontext()
+    from worker.watchdog import get_watchdog
+
+    ctx.deadline = time.monotonic() + limits[0]
+    return get_watchdog().watch(ctx.job_id, queue, *limits)
+
+
+def _execute(jobs: JobStore, ctx: JobContext, raw: dict[str, Any], limits: Limits | None = None) -> str:
     begin = time.perf_counter()
     try:
-        result = get_handler(ctx.kind).run(ctx)
-        result = _maybe_offload(ctx, result)
+        with _guard(ctx, raw["queue"], limits):
+            result = get_handler(ctx.kind).run(ctx)
+        encoded = _encode_result(ctx, result)
     except JobCancelled as exc:
-        return finish(jobs, ctx.job_id, raw["queue"], "cancelled", _timed(ctx, begin),
+        return finish(jobs, ctx.job_id, raw["queue"], "cancelled", _timed(ctx, begin), node=ctx.node,
                       event_data={"reason": exc.message})
     except JobInterrupted as exc:
         return _hand_back(jobs, ctx, raw, exc.message)
@@ -128,10 +159,12 @@ def _execute(jobs: JobStore, ctx: JobContext, raw: dict[str, Any]) -> str:
         error = classify(exc)
         log.warning("job %s failed: %s: %s", ctx.job_id, error.type_name, error.message)
     else:
-        return finish(jobs, ctx.job_id, raw["queue"], "succeeded", _timed(ctx, begin), result=result)
+        return finish(jobs, ctx.job_id, raw["queue"], "succeeded", _timed(ctx, begin), node=ctx.node,
+                      result=encoded, extra=ctx.record_fields)
     # Outside the except block: the traceback (and every frame's tensors) is gone before memory is released.
     release_memory()
-    return finish(jobs, ctx.job_id, raw["queue"], "failed", _timed(ctx, begin), error=error.to_dict())
+    return finish(jobs, ctx.job_id, raw["queue"], "failed", _timed(ctx, begin), node=ctx.node,
+                  error=error.to_dict(), extra=ctx.record_fields)
 
 
 def _hand_back(jobs: JobStore, ctx: JobContext, raw: dict[str, Any], why: str) -> str:
@@ -147,6 +180,7 @@ def _hand_back(jobs: JobStore, ctx: JobContext, raw: dict[str, Any], why: str) -
     jobs.transition(ctx.job_id, ["running"], {"status": "queued"}, "log",
                     {"message": f"{why}; returned to the queue", "progress": ctx.last_progress})
     jobs.r.zrem(keys.running(raw["queue"]), ctx.job_id)
+    jobs.r.srem(keys.worker_jobs(ctx.node), ctx.job_id)
     jobs.r.delete(keys.lease(ctx.job_id))  # before publishing, or the next worker would see it held
     try:
         dispatch.publish(app, ctx.job_id, get_spec(ctx.kind), raw.get("priority") or "normal")
@@ -161,30 +195,39 @@ def _timed(ctx: JobContext, begin: float) -> dict[str, Any]:
             "run_ms": round(max(elapsed - ctx.model_load_ms, 0.0), 3)}
 
 
-def _maybe_offload(ctx: JobContext, result: Any) -> Any:
-    """Store a large result as an artifact and keep a reference in the record."""
-    encoded = json.dumps(result, separators=(",", ":"), allow_nan=False).encode()
+def _encode_result(ctx: JobContext, result: Any) -> str:
+    """The result as JSON text, encoded once; a large one is stored as an artifact and referenced instead."""
+    try:
+        encoded = orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+    except TypeError:  # a type orjson does not know; the standard encoder may
+        encoded = json.dumps(result, separators=(",", ":"))
     if len(encoded) <= ctx.settings.result_inline_max_bytes:
-        return result
-    info = ctx.put_artifact(RESULT_ARTIFACT, encoded)
-    return {"artifact": info.name, "bytes": info.size, "sha256": info.sha256}
+        return encoded
+    info = ctx.put_artifact(RESULT_ARTIFACT, encoded.encode())
+    return json.dumps({"artifact": info.name, "bytes": info.size, "sha256": info.sha256})
 
 
 def finish(jobs: JobStore, job_id: str, queue: str, status: str, timings: dict[str, Any],
-           result: Any = None, error: dict[str, Any] | None = None,
-           event_data: dict[str, Any] | None = None) -> str:
-    """Write the terminal state and its event in one atomic step; a second attempt is a no-op."""
-    event = {"succeeded": "completed", "failed": "failed", "cancelled": "cancelled"}[status]
-    fields: dict[str, Any] = {"status": status, "timings": timings}
+           result: str | None = None, error: dict[str, Any] | None = None,
+           event_data: dict[str, Any] | None = None, node: str | None = None,
+           extra: dict[str, Any] | None = None) -> str:
+    """Write the terminal state and its event in one atomic step (``result`` is JSON text); a second attempt
+    is a no-op."""
+    event = _EVENT_FOR[status]
+    fields: dict[str, Any] = {**(extra or {}), "status": status, "timings": timings}
     data: dict[str, Any] = dict(event_data or {})
     if status == "succeeded":
-        fields["result"] = result
         data["result_ref"] = f"/v1/jobs/{job_id}"
     if error is not None:
         fields["error"] = error
         data["error"] = error
-    done = jobs.transition(job_id, ["queued", "running"], fields, event, data)
-    jobs.r.zrem(keys.running(queue), job_id)
+    done = jobs.transition(job_id, ["queued", "running"], fields, event, data,
+                           encoded={"result": result} if result is not None else None)
+    pipe = jobs.r.pipeline(transaction=False)
+    pipe.zrem(keys.running(queue), job_id)
+    if node:
+        pipe.srem(keys.worker_jobs(node), job_id)
+    pipe.execute()
     return status if done.applied else str(done.previous)
 
 

@@ -1,7 +1,6 @@
-"""Worker lifecycle hooks: identity, liveness heartbeats, and hard-time-limit bookkeeping."""
+"""Worker lifecycle hooks: identity, heartbeats (+ the reaper), preloading, hard-time-limit bookkeeping."""
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -17,6 +16,7 @@ from common import keys
 from common.errors import JobTimeout
 from common.redis_client import get_redis
 from common.settings import get_settings
+from worker import affinity
 from worker.metrics_server import HEARTBEAT
 
 log = logging.getLogger(__name__)
@@ -29,38 +29,53 @@ def _name_worker(sender: str | None = None, **_: Any) -> None:
     os.environ["GPUQ_WORKER_NAME"] = str(sender or socket.gethostname())
 
 
-def _beat(app: Any, node: str, queues: list[str]) -> None:
+def _beat(app: Any, node: str, queues: list[str], pool: str) -> None:
+    from worker.reaper import reap_once
     from worker.sweeper import sweep_once
 
     settings = get_settings()
-    info = {"node": node, "host": socket.gethostname(), "pid": os.getpid(), "queues": queues,
+    info = {"node": node, "host": socket.gethostname(), "pid": os.getpid(), "queues": queues, "pool": pool,
             "started_at": time.time()}
     next_sweep = time.monotonic() + settings.sweep_interval_s
+    next_reap = 0.0
     while not _stop.is_set():
         try:
             r = get_redis()
-            pipe = r.pipeline(transaction=False)
-            pipe.zadd(keys.workers(), {node: time.time()})
-            pipe.set(keys.worker_info(node), json.dumps(info), ex=int(settings.worker_ttl_s * 3))
-            pipe.execute()
+            affinity.beat(node, queues, info)  # liveness, private queues (issue 6) and the worker's info
             HEARTBEAT.beat(True)
-            if time.monotonic() >= next_sweep:
+            if time.monotonic() >= next_sweep:  # jobs whose lease expired (their worker died)
                 next_sweep = time.monotonic() + settings.sweep_interval_s
                 sweep_once(app, r)
+            if time.monotonic() >= next_reap:  # dead workers' private queues and held jobs
+                next_reap = time.monotonic() + settings.reaper_interval_s
+                reap_once(r, app, settings.reaper_interval_s)
         except Exception as exc:  # noqa: BLE001 - Redis may be down; keep beating when it returns
             HEARTBEAT.beat(False, f"{type(exc).__name__}: {exc}"[:200])
             log.warning("heartbeat failed: %s", exc)
-        _stop.wait(settings.worker_heartbeat_s)
+        _stop.wait(min(settings.worker_heartbeat_s, settings.reaper_interval_s))
 
 
 @signals.worker_ready.connect
 def _start_heartbeat(sender: Any = None, **_: Any) -> None:
+    from worker.celery_app import app as celery_app
+    from worker.reaper import requeue_held
+
     queues = [q.name for q in sender.app.amqp.queues.consume_from.values()] if sender else []
     node = os.environ.get("GPUQ_WORKER_NAME", socket.gethostname())
     get_redis().delete(keys.draining(node))
     _wrap_shutdown_signals()
-    app = sender.app if sender else None
-    HEARTBEAT.thread = threading.Thread(target=_beat, args=(app, node, queues), name="gpuq-heartbeat",
+    app = sender.app if sender else celery_app
+    pool = str(app.conf.worker_pool)
+    if pool != "prefork":  # jobs run in this process: load pinned models here (prefork: in the child)
+        from worker.preload import start_preload
+
+        start_preload(wait=True)
+    try:
+        affinity.beat(node, queues, {"node": node, "pid": os.getpid(), "queues": queues, "pool": pool})
+        requeue_held(get_redis(), app, node)  # jobs a previous run of this node claimed and never finished
+    except Exception as exc:  # noqa: BLE001 - start serving anyway; the reaper retries later
+        log.warning("could not register queues / recover earlier jobs: %s", exc)
+    HEARTBEAT.thread = threading.Thread(target=_beat, args=(app, node, queues, pool), name="gpuq-heartbeat",
                                         daemon=True)
     HEARTBEAT.thread.start()
 
@@ -94,9 +109,9 @@ def _wrap_shutdown_signals() -> None:
 def _stop_heartbeat(**_: Any) -> None:
     _stop.set()
     try:
-        get_redis().zrem(keys.workers(), os.environ.get("GPUQ_WORKER_NAME", socket.gethostname()))
-    except Exception:  # noqa: BLE001
-        pass
+        affinity.leave(os.environ.get("GPUQ_WORKER_NAME", socket.gethostname()))
+    except Exception as exc:  # noqa: BLE001 - the reaper cleans up after a worker that could not say goodbye
+        log.warning("could not deregister on shutdown: %s", exc)
 
 
 @signals.task_failure.connect
@@ -104,19 +119,18 @@ def _hard_time_limit(task_id: str | None = None, exception: BaseException | None
     """The parent sees a hard time limit after killing the child; fail the job record there."""
     if not isinstance(exception, TimeLimitExceeded) or not task_id:
         return
-    from common.records import JobStore
-    from worker.runner import finish
+    from worker.runner import finish, job_store, node_name
 
-    jobs = JobStore(get_redis())
+    jobs = job_store()
     raw = jobs.get_raw(task_id)
     if raw is None:
         return
     timings = {**(raw.get("timings") or {}), "finished_at": time.time()}
-    status = finish(jobs, task_id, raw["queue"], "failed", timings,
+    status = finish(jobs, task_id, raw["queue"], "failed", timings, node=node_name(),
                     error=JobTimeout(f"job exceeded its hard time limit ({exception})").to_dict())
     if status == "failed" and raw["status"] in ("queued", "running"):  # counted once, by whoever failed it
         from worker.telemetry import count_job
 
         pipe = jobs.r.pipeline(transaction=False)
-        count_job(pipe, os.environ.get("GPUQ_WORKER_NAME", socket.gethostname()), raw["kind"], "failed")
+        count_job(pipe, node_name(), raw["kind"], "failed")
         pipe.execute()

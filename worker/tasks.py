@@ -6,7 +6,19 @@ from typing import Any
 from celery.exceptions import Reject
 
 from common.celery_config import TASK_NAME
+from common.jobs.registry import all_specs
+from common.settings import get_settings
 from worker.celery_app import app
+
+
+def _limits(request: Any) -> tuple[float, float | None] | None:
+    """(soft, hard) seconds for gpuq's watchdog where the pool enforces none (threads); None under prefork."""
+    if app.conf.worker_pool != "threads":
+        return None
+    hard, soft = request.timelimit or (None, None)
+    if soft is None:
+        soft = max(s.effective_time_limit(get_settings()) for s in all_specs())
+    return float(soft), float(hard) if hard else None
 
 
 @app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
@@ -16,7 +28,7 @@ def run_job(self: Any, job_id: str) -> str:
     from worker.runner import run_job as execute
 
     try:
-        return execute(str(job_id))
+        return execute(str(job_id), _limits(self.request))
     except Requeue as exc:
         # Interrupted by shutdown: the message goes back to the queue now, not after the visibility timeout.
         raise Reject(str(exc), requeue=True) from None

@@ -26,6 +26,9 @@ def add_parsers(sub: Any) -> None:
     p = sub.add_parser("worker", help="run a GPU worker (one per GPU)")
     p.add_argument("--queues", help="comma-separated queues (default: every job kind's queue)")
     p.add_argument("--hostname", help="Celery node name (default gpuq@<host>)")
+    p.add_argument("--pool", choices=["prefork", "threads", "solo"],
+                   help="prefork (default; image/fine-tune) or threads (inference with dynamic batching)")
+    p.add_argument("--concurrency", type=int, help="pool size (default 1; threads: 2 x GPUQ_BATCH_MAX_SIZE)")
     p.add_argument("--log-level", default="info")
     p.set_defaults(func=worker)
     p = sub.add_parser("webhooks", help="run the webhook sender (delivers job events to webhook URLs)")
@@ -62,13 +65,26 @@ def worker(args: argparse.Namespace) -> int:
     # GPUQ_WORKER_SOFT_SHUTDOWN_S to finish or hand itself back, then unacked messages are restored at once.
     # billiard reads this when it is first imported, so it must be set before Celery loads.
     os.environ.setdefault("REMAP_SIGTERM", "SIGQUIT")
+    from celery.utils.nodenames import default_nodename, host_format
+
+    from common import keys
     from common.jobs.registry import all_specs
     from common.settings import get_settings
-    from worker.celery_app import app
+    from worker.celery_app import app, default_concurrency
 
-    queues = args.queues or ",".join(get_settings().queues or sorted({s.queue for s in all_specs()}))
-    argv = ["worker", "-Q", queues, "-P", "prefork", "-c", "1", "-E", "--loglevel", args.log_level.upper(),
-            "-n", args.hostname or "gpuq@%h", "--without-gossip", "--without-mingle"]
+    settings = get_settings()
+    pool = args.pool or settings.worker_pool
+    concurrency = args.concurrency or default_concurrency(pool, settings)
+    node = host_format(default_nodename(args.hostname or "gpuq@%h"))
+    shared = args.queues.split(",") if args.queues else settings.queues
+    shared = shared or sorted({s.queue for s in all_specs()})
+    # Each worker also owns a private queue per kind queue: the API routes jobs for models it holds there.
+    own = [keys.own_queue(q, node) for q in shared] if settings.affinity_routing else []
+    app.conf.worker_pool, app.conf.worker_concurrency = pool, concurrency
+    argv = ["worker", "-Q", ",".join(shared + own), "-P", pool, "-c", str(concurrency),
+            "--loglevel", args.log_level.upper(), "-n", node, "--without-gossip", "--without-mingle"]
+    if settings.task_events:
+        argv.append("-E")
     app.worker_main(argv)
     return 0
 

@@ -1,19 +1,27 @@
-"""The ``inference`` job kind: transformers pipelines on a resident model."""
+"""The ``inference`` job kind: a params model per task (discriminated by ``task``), each checking its inputs.
+
+Every task validates its inputs at submit time, so a bad request is a 422 naming the field and never reaches a
+worker. The worker side lives in ``worker/inference/<task>.py``.
+"""
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+import re
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel
+from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
 
 from common.errors import InvalidInput
 from common.jobs.adapterref import AdapterRef, check_adapter
+from common.jobs.inputs import check_images, check_qa, check_texts
 from common.jobs.modelref import check_model_ref
 from common.jobs.registry import JobSpec, Submitter, Validated, register
 from common.settings import Settings
 
 Revision = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")]
 DType = Literal["auto", "float32", "float16", "bfloat16"]
-MAX_TEXT_CHARS = 100_000
+Label = Annotated[str, Field(min_length=1, max_length=200)]
+LangCode = Annotated[str, Field(pattern=r"^[A-Za-z]{2,3}([_-][A-Za-z0-9]{2,8})?$")]
+_TRANSLATION_TASK = re.compile(r"^translation_(?P<src>[A-Za-z0-9_-]+?)_to_(?P<tgt>[A-Za-z0-9_-]+)$")
 
 
 class _Common(BaseModel):
@@ -21,28 +29,117 @@ class _Common(BaseModel):
 
     revision: Revision | None = None
     dtype: DType = "auto"
+    # How many of this job's inputs go to the model at a time (progress is reported after each chunk); the
+    # worker's dynamic batcher may put chunks of several jobs into one forward pass.
     batch_size: int = Field(8, ge=1, le=256)
     adapter: AdapterRef | None = None  # a PEFT adapter applied on the resident base (issue 7)
 
+    def check_inputs(self, inputs: Any, settings: Settings) -> Any:
+        """Validate the job's inputs for this task; text tasks take a string or a list of strings."""
+        return check_texts(inputs, settings)
 
-class TextClassificationParams(_Common):
-    task: Literal["text-classification", "sentiment-analysis"]
-    top_k: int | None = Field(1, ge=1, le=1000)
+    def check_limits(self, settings: Settings) -> None:
+        """Deployment limits beyond the params' own bounds."""
 
 
-class TextGenerationParams(_Common):
-    task: Literal["text-generation"]
+class _Generate(_Common):
+    """Generation settings shared by every generating task (passed to ``model.generate``)."""
+
     max_new_tokens: int = Field(32, ge=1)
+    min_new_tokens: int | None = Field(None, ge=0)
     do_sample: bool = False
     num_beams: int = Field(1, ge=1, le=16)
     temperature: float | None = Field(None, gt=0, le=10)
     top_p: float | None = Field(None, gt=0, le=1)
     top_k: int | None = Field(None, ge=1, le=10_000)
     repetition_penalty: float | None = Field(None, gt=0, le=10)
+    no_repeat_ngram_size: int | None = Field(None, ge=1, le=64)
+    length_penalty: float | None = Field(None, ge=-10, le=10)
     seed: int | None = Field(None, ge=0, le=2**32 - 1)
+
+    def check_limits(self, settings: Settings) -> None:
+        if self.max_new_tokens > settings.max_new_tokens_limit:
+            raise InvalidInput(f"params.max_new_tokens: at most {settings.max_new_tokens_limit}",
+                               field="params.max_new_tokens")
+        if self.min_new_tokens is not None and self.min_new_tokens > self.max_new_tokens:
+            raise InvalidInput("params.min_new_tokens: larger than max_new_tokens",
+                               field="params.min_new_tokens")
+
+
+class TextClassificationParams(_Common):
+    task: Literal["text-classification", "sentiment-analysis"]
+    top_k: int | None = Field(1, ge=1, le=1000)
+    function_to_apply: Literal["default", "softmax", "sigmoid", "none"] = "default"
+
+
+class TokenClassificationParams(_Common):
+    task: Literal["token-classification", "ner"]
+    aggregation_strategy: Literal["none", "simple", "first", "average", "max"] = "simple"
+    ignore_labels: list[Label] = Field(default_factory=lambda: ["O"], max_length=100)
+
+
+class QuestionAnsweringParams(_Common):
+    task: Literal["question-answering"]
+    top_k: int = Field(1, ge=1, le=20)
+    max_answer_len: int = Field(30, ge=1, le=512)
+    max_seq_len: int = Field(384, ge=32, le=4096)
+    doc_stride: int = Field(128, ge=0, le=2048)
+    handle_impossible_answer: bool = False
+
+    def check_inputs(self, inputs: Any, settings: Settings) -> Any:
+        """``{"question", "context"}`` or a list of them."""
+        if self.doc_stride >= self.max_seq_len // 2:
+            raise InvalidInput("params.doc_stride: must be under half of max_seq_len",
+                               field="params.doc_stride")
+        return check_qa(inputs, settings)
+
+
+class TextGenerationParams(_Generate):
+    task: Literal["text-generation"]
     return_full_text: bool = False
-    # Emit the text as it is generated, as ``output`` events ({"text": chunk}); single input, no beams.
-    stream: bool = False
+    stop: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(default_factory=list, max_length=8)
+    stream: bool = False  # append each new piece of text as an ``output`` event while generating
+
+    def check_limits(self, settings: Settings) -> None:
+        super().check_limits(settings)
+        if self.stream and self.num_beams > 1:
+            raise InvalidInput("params.stream: token streaming needs num_beams 1", field="params.stream")
+
+
+class SummarizationParams(_Generate):
+    task: Literal["summarization"]
+
+
+class TranslationParams(_Generate):
+    """``task: "translation"`` with ``src_lang``/``tgt_lang``, or ``task: "translation_en_to_de"``."""
+
+    task: Literal["translation"]
+    src_lang: LangCode | None = None
+    tgt_lang: LangCode | None = None
+
+
+class Text2TextParams(_Generate):
+    task: Literal["text2text-generation"]
+
+
+class ZeroShotParams(_Common):
+    task: Literal["zero-shot-classification"]
+    candidate_labels: list[Label] = Field(min_length=1, max_length=64)
+    multi_label: bool = False
+    hypothesis_template: str = Field("This example is {}.", min_length=2, max_length=500)
+
+    def check_limits(self, settings: Settings) -> None:
+        if "{}" not in self.hypothesis_template:
+            raise InvalidInput("params.hypothesis_template: must contain {} where the label goes",
+                               field="params.hypothesis_template")
+        if len(set(self.candidate_labels)) != len(self.candidate_labels):
+            raise InvalidInput("params.candidate_labels: labels repeat", field="params.candidate_labels")
+
+
+class FillMaskParams(_Common):
+    task: Literal["fill-mask"]
+    top_k: int = Field(5, ge=1, le=100)
+    targets: list[Annotated[str, Field(min_length=1, max_length=100)]] | None = Field(None, max_length=100)
 
 
 class FeatureExtractionParams(_Common):
@@ -51,54 +148,64 @@ class FeatureExtractionParams(_Common):
     pooling: Literal["mean", "cls"] = "mean"
 
 
+class ImageClassificationParams(_Common):
+    """Images as base64 strings (or ``data:image/...;base64,`` URLs)."""
+
+    task: Literal["image-classification"]
+    top_k: int | None = Field(5, ge=1, le=1000)
+    max_image_bytes: ClassVar[int] = 20_000_000
+
+    def check_inputs(self, inputs: Any, settings: Settings) -> Any:
+        return check_images(inputs, settings, self.max_image_bytes)
+
+
+TASK_MODELS: tuple[type[_Common], ...] = (
+    TextClassificationParams, TokenClassificationParams, QuestionAnsweringParams, TextGenerationParams,
+    SummarizationParams, TranslationParams, Text2TextParams, ZeroShotParams, FillMaskParams,
+    FeatureExtractionParams, ImageClassificationParams,
+)
 TaskParams = Annotated[
-    TextClassificationParams | TextGenerationParams | FeatureExtractionParams,
+    TextClassificationParams | TokenClassificationParams | QuestionAnsweringParams | TextGenerationParams
+    | SummarizationParams | TranslationParams | Text2TextParams | ZeroShotParams | FillMaskParams
+    | FeatureExtractionParams | ImageClassificationParams,
     Field(discriminator="task"),
 ]
+# Every accepted ``task`` value (aliases included), for docs and the worker's registry test.
+TASKS: tuple[str, ...] = tuple(
+    t for cls in TASK_MODELS for t in get_args(cls.model_fields["task"].annotation))
 
 
 class InferenceParams(RootModel[TaskParams]):
-    """Inference params, discriminated by ``task``."""
+    """Inference params, discriminated by ``task`` (``translation_xx_to_yy`` names its languages)."""
 
-
-def _check_texts(inputs: Any, settings: Settings) -> list[str] | str:
-    if isinstance(inputs, str):
-        texts = [inputs]
-    elif isinstance(inputs, list) and inputs and all(isinstance(t, str) for t in inputs):
-        texts = inputs
-    else:
-        raise InvalidInput("inputs: expected a non-empty string or a non-empty list of strings", field="inputs")
-    if len(texts) > settings.max_inputs_per_job:
-        raise InvalidInput(f"inputs: at most {settings.max_inputs_per_job} items per job", field="inputs")
-    for i, text in enumerate(texts):
-        if not text.strip():
-            raise InvalidInput(f"inputs[{i}]: empty text", field=f"inputs.{i}")
-        if len(text) > MAX_TEXT_CHARS:
-            raise InvalidInput(f"inputs[{i}]: longer than {MAX_TEXT_CHARS} characters", field=f"inputs.{i}")
-    return inputs  # type: ignore[no-any-return]
-
-
-def _check_streamable(params: TextGenerationParams, texts: list[str] | str) -> None:
-    if params.num_beams > 1:
-        raise InvalidInput("params.stream: streaming works with num_beams=1 only", field="params.stream")
-    if isinstance(texts, list) and len(texts) > 1:
-        raise InvalidInput("params.stream: streaming needs a single input", field="params.stream")
+    @model_validator(mode="before")
+    @classmethod
+    def _translation_pair(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not isinstance(data.get("task"), str):
+            return data
+        match = _TRANSLATION_TASK.match(data["task"])
+        if match is None:
+            return data
+        out = {**data, "task": "translation"}
+        for side in ("src", "tgt"):
+            given = data.get(f"{side}_lang")
+            if given is not None and given != match[side]:
+                raise InvalidInput(f"params.{side}_lang: {given!r} contradicts task {data['task']!r}",
+                                   field=f"params.{side}_lang")
+            out[f"{side}_lang"] = match[side]
+        return out
 
 
 def check(model: str, inputs: Any, parsed: Any, who: Submitter) -> Validated:
-    """Validate an inference request beyond its params' types."""
+    """Validate an inference request beyond its params' types: limits, model reference, inputs."""
     params, settings = parsed.root, who.settings
-    if isinstance(params, TextGenerationParams) and params.max_new_tokens > settings.max_new_tokens_limit:
-        raise InvalidInput(f"params.max_new_tokens: at most {settings.max_new_tokens_limit}",
-                           field="params.max_new_tokens")
+    params.check_limits(settings)
     ref = check_model_ref(model, settings.model_roots)
-    texts = _check_texts(inputs, settings)
-    if isinstance(params, TextGenerationParams) and params.stream:
-        _check_streamable(params, texts)
+    checked = params.check_inputs(inputs, settings)
     stored = params.model_dump(exclude_none=True, exclude={"adapter"})
     if params.adapter is not None:
         stored["adapter"] = check_adapter(params.adapter, who)
-    return Validated(model=ref, inputs=texts, params=stored)
+    return Validated(model=ref, inputs=checked, params=stored)
 
 
 SPEC = register(JobSpec(
@@ -106,5 +213,8 @@ SPEC = register(JobSpec(
     queue="inference",
     params_model=InferenceParams,
     check=check,
-    description="Run a transformers pipeline task on a resident model.",
+    time_limit_s=600,
+    affinity=True,
+    description="Run a transformers task (classification, NER, QA, generation, embeddings, ...) on a "
+                "resident model, batched with concurrent jobs.",
 ))

@@ -42,6 +42,8 @@ class JobSpec:
     time_limit_s: int | None = None
     max_attempts: int = 3
     description: str = ""
+    # Jobs of this kind load ``model`` on the worker: route them to a live worker that already holds it.
+    affinity: bool = False
 
     def effective_time_limit(self, settings: Settings) -> int:
         """Hard time limit in seconds for jobs of this kind."""
@@ -89,13 +91,26 @@ def pydantic_to_invalid(exc: ValidationError, prefix: str, raw: object = None) -
     """Turn a pydantic error into InvalidInput naming the first bad field.
 
     Discriminated unions put the tag value into ``loc``; it is dropped so the field reads
-    ``params.max_new_tokens``, and a bad or missing tag is reported against the discriminator itself.
+    ``params.max_new_tokens`` (or ``params.inference.max_new_tokens`` when nested), and a bad or missing tag
+    is reported against the discriminator itself.
     """
     first = exc.errors()[0]
-    parts = [str(p) for p in first["loc"]]
+    parts: list[str] = []
+    node = raw
+    for part in map(str, first["loc"]):
+        if isinstance(node, dict) and part not in node and part in map(str, node.values()):
+            continue  # the tag of a discriminated union, not a field
+        parts.append(part)
+        node = _child(node, part)
     if first["type"].startswith("union_tag"):
-        parts = [str(first.get("ctx", {}).get("discriminator", "")).strip("'")]
-    elif parts and isinstance(raw, dict) and parts[0] not in raw and parts[0] in map(str, raw.values()):
-        parts = parts[1:]
+        parts.append(str(first.get("ctx", {}).get("discriminator", "")).strip("'"))
     loc = ".".join(p for p in (prefix, *parts) if p)
     return InvalidInput(f"{loc}: {first['msg']}", field=loc)
+
+
+def _child(node: object, part: str) -> object:
+    if isinstance(node, dict):
+        return node.get(part)
+    if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+        return node[int(part)]
+    return None

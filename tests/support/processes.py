@@ -72,9 +72,11 @@ class Service:
         return self.log_path.read_text(errors="replace")
 
 
-def start_worker(env: dict[str, str], log_dir: Path, name: str, queues: str | None = None) -> Service:
-    """Start a real Celery worker (prefork, one child)."""
+def start_worker(env: dict[str, str], log_dir: Path, name: str, queues: str | None = None,
+                 pool: str | None = None, concurrency: int | None = None) -> Service:
+    """Start a real Celery worker (prefork with one child unless ``pool``/``concurrency`` say otherwise)."""
     args = ["--hostname", f"{name}@%h"] + (["--queues", queues] if queues else [])
+    args += (["--pool", pool] if pool else []) + (["--concurrency", str(concurrency)] if concurrency else [])
     return Service("worker", env, log_dir, name, *args)
 
 

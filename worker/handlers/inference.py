@@ -1,136 +1,115 @@
-"""Handler for the ``inference`` kind: transformers pipelines kept resident in the worker."""
+"""Handler for the ``inference`` kind: find the task, keep its model resident, run the job's inputs through
+the dynamic batcher chunk by chunk, and record how big a batch the job shared.
+"""
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Hashable
 from typing import Any
 
-from worker import adapters
-from worker import telemetry
+from common.settings import Settings
+from worker import adapters, telemetry
+from worker.batching import Limits, get_batcher
 from worker.context import JobContext
 from worker.device import device, torch_dtype
+from worker.inference import InferenceTask, LoadSpec, get_task
 from worker.models import ModelKey, get_cache
-
-# Aliases resolve to the pipeline task transformers registers.
-CANONICAL_TASK = {"sentiment-analysis": "text-classification"}
+from worker.sizing import estimate_bytes
 
 
-def _load_pipeline(model: str, task: str, revision: str | None, dtype: str) -> Callable[[], Any]:
-    def load() -> Any:
-        from transformers import pipeline
-
-        return pipeline(task, model=model, revision=revision, device=device(), dtype=torch_dtype(dtype),
-                        trust_remote_code=False)
-    return load
+def model_key(spec: LoadSpec, task: InferenceTask) -> ModelKey:
+    """Cache key: tasks with the same loader share one resident copy of a model."""
+    return ModelKey(spec.model, spec.revision, task.loader, str(torch_dtype(spec.dtype)), device())
 
 
-def _key(model: str, task: str, revision: str | None, dtype: str) -> ModelKey:
-    return ModelKey(model, revision, CANONICAL_TASK.get(task, task), str(torch_dtype(dtype)), device())
+def load_resident(ctx: JobContext, task: InferenceTask, spec: LoadSpec) -> Any:
+    """The task's resident model (loaded on a miss, refused up front when it cannot fit the budget)."""
+    def size_hint() -> int | None:
+        return estimate_bytes(spec.model, spec.revision, torch_dtype(spec.dtype).itemsize)
+
+    return ctx.resident(model_key(spec, task), lambda: task.load(spec), size_hint=size_hint)
 
 
-def _pipeline(ctx: JobContext) -> Any:
-    task = CANONICAL_TASK.get(ctx.params["task"], ctx.params["task"])
-    dtype, revision = ctx.params.get("dtype", "auto"), ctx.params.get("revision")
-    return ctx.resident(_key(ctx.model, task, revision, dtype), _load_pipeline(ctx.model, task, revision, dtype))
+def adapter_key(params: dict[str, Any]) -> str | None:
+    """The adapter a job names (issue 7 stores it as ``params.adapter``): jobs with different adapters never
+    share a forward pass, even on the same resident base.
+    """
+    adapter = params.get("adapter")
+    return None if adapter is None else json.dumps(adapter, sort_keys=True, separators=(",", ":"))
 
 
-def preload(model: str, task: str) -> None:
-    """Load ``model`` for ``task`` into the resident cache under the key a default job would use."""
-    task = CANONICAL_TASK.get(task, task)
-    get_cache().get(_key(model, task, None, "auto"), _load_pipeline(model, task, None, "auto"))
+def batch_key(key: ModelKey, task: InferenceTask, params: dict[str, Any]) -> Hashable:
+    """What two jobs must share to run in one forward pass."""
+    return key, adapter_key(params), task.name, task.group(params)
 
 
-def _chunks(ctx: JobContext, texts: list[str], fn: Callable[[list[str]], list[Any]]) -> list[Any]:
-    """Run ``fn`` over batches, reporting progress (and honouring cancellation) after each."""
-    size = int(ctx.params.get("batch_size", 8))
-    out: list[Any] = []
-    for start in range(0, len(texts), size):
-        chunk = texts[start:start + size]
-        out.extend(fn(chunk))
-        telemetry.observe_batch(len(chunk))
-        ctx.progress(len(out), len(texts), unit="inputs")
-    return out
+def limits_for(model: str, settings: Settings) -> Limits:
+    """``GPUQ_BATCH_MAX_SIZE`` / ``GPUQ_BATCH_MAX_WAIT_MS``, or the model's ``GPUQ_BATCH_OVERRIDES`` entry."""
+    override = settings.batch_overrides.get(model)
+    size = override.max_batch_size if override and override.max_batch_size else settings.batch_max_size
+    wait = settings.batch_max_wait_ms
+    if override and override.max_wait_ms is not None:
+        wait = override.max_wait_ms
+    return Limits(size, wait / 1000)
 
 
-def _classify(ctx: JobContext, pipe: Any, texts: list[str]) -> list[Any]:
-    top_k = ctx.params.get("top_k", 1)
+def _preload_tasks() -> frozenset[str]:
+    from worker.inference import ALIASES, TASKS
 
-    def batch(items: list[str]) -> list[Any]:
-        preds = pipe(items, top_k=top_k, truncation=True, batch_size=len(items))
-        return [[{"label": p["label"], "score": float(p["score"])} for p in row] for row in preds]
-    return _chunks(ctx, texts, batch)
-
-
-def _generate(ctx: JobContext, pipe: Any, texts: list[str]) -> list[Any]:
-    import transformers
-
-    p = ctx.params
-    if p.get("seed") is not None:
-        transformers.set_seed(int(p["seed"]))
-    kwargs = {k: p[k] for k in ("max_new_tokens", "do_sample", "num_beams", "temperature", "top_p", "top_k",
-                                "repetition_penalty") if p.get(k) is not None}
-    if pipe.tokenizer.pad_token_id is None:
-        pipe.tokenizer.pad_token = pipe.tokenizer.eos_token
-
-    if p.get("stream") and len(texts) == 1:
-        kwargs["streamer"] = _token_stream(ctx, pipe.tokenizer)
-
-    def batch(items: list[str]) -> list[Any]:
-        outs = pipe(items, return_full_text=p.get("return_full_text", False), batch_size=len(items),
-                    pad_token_id=pipe.tokenizer.pad_token_id, **kwargs)
-        return [{"generated_text": o[0]["generated_text"]} for o in outs]
-    return _chunks(ctx, texts, batch)
-
-
-def _token_stream(ctx: JobContext, tokenizer: Any) -> Any:
-    """A transformers streamer that appends each finished piece of text as an ``output`` event."""
-    from transformers import TextStreamer
-
-    class ToEvents(TextStreamer):  # type: ignore[misc]
-        def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
-            if text:
-                ctx.output(text=text)
-            ctx.check_cancelled()  # a streamed generation can stop between tokens
-
-    return ToEvents(tokenizer, skip_prompt=True, skip_special_tokens=True)
-
-
-def _embed(ctx: JobContext, pipe: Any, texts: list[str]) -> list[Any]:
-    import torch
-
-    normalize, pooling = bool(ctx.params.get("normalize")), ctx.params.get("pooling", "mean")
-
-    def batch(items: list[str]) -> list[Any]:
-        enc = pipe.tokenizer(items, padding=True, truncation=True, return_tensors="pt").to(pipe.device)
-        with torch.inference_mode():
-            hidden = pipe.model(**enc).last_hidden_state.float()
-        if pooling == "cls":
-            emb = hidden[:, 0]
-        else:
-            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            emb = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-        if normalize:
-            emb = torch.nn.functional.normalize(emb, p=2, dim=1)
-        return [[round(float(x), 7) for x in row] for row in emb.cpu().tolist()]
-    return _chunks(ctx, texts, batch)
-
-
-RUNNERS: dict[str, Callable[[JobContext, Any, list[str]], list[Any]]] = {
-    "text-classification": _classify,
-    "text-generation": _generate,
-    "feature-extraction": _embed,
-}
+    return frozenset(TASKS) | frozenset(ALIASES)
 
 
 # GPUQ_PRELOAD entries this handler can load (worker/preload.py).
-PRELOAD_TASKS = frozenset(RUNNERS) | frozenset(CANONICAL_TASK)
+PRELOAD_TASKS = _preload_tasks()
+
+
+def preload(model: str, task: str) -> None:
+    """Load ``model`` for ``task`` under the key a default job uses, and pin it (never evicted)."""
+    found, spec = get_task(task), LoadSpec(model, None, "auto")
+    size = estimate_bytes(model, None, torch_dtype("auto").itemsize)
+    get_cache().get(model_key(spec, found), lambda: found.load(spec), size_hint=size, pin=True)
 
 
 def run(ctx: JobContext) -> Any:
-    """Run the requested pipeline task; a single string input gets a single result back."""
-    pipe = _pipeline(ctx)
-    single = isinstance(ctx.inputs, str)
-    texts = [ctx.inputs] if single else list(ctx.inputs)
-    task = CANONICAL_TASK.get(ctx.params["task"], ctx.params["task"])
-    with adapters.applied(ctx, pipe.model):
-        outputs = RUNNERS[task](ctx, pipe, texts)
+    """Run the job's inputs through its task; a single (non-list) input gets a single result back.
+
+    The job's adapter (issue 7) is resolved here, in the job's thread; it is activated on the resident base
+    inside the forward pass, which the batcher's one executor thread runs: jobs in one pass share the adapter
+    (it is part of the batch key), and passes never overlap, so switching adapters between passes is safe.
+    """
+    params = ctx.params
+    task = get_task(params["task"])
+    single = not isinstance(ctx.inputs, list)
+    inputs = [ctx.inputs] if single else list(ctx.inputs)
+    spec = LoadSpec(ctx.model, params.get("revision"), params.get("dtype", "auto"))
+    batcher, size = get_batcher(), int(params.get("batch_size", 8))
+    with batcher.arriving() as arrival:
+        resident = load_resident(ctx, task, spec)
+        source = adapters.source_for(ctx)
+        items = task.prepare(resident, inputs, params)
+        key = batch_key(model_key(spec, task), task, params)
+        limits = limits_for(ctx.model, ctx.settings)
+        loaded_ms: list[float] = []
+
+        def forward(batch: list[Any], stream: Any) -> list[Any]:
+            with adapters.activated(getattr(resident, "model", resident), source, ctx.settings.adapter_cache_max) as ms:
+                if ms:
+                    loaded_ms.append(ms)
+                out = task.forward(resident, batch, params, stream)
+            telemetry.observe_batch(len(batch))
+            return out
+
+        outputs: list[Any] = []
+        jobs = shared = passes = 0
+        for start in range(0, len(items), size):
+            done = batcher.submit(key, items[start:start + size], forward, limits, job_id=ctx.job_id,
+                                  arrival=arrival, more=start + size < len(items), first_index=start)
+            for ms in loaded_ms:
+                ctx.log(f"adapter loaded in {ms:.0f} ms on the resident base", adapter_load_ms=round(ms, 3))
+            loaded_ms.clear()
+            outputs.extend(task.finish(resident, raw, params) for raw in done.outputs or [])
+            jobs, shared, passes = max(jobs, done.jobs_in_pass), max(shared, done.inputs_in_pass), passes + 1
+            if len(items) > size:
+                ctx.progress(len(outputs), len(items), unit="inputs")
+    ctx.record_fields["batch"] = {"jobs": jobs, "inputs": shared, "passes": passes}
     return outputs[0] if single else outputs

@@ -1,0 +1,105 @@
+"""The ``batch_inference`` job kind: one inference task over every row of a dataset, one output per row.
+
+A kind of its own rather than a mode of ``inference``: its input is a dataset reference instead of inline
+inputs, it runs for minutes to hours (the default job time limit, not inference's 10 minutes), it reports rows
+done / total, a bad row is recorded in the output instead of failing the job, and its result is a parquet
+artifact rather than an inline value. It shares the inference tasks, their params (``params.inference`` is
+exactly an ``inference`` job's params), the resident models, affinity routing and the dynamic batcher.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from common.errors import InvalidInput
+from common.jobs.inference import InferenceParams
+from common.jobs.modelref import check_model_ref
+from common.jobs.registry import JobSpec, Submitter, Validated, register
+
+_PART = r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}"
+DatasetId = Annotated[str, Field(pattern=rf"^{_PART}(/{_PART})?$")]
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9._ -]{0,127}$")]
+Revision = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")]
+FILE_FORMATS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".ndjson": "json", ".csv": "csv"}
+
+
+class DataSource(BaseModel):
+    """Rows to run over: a Hub dataset (``dataset`` + ``config`` + ``split``) or a local parquet / jsonl / csv
+    file (``path``, under ``GPUQ_DATASET_ROOTS`` or ``GPUQ_MODEL_ROOTS``). ``column`` holds each row's input;
+    tasks with structured inputs map their fields with ``columns`` (question-answering: question, context).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: DatasetId | None = None
+    config: Name | None = None
+    revision: Revision | None = None
+    split: Name = "train"
+    path: str | None = Field(None, max_length=4096)
+    column: Name = "text"
+    columns: dict[Name, Name] = Field(default_factory=dict)
+    max_rows: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataSource:
+        if (self.dataset is None) == (self.path is None):
+            raise ValueError("give exactly one of dataset (a Hub dataset id) or path (a local file)")
+        return self
+
+
+class BatchInferenceParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    data: DataSource
+    inference: InferenceParams
+
+
+def _check_path(path: str, who: Submitter) -> str:
+    resolved = Path(path).expanduser().resolve()
+    roots = [r.expanduser().resolve() for r in [*who.settings.dataset_roots, *who.settings.model_roots]]
+    if not any(resolved.is_relative_to(root) for root in roots):
+        raise InvalidInput("params.data.path: outside GPUQ_DATASET_ROOTS and GPUQ_MODEL_ROOTS",
+                           field="params.data.path")
+    if resolved.suffix.lower() not in FILE_FORMATS:
+        raise InvalidInput(f"params.data.path: expected one of {sorted(FILE_FORMATS)} files",
+                           field="params.data.path")
+    if not resolved.is_file():
+        raise InvalidInput("params.data.path: no such file", field="params.data.path")
+    return str(resolved)
+
+
+def check(model: str, inputs: Any, parsed: Any, who: Submitter) -> Validated:
+    """Check the data source and the task's params; the rows themselves are read by the worker."""
+    params: BatchInferenceParams = parsed
+    if inputs not in (None, [], ""):
+        raise InvalidInput("inputs: batch_inference reads its inputs from params.data, leave inputs out",
+                           field="inputs")
+    task = params.inference.root
+    try:
+        task.check_limits(who.settings)
+    except InvalidInput as exc:
+        field = (exc.field or "params").replace("params.", "params.inference.", 1)
+        raise InvalidInput(exc.message.replace("params.", "params.inference.", 1), field=field) from None
+    data = params.data.model_dump(exclude_none=True)
+    if params.data.path is not None:
+        data["path"] = _check_path(params.data.path, who)
+    if params.data.max_rows is None or params.data.max_rows > who.settings.batch_inference_max_rows:
+        data["max_rows"] = min(params.data.max_rows or who.settings.batch_inference_max_rows,
+                               who.settings.batch_inference_max_rows)
+    ref = check_model_ref(model, who.settings.model_roots)
+    return Validated(model=ref, inputs=None,
+                     params={"data": data, "inference": task.model_dump(exclude_none=True)})
+
+
+SPEC = register(JobSpec(
+    kind="batch_inference",
+    queue="inference",
+    params_model=BatchInferenceParams,
+    check=check,
+    # Its own hour (like the other model kinds), not the global default: a dataset pass is long by nature.
+    time_limit_s=3600,
+    affinity=True,
+    description="Run an inference task over a dataset (Hub or local file): a parquet of one output per row.",
+))

@@ -1,0 +1,105 @@
+"""Affinity routing over two real workers: jobs follow the worker holding their model, a hot model spreads,
+and a worker killed with jobs running and queued for it loses none of them.
+"""
+from __future__ import annotations
+
+import signal
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from common import keys
+from tests.conftest import KEY_A, MODEL_ROOT
+from tests.support.jobs import submit, wait_status
+from tests.support.models import tiny
+from tests.support.processes import wait_for
+from tests.support.stack import MiniStack, worker_env
+
+
+@pytest.fixture(scope="module")
+def stack(log_dir: Path, models: dict[str, str]) -> Iterator[MiniStack]:
+    env = {**worker_env(), "GPUQ_WORKER_TTL_S": "3", "GPUQ_WORKER_HEARTBEAT_S": "0.5",
+           "GPUQ_REAPER_INTERVAL_S": "1", "GPUQ_AFFINITY_REFRESH_S": "0.2", "GPUQ_AFFINITY_SPILL_DEPTH": "3",
+           "GPUQ_TORCH_THREADS": "1"}
+    s = MiniStack(env, log_dir, "affinity")
+    s.worker("wa", concurrency=4)
+    s.worker("wb", concurrency=4)
+    yield s
+    s.stop()
+
+
+@pytest.fixture()
+def client(stack: MiniStack) -> Iterator[httpx.Client]:
+    with stack.client(KEY_A) as c:
+        yield c
+
+
+def classify(model: str, text: str = "routing", **params: Any) -> dict[str, Any]:
+    return {"kind": "inference", "model": model, "inputs": text,
+            "params": {"task": "text-classification", **params}}
+
+
+def finish(client: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
+    resp = client.post("/v1/jobs", json=body, headers={"Prefer": "wait=60"})
+    record = wait_status(client, resp.json()["id"])
+    assert record["status"] == "succeeded", record
+    return record
+
+
+def node_of(record: dict[str, Any]) -> str:
+    return str(record["worker"]).rsplit(":", 1)[0]
+
+
+def test_jobs_for_a_model_go_to_the_worker_holding_it(client: httpx.Client, stack: MiniStack) -> None:
+    first_model, second_model = tiny(MODEL_ROOT, "bert-sentiment"), tiny(MODEL_ROOT, "bert-nli")
+    first = finish(client, classify(first_model))
+    holder = node_of(first)
+    wait_for(lambda: first_model in stack.r().smembers(keys.worker_models(holder)), 10, "model published")
+    later = [finish(client, classify(first_model, f"again {i}")) for i in range(5)]
+    assert {node_of(r) for r in later} == {holder}
+    assert all(r["timings"]["model_load_ms"] == 0 for r in later)
+    other = finish(client, classify(second_model))  # nobody holds it: the worker holding fewer models gets it
+    assert node_of(other) != holder
+
+
+def test_a_hot_model_is_loaded_on_a_second_worker(client: httpx.Client) -> None:
+    model = tiny(MODEL_ROOT, "bert-mlm")
+    body = {"kind": "inference", "model": model, "inputs": "the [MASK] runs",
+            "params": {"task": "fill-mask", "top_k": 1}}
+    finish(client, body)
+    with ThreadPoolExecutor(24) as pool:
+        records = list(pool.map(lambda _: finish(client, body), range(48)))
+    assert len({node_of(r) for r in records}) == 2, Counter(node_of(r) for r in records)
+
+
+def test_worker_killed_with_running_and_queued_jobs_loses_none(client: httpx.Client,
+                                                               stack: MiniStack) -> None:
+    gpt2 = tiny(MODEL_ROOT, "gpt2")
+    warm = finish(client, {"kind": "inference", "model": gpt2, "inputs": "warm",
+                           "params": {"task": "text-generation", "max_new_tokens": 2}})
+    victim = node_of(warm)
+    long = {"task": "text-generation", "max_new_tokens": 400, "min_new_tokens": 400}
+    jobs = [submit(client, {"kind": "inference", "model": gpt2, "inputs": f"story {i}", "params": long})
+            for i in range(10)]
+    wait_for(lambda: any(client.get(f"/v1/jobs/{j['id']}").json()["status"] == "running" for j in jobs), 60,
+             "a job running on the doomed worker")
+    r = stack.r()
+    held, waiting = r.scard(keys.worker_jobs(victim)), r.llen(keys.own_queue("inference", victim))
+    name = victim.split("@")[0]
+    stack.workers[name].signal(signal.SIGKILL)  # no warm shutdown: the process group dies mid-batch
+    stack.workers[name].proc.wait(10)
+    finals = [wait_status(client, j["id"], timeout=240) for j in jobs]
+    assert [f["status"] for f in finals] == ["succeeded"] * 10, finals
+    survivor = {node_of(f) for f in finals if f["attempts"] > 1}
+    assert held > 0 and survivor and victim not in survivor
+    assert all(len(f["result"]["generated_text"]) > 0 for f in finals)
+    assert r.llen(keys.own_queue("inference", victim)) == 0 and not r.hexists(keys.worker_queues(), victim)
+    assert waiting >= 0  # (jobs still waiting in its private queue at the kill were moved, not stranded)
+    after = finish(client, {"kind": "inference", "model": gpt2, "inputs": "after",
+                            "params": {"task": "text-generation", "max_new_tokens": 2}})
+    assert node_of(after) != victim

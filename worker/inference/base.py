@@ -1,0 +1,109 @@
+"""What every inference task implements, and the loaders they share.
+
+A task splits a job's work in four steps so the batcher can merge jobs: ``prepare`` (per job, on the job's own
+thread: decode and check inputs, so one bad input fails only its job), ``forward`` (one pass over items from
+one or more jobs that share ``group``, on the batcher's thread), ``finish`` (per item again, with the job's
+own params). Tasks with the same ``loader`` share one resident model (a NLI model serves text-classification
+and zero-shot-classification from one copy).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from common.errors import InvalidInput
+
+# Called by ``forward`` while generating: {row of the pass: new text}.
+Stream = Callable[[dict[int, str]], None]
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    """Which weights to load, and how."""
+
+    model: str
+    revision: str | None
+    dtype: str
+
+
+class InferenceTask(Protocol):
+    """One inference task (see the module docstring for the four steps)."""
+
+    name: str
+    loader: str
+
+    def load(self, spec: LoadSpec) -> Any: ...
+
+    def group(self, params: dict[str, Any]) -> Hashable: ...
+
+    def prepare(self, resident: Any, inputs: list[Any], params: dict[str, Any]) -> list[Any]: ...
+
+    def forward(self, resident: Any, items: list[Any], params: dict[str, Any],
+                stream: Stream | None) -> list[Any]: ...
+
+    def finish(self, resident: Any, raw: Any, params: dict[str, Any]) -> Any: ...
+
+
+@dataclass
+class TextModel:
+    """A tokenizer (or processor) and its model, resident together."""
+
+    tokenizer: Any
+    model: Any
+
+    @property
+    def device(self) -> Any:
+        return self.model.device
+
+
+def load_pretrained(spec: LoadSpec, auto_class: str, processor: str = "AutoTokenizer") -> TextModel:
+    """``<processor>.from_pretrained`` + ``<auto_class>.from_pretrained`` on the worker's device, in eval
+    mode."""
+    import transformers
+
+    from worker.device import device, torch_dtype
+
+    common: dict[str, Any] = {"revision": spec.revision, "trust_remote_code": False}
+    tokenizer = getattr(transformers, processor).from_pretrained(spec.model, **common)
+    model_class = getattr(transformers, auto_class)
+    model = model_class.from_pretrained(spec.model, dtype=torch_dtype(spec.dtype), **common)
+    return TextModel(tokenizer, model.to(device()).eval())
+
+
+def no_grad() -> Any:
+    """Context for every forward pass."""
+    import torch
+
+    return torch.inference_mode()
+
+
+class SimpleTask:
+    """Defaults for tasks whose inputs are plain texts and whose forward pass ignores per-job params."""
+
+    name = ""
+    loader = ""
+    auto_class = ""
+
+    def load(self, spec: LoadSpec) -> Any:
+        return load_pretrained(spec, self.auto_class)
+
+    def group(self, params: dict[str, Any]) -> Hashable:
+        return ()
+
+    def prepare(self, resident: Any, inputs: list[Any], params: dict[str, Any]) -> list[Any]:
+        return list(inputs)
+
+    def finish(self, resident: Any, raw: Any, params: dict[str, Any]) -> Any:
+        return raw
+
+
+def bad_input(index: int, message: str) -> InvalidInput:
+    """A per-job input error found on the worker (the job fails; its batch-mates do not)."""
+    return InvalidInput(f"inputs.{index}: {message}", field=f"inputs.{index}")
+
+
+def label_of(model: Any, index: int) -> str:
+    """The label name a classification head gives class ``index``."""
+    id2label = getattr(model.config, "id2label", None) or {}
+    return str(id2label.get(index, id2label.get(str(index), f"LABEL_{index}")))

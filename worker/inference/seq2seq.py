@@ -1,0 +1,65 @@
+"""summarization, translation and text2text-generation: an encoder-decoder model's ``generate``.
+
+transformers 5 removed these pipelines. As they did, the input gets the task prefix the model's config names
+in ``task_specific_params`` (T5: "summarize: ", "translate English to German: " under
+``translation_en_to_de``); models with language codes (mBART, NLLB, M2M100) get ``src_lang`` on the tokenizer
+and ``tgt_lang`` forced as the first generated token.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from worker.inference.base import LoadSpec, SimpleTask, TextModel, load_pretrained, no_grad
+from worker.inference.generation import generate_kwargs, generation_group, seed_for
+
+
+class Seq2Seq(SimpleTask):
+    loader = "seq2seq-lm"
+
+    def __init__(self, name: str, output_key: str) -> None:
+        self.name = name
+        self.output_key = output_key
+
+    def load(self, spec: LoadSpec) -> Any:
+        return load_pretrained(spec, "AutoModelForSeq2SeqLM")
+
+    def group(self, params: dict[str, Any]) -> Any:
+        return generation_group(params, params.get("src_lang"), params.get("tgt_lang"))
+
+    def task_key(self, params: dict[str, Any]) -> str:
+        """The ``task_specific_params`` entry for this job."""
+        if self.name == "translation":
+            return f"translation_{params.get('src_lang')}_to_{params.get('tgt_lang')}"
+        return self.name
+
+    def forward(self, resident: TextModel, items: list[str], params: dict[str, Any],
+                stream: Any) -> list[Any]:
+        tok, model = resident.tokenizer, resident.model
+        specific = (getattr(model.config, "task_specific_params", None) or {}).get(self.task_key(params), {})
+        prefix = specific.get("prefix", "")
+        kwargs = generate_kwargs(params)
+        if self.name == "translation":
+            kwargs.update(self._languages(tok, params))
+        enc = tok([prefix + text for text in items], padding=True, truncation=True, return_tensors="pt")
+        seed_for(params)
+        with no_grad():
+            out = model.generate(**enc.to(resident.device), **kwargs)
+        return [{self.output_key: text} for text in tok.batch_decode(out, skip_special_tokens=True)]
+
+    @staticmethod
+    def _languages(tok: Any, params: dict[str, Any]) -> dict[str, Any]:
+        src, tgt = params.get("src_lang"), params.get("tgt_lang")
+        if src and hasattr(tok, "src_lang"):
+            tok.src_lang = src  # safe: forward passes run one at a time, and src_lang is part of the group
+        # Language codes are added special tokens in these tokenizers ("de_DE", "deu_Latn", "__de__"); a plain
+        # vocabulary entry that happens to read "de" (T5) must not be forced.
+        added = tok.get_added_vocab() if hasattr(tok, "get_added_vocab") else {}
+        for token in (tgt, f"__{tgt}__"):
+            if tgt and token in added:
+                return {"forced_bos_token_id": int(added[token])}
+        return {}
+
+
+SUMMARIZATION = Seq2Seq("summarization", "summary_text")
+TRANSLATION = Seq2Seq("translation", "translation_text")
+TEXT2TEXT = Seq2Seq("text2text-generation", "generated_text")
