@@ -17,7 +17,7 @@ from common.records import JobStore
 from common.schemas import ArtifactInfo
 from common.settings import Settings
 from common.storage import ArtifactStore
-from worker.models import ModelKey, ResidentModels
+from worker.models import ModelKey, ResidentModels, get_cache
 
 
 @dataclass
@@ -34,7 +34,6 @@ class JobContext:
     redis: redis.Redis
     jobs: JobStore
     store: ArtifactStore
-    models: ResidentModels
     artifacts: list[ArtifactInfo] = field(default_factory=list)
     model_load_ms: float = 0.0
     timings: dict[str, Any] = field(default_factory=dict)
@@ -47,6 +46,9 @@ class JobContext:
     # Soft time limit (time.monotonic()) where no pool enforces one (threads): checked at progress points.
     deadline: float | None = None
     node: str | None = None
+    # The process's resident models; None: the shared cache, created on first use (creating it imports torch,
+    # which a job without a model never needs, and which must not run under a job's soft time limit for nothing).
+    models: ResidentModels | None = None
 
     def progress(self, done: int, total: int, **extra: Any) -> None:
         """Record progress, append a progress event and stop here if cancellation was requested."""
@@ -131,7 +133,8 @@ class JobContext:
         ``size_hint`` (bytes, or a callable giving them, asked only on a miss) lets the cache refuse a model
         that cannot fit before loading it.
         """
-        value, load_ms = self.models.get(key, loader, size_hint=size_hint)
+        cache = self.models if self.models is not None else get_cache()
+        value, load_ms = cache.get(key, loader, size_hint=size_hint)
         self.model_load_ms += load_ms
         return value
 

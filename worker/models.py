@@ -265,6 +265,11 @@ def get_cache() -> ResidentModels:
         return _CACHE
 
 
+def peek_cache() -> ResidentModels | None:
+    """The process's cache if a job or a preload has created it (never creates it: that imports torch)."""
+    return _CACHE
+
+
 def _publish_held(models: list[str]) -> None:
     from worker.affinity import publish_held
 

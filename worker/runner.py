@@ -31,7 +31,7 @@ from worker import telemetry
 from worker.context import JobContext, now
 from worker.handlers import get_handler
 from worker.lease import Lease
-from worker.models import get_cache, release_memory
+from worker.models import release_memory
 from worker.taskevents import ProgressEvents
 
 log = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ def _claim(jobs: JobStore, raw: dict[str, Any], node: str) -> JobContext | None:
     return JobContext(
         job_id=raw["id"], tenant=raw["tenant"], kind=raw["kind"], model=raw["model"], inputs=raw.get("inputs"),
         params=raw.get("params") or {}, settings=settings, redis=jobs.r, jobs=jobs,
-        store=store, models=get_cache(), artifacts=earlier, model_load_ms=0.0, timings=timings,
+        store=store, artifacts=earlier, model_load_ms=0.0, timings=timings,
         resolved=dict(raw.get("resolved") or {}), attempt=attempts, node=node,
         on_progress=ProgressEvents(settings.task_event_progress_interval_s),
     )

@@ -92,18 +92,23 @@ def _queue_state(pipe: Any, node: str) -> None:
 
 
 def _cache() -> Any:
-    from worker.models import get_cache
+    """The resident-model cache if this process has one (reporting must not create it: that imports torch)."""
+    from worker.models import peek_cache
 
-    return get_cache()
+    return peek_cache()
 
 
 def _resident_models() -> int:
-    return len(_cache().keys())
+    cache = _cache()
+    return len(cache.keys()) if cache is not None else 0
 
 
 def _queue_cache_deltas(pipe: Any, key: str) -> None:
     """Turn the cache's in-process totals into Redis increments (monotonic across child restarts)."""
-    cache_stats = _cache().stats
+    cache = _cache()
+    if cache is None:
+        return
+    cache_stats = cache.stats
     for name in CACHE_COUNTERS:
         now = float(getattr(cache_stats, name, 0) or 0)
         delta = now - _published_cache.get(name, 0.0)
@@ -118,7 +123,7 @@ def device_memory() -> tuple[str, int, int, int]:
     ``used`` is what torch's allocator holds for tensors on a GPU, or this process's RSS on CPU. The
     budget is the model cache's byte budget when it has one, else the device's total.
     """
-    budget = int(getattr(_cache(), "budget_bytes", 0) or 0)
+    budget = int(getattr(_cache(), "budget", 0) or 0)
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available():
         index = torch.cuda.current_device()
