@@ -1,4 +1,5 @@
-"""Uploaded data files (csv, jsonl, parquet): per tenant, immutable, referenced by jobs as ``{"file_id": ...}``.
+"""Uploaded files: data sets (csv, jsonl, parquet) and images, per tenant, immutable, referenced by jobs as
+``{"file_id": ...}`` (data sets in ``params.data``, images as ``image-classification`` inputs).
 
 A file lives at ``root/<tenant>/<file id>/`` as ``data.<format>`` plus ``meta.json``; the API writes it, workers
 read it from the same shared filesystem (like the artifact store). Files are parsed once at upload, so a job never
@@ -20,8 +21,15 @@ from pydantic import BaseModel
 from common.errors import InvalidInput, NotFound, PayloadTooLarge
 from common.storage import safe_name
 
-FileFormat = Literal["csv", "jsonl", "parquet"]
-FORMATS: dict[str, FileFormat] = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
+FileFormat = Literal["csv", "jsonl", "parquet", "image"]
+DATA_FORMATS: tuple[FileFormat, ...] = ("csv", "jsonl", "parquet")
+FORMATS: dict[str, FileFormat] = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet",
+                                  **dict.fromkeys((".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff"),
+                                                  "image")}
+# Leading bytes of the image formats Pillow reads that are worth accepting (checked without importing Pillow:
+# the API image does not ship it; the worker decodes the image).
+IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM", b"RIFF", b"II*\x00",
+               b"MM\x00*")
 _FILE_ID = re.compile(r"^file-[0-9a-f]{32}$")
 _CHUNK = 1 << 20
 
@@ -43,11 +51,12 @@ def format_for(name: str, declared: str | None = None) -> FileFormat:
     """The format named by ``declared`` or the file name's extension; 422 on anything else."""
     if declared:
         if declared not in FORMATS.values():
-            raise InvalidInput(f"format: expected one of csv, jsonl, parquet, not {declared!r}", field="format")
+            raise InvalidInput(f"format: expected one of csv, jsonl, parquet, image, not {declared!r}", field="format")
         return declared  # type: ignore[return-value]
     suffix = Path(name).suffix.lower()
     if suffix not in FORMATS:
-        raise InvalidInput(f"file: {name!r} is not .csv, .jsonl or .parquet (or pass format=...)", field="file")
+        raise InvalidInput(f"file: {name!r} is not .csv, .jsonl, .parquet or an image (.png, .jpg, .gif, .bmp, "
+                           ".webp, .tiff) (or pass format=...)", field="file")
     return FORMATS[suffix]
 
 
@@ -84,7 +93,15 @@ def _inspect_parquet(path: Path) -> tuple[int, list[str]]:
     return meta.metadata.num_rows, list(meta.schema_arrow.names)
 
 
-_INSPECT = {"csv": _inspect_csv, "jsonl": _inspect_jsonl, "parquet": _inspect_parquet}
+def _inspect_image(path: Path) -> tuple[int, list[str]]:
+    with path.open("rb") as fh:
+        head = fh.read(16)
+    if not head.startswith(IMAGE_MAGIC):
+        raise ValueError("not a PNG, JPEG, GIF, BMP, TIFF or WebP image")
+    return 1, []
+
+
+_INSPECT = {"csv": _inspect_csv, "jsonl": _inspect_jsonl, "parquet": _inspect_parquet, "image": _inspect_image}
 
 
 def inspect(path: Path, fmt: FileFormat) -> tuple[int, list[str]]:
@@ -134,6 +151,17 @@ class FileStore:
         if not meta.is_file():
             raise NotFound(f"file {file_id!r} not found", field="file_id")
         return FileInfo.model_validate_json(meta.read_text())
+
+    def expect(self, tenant: str, file_id: str, field: str, formats: tuple[FileFormat, ...]) -> FileInfo:
+        """The tenant's file ``file_id`` in one of ``formats``; 422 naming ``field`` otherwise (at submit)."""
+        try:
+            info = self.get(tenant, file_id)
+        except NotFound:
+            raise InvalidInput(f"{field}: no uploaded file {file_id!r}", field=field) from None
+        if info.format not in formats:
+            raise InvalidInput(f"{field}: file {file_id} is {'an image' if info.format == 'image' else info.format}"
+                               f", expected {' or '.join(formats)}", field=field)
+        return info
 
     def path(self, tenant: str, file_id: str) -> Path:
         """Path of the file's data (for workers)."""

@@ -1,4 +1,5 @@
-"""The rows of a batch-inference job, as Arrow: a local parquet / jsonl / csv file or a Hub dataset."""
+"""The rows of a batch-inference job, as Arrow: an uploaded or local parquet / jsonl / csv file, or a Hub
+dataset."""
 from __future__ import annotations
 
 import base64
@@ -6,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import InvalidInput
+from common.files import get_file_store
 from common.jobs.batch_inference import FILE_FORMATS
 
 
@@ -32,9 +34,14 @@ def _hub(data: dict[str, Any]) -> Any:
     return ds.data.table
 
 
-def load_table(data: dict[str, Any]) -> Any:
-    """The rows as a pyarrow Table, cut to ``max_rows``."""
-    table = _local(Path(data["path"])) if data.get("path") else _hub(data)
+def load_table(data: dict[str, Any], tenant: str, files_root: Path) -> Any:
+    """The rows as a pyarrow Table, cut to ``max_rows``; ``file_id`` is an upload of ``tenant``."""
+    if data.get("file_id"):
+        table = _local(get_file_store(files_root).path(tenant, data["file_id"]))
+    elif data.get("path"):
+        table = _local(Path(data["path"]))
+    else:
+        table = _hub(data)
     limit = data.get("max_rows")
     return table.slice(0, limit) if limit else table
 

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from common.errors import InvalidInput
+from common.files import DATA_FORMATS, get_file_store
 from common.jobs.inference import InferenceParams
 from common.jobs.modelref import check_model_ref
 from common.jobs.registry import JobSpec, Submitter, Validated, register
@@ -26,8 +27,9 @@ FILE_FORMATS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".ndjs
 
 
 class DataSource(BaseModel):
-    """Rows to run over: a Hub dataset (``dataset`` + ``config`` + ``split``) or a local parquet / jsonl / csv
-    file (``path``, under ``GPUQ_DATASET_ROOTS`` or ``GPUQ_MODEL_ROOTS``). ``column`` holds each row's input;
+    """Rows to run over: a Hub dataset (``dataset`` + ``config`` + ``split``), an uploaded file of this tenant
+    (``file_id``, from ``POST /v1/files``) or a local parquet / jsonl / csv file (``path``, under
+    ``GPUQ_DATASET_ROOTS`` or ``GPUQ_MODEL_ROOTS``). ``column`` holds each row's input;
     tasks with structured inputs map their fields with ``columns`` (question-answering: question, context).
     """
 
@@ -38,14 +40,16 @@ class DataSource(BaseModel):
     revision: Revision | None = None
     split: Name = "train"
     path: str | None = Field(None, max_length=4096)
+    file_id: str | None = Field(None, max_length=64)
     column: Name = "text"
     columns: dict[Name, Name] = Field(default_factory=dict)
     max_rows: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _one_source(self) -> DataSource:
-        if (self.dataset is None) == (self.path is None):
-            raise ValueError("give exactly one of dataset (a Hub dataset id) or path (a local file)")
+        if sum(x is not None for x in (self.dataset, self.path, self.file_id)) != 1:
+            raise ValueError("give exactly one of dataset (a Hub dataset id), file_id (an uploaded file) or path "
+                             "(a local file)")
         return self
 
 
@@ -70,6 +74,18 @@ def _check_path(path: str, who: Submitter) -> str:
     return str(resolved)
 
 
+def _check_upload(data: DataSource, file_id: str, who: Submitter) -> None:
+    """The upload exists for this tenant, is a data file, and has the input column(s)."""
+    store = get_file_store(who.settings.files_root)
+    info = store.expect(who.tenant, file_id, "params.data.file_id", DATA_FORMATS)
+    wanted = sorted(set(data.columns.values())) if data.columns else [data.column]
+    missing = [c for c in wanted if c not in info.columns]
+    if missing:
+        field = "params.data.columns" if data.columns else "params.data.column"
+        raise InvalidInput(f"{field}: file {file_id} has no column(s) {missing} (has {info.columns})",
+                           field=field)
+
+
 def check(model: str, inputs: Any, parsed: Any, who: Submitter) -> Validated:
     """Check the data source and the task's params; the rows themselves are read by the worker."""
     params: BatchInferenceParams = parsed
@@ -85,6 +101,8 @@ def check(model: str, inputs: Any, parsed: Any, who: Submitter) -> Validated:
     data = params.data.model_dump(exclude_none=True)
     if params.data.path is not None:
         data["path"] = _check_path(params.data.path, who)
+    if params.data.file_id is not None:
+        _check_upload(params.data, params.data.file_id, who)
     if params.data.max_rows is None or params.data.max_rows > who.settings.batch_inference_max_rows:
         data["max_rows"] = min(params.data.max_rows or who.settings.batch_inference_max_rows,
                                who.settings.batch_inference_max_rows)
@@ -101,5 +119,6 @@ SPEC = register(JobSpec(
     # Its own hour (like the other model kinds), not the global default: a dataset pass is long by nature.
     time_limit_s=3600,
     affinity=True,
-    description="Run an inference task over a dataset (Hub or local file): a parquet of one output per row.",
+    description="Run an inference task over a dataset (Hub, upload or local file): a parquet of one output per "
+                "row.",
 ))

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from common.errors import InvalidInput
-from common.files import get_file_store
+from common.files import DATA_FORMATS, get_file_store
 from common.jobs.registry import Submitter
 from common.secrets import seal
 
@@ -76,10 +76,7 @@ def check_data(data: DataSource, who: Submitter, needs: list[list[str]], field: 
         file_id = getattr(data, name)
         if file_id is None:
             continue
-        try:
-            info = store.get(who.tenant, file_id)
-        except Exception:  # noqa: BLE001 - NotFound or a malformed id: either way no such file for this tenant
-            raise InvalidInput(f"{field}.{name}: no uploaded file {file_id!r}", field=f"{field}.{name}") from None
+        info = store.expect(who.tenant, file_id, f"{field}.{name}", DATA_FORMATS)
         if pick_columns(info.columns, data.columns, needs) is None:
             wanted = " or ".join(str([data.columns.get(c, c) for c in alt]) for alt in needs)
             raise InvalidInput(f"{field}.columns: file {file_id} has no column(s) {wanted} (has {info.columns}); "

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
 
 from common.errors import InvalidInput
 from common.jobs.adapterref import AdapterRef, check_adapter
-from common.jobs.inputs import check_images, check_qa, check_texts
+from common.jobs.inputs import check_image_uploads, check_images, check_qa, check_texts
 from common.jobs.modelref import check_model_ref
 from common.jobs.registry import JobSpec, Submitter, Validated, register
 from common.settings import Settings
@@ -149,7 +149,7 @@ class FeatureExtractionParams(_Common):
 
 
 class ImageClassificationParams(_Common):
-    """Images as base64 strings (or ``data:image/...;base64,`` URLs)."""
+    """Images as base64 strings (or ``data:image/...;base64,`` URLs) or uploads: ``{"file_id": ...}``."""
 
     task: Literal["image-classification"]
     top_k: int | None = Field(5, ge=1, le=1000)
@@ -202,6 +202,8 @@ def check(model: str, inputs: Any, parsed: Any, who: Submitter) -> Validated:
     params.check_limits(settings)
     ref = check_model_ref(model, settings.model_roots)
     checked = params.check_inputs(inputs, settings)
+    if isinstance(params, ImageClassificationParams):
+        check_image_uploads(checked, who, params.max_image_bytes)
     stored = params.model_dump(exclude_none=True, exclude={"adapter"})
     if params.adapter is not None:
         stored["adapter"] = check_adapter(params.adapter, who)

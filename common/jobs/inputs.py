@@ -6,12 +6,11 @@ import binascii
 from typing import Any
 
 from common.errors import InvalidInput
+from common.files import IMAGE_MAGIC, get_file_store
+from common.jobs.registry import Submitter
 from common.settings import Settings
 
 MAX_TEXT_CHARS = 100_000
-# Leading bytes of the image formats Pillow reads that are worth accepting.
-_IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM", b"RIFF", b"II*\x00",
-                b"MM\x00*")
 
 
 def as_list(inputs: Any, what: str, settings: Settings) -> list[Any]:
@@ -74,14 +73,40 @@ def decode_image(value: Any, field: str, max_bytes: int) -> bytes:
         raw = base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
         raise InvalidInput(f"{field}: not valid base64", field=field) from None
-    if not raw.startswith(_IMAGE_MAGIC):
+    if not raw.startswith(IMAGE_MAGIC):
         raise InvalidInput(f"{field}: not a PNG, JPEG, GIF, BMP, TIFF or WebP image", field=field)
     return raw
 
 
-def check_images(inputs: Any, settings: Settings, max_bytes: int) -> str | list[str]:
-    """A base64 image string or a non-empty list of them."""
-    items = as_list(inputs, "a base64 image", settings)
+def check_images(inputs: Any, settings: Settings, max_bytes: int) -> Any:
+    """A base64 image string, an uploaded image ``{"file_id": ...}``, or a non-empty list of them."""
+    items = as_list(inputs, 'a base64 image or {"file_id": ...}', settings)
     for i, item in enumerate(items):
-        decode_image(item, f"inputs.{i}" if isinstance(inputs, list) else "inputs", max_bytes)
-    return inputs  # type: ignore[no-any-return]
+        field = f"inputs.{i}" if isinstance(inputs, list) else "inputs"
+        if isinstance(item, dict):
+            _image_ref(item, field)
+        else:
+            decode_image(item, field, max_bytes)
+    return inputs
+
+
+def _image_ref(item: dict[str, Any], field: str) -> None:
+    extra = sorted(set(item) - {"file_id"})
+    if extra:
+        raise InvalidInput(f"{field}.{extra[0]}: unexpected field (expected file_id)", field=f"{field}.{extra[0]}")
+    if not isinstance(item.get("file_id"), str):
+        raise InvalidInput(f"{field}.file_id: expected the id of an uploaded image (POST /v1/files)",
+                           field=f"{field}.file_id")
+
+
+def check_image_uploads(inputs: Any, who: Submitter, max_bytes: int) -> None:
+    """Every ``{"file_id"}`` input names an image this tenant uploaded, within ``max_bytes``."""
+    store = get_file_store(who.settings.files_root)
+    items = inputs if isinstance(inputs, list) else [inputs]
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            continue
+        field = f"inputs.{i}.file_id" if isinstance(inputs, list) else "inputs.file_id"
+        info = store.expect(who.tenant, item["file_id"], field, ("image",))
+        if info.size > max_bytes:
+            raise InvalidInput(f"{field}: image larger than {max_bytes} bytes", field=field)

@@ -124,3 +124,47 @@ def test_tokenizer_and_evaluate_kinds_validate_their_params(client: httpx.Client
         resp = client.post("/v1/jobs", json=body)
         assert resp.status_code == 422, resp.text
         assert resp.json()["error"]["field"] == field, resp.json()
+
+
+PNG_1PX = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+                        "1f15c4890000000d49444154789c63f8cfc0f01f0005050200 5fc8f1d2"
+                        "0000000049454e44ae426082".replace(" ", ""))
+
+
+def upload_image(client: httpx.Client, name: str = "pixel.png", content: bytes = PNG_1PX) -> httpx.Response:
+    return client.post("/v1/files", files={"file": (name, content)})
+
+
+def test_images_upload_as_format_image_and_a_fake_one_is_422(client: httpx.Client) -> None:
+    resp = upload_image(client)
+    assert resp.status_code == 201, resp.text
+    assert resp.json()["format"] == "image" and resp.json()["rows"] == 1
+    fake = upload_image(client, "fake.png", b"GIF? no, plain text")
+    assert fake.status_code == 422 and fake.json()["error"]["field"] == "file"
+
+
+def test_image_inputs_by_file_id_are_checked_at_submit(client: httpx.Client, client_b: httpx.Client) -> None:
+    image, data = upload_image(client).json()["id"], upload(client, sentiment_rows(5))
+    theirs = upload_image(client_b).json()["id"]
+    model = "sentence-transformers/all-MiniLM-L6-v2"
+
+    def submit(inputs: Any) -> httpx.Response:
+        return client.post("/v1/jobs", json={"kind": "inference", "model": model, "inputs": inputs,
+                                             "params": {"task": "image-classification"}})
+    cases = [([{"file_id": theirs}], "inputs.0.file_id"), ({"file_id": "file-" + "0" * 32}, "inputs.file_id"),
+             ([{"file_id": image}, {"file_id": data}], "inputs.1.file_id"),
+             ([{"file_id": image, "crop": 1}], "inputs.0.crop"), ([{"file_id": 5}], "inputs.0.file_id")]
+    for inputs, field in cases:
+        resp = submit(inputs)
+        assert resp.status_code == 422, (inputs, resp.text)
+        assert resp.json()["error"]["field"] == field, (inputs, resp.json())
+    ok = submit([{"file_id": image}])
+    assert ok.status_code == 202, ok.text
+    client.post(f"/v1/jobs/{ok.json()['id']}/cancel")
+
+
+def test_data_references_refuse_an_image_upload(client: httpx.Client, models: dict[str, str]) -> None:
+    image = upload_image(client).json()["id"]
+    resp = client.post("/v1/jobs", json=_finetune({"data": {"file_id": image}}, models["gpt2"]))
+    assert resp.status_code == 422 and resp.json()["error"]["field"] == "params.data.file_id", resp.text
+    assert "an image" in resp.json()["error"]["message"]

@@ -74,3 +74,24 @@ def test_batch_inference_checks_its_data_source(client: httpx.Client) -> None:
     too_long = {"task": "text-generation", "max_new_tokens": 10**6}
     assert field({"data": {"dataset": "a/b"}, "inference": too_long}) == "params.inference.max_new_tokens"
     assert field({"data": {"dataset": "a/b"}, "inference": task}, inputs=["x"]) == "inputs"
+
+
+def test_batch_inference_checks_an_uploaded_data_file(client: httpx.Client, client_b: httpx.Client) -> None:
+    from tests.support.datasets import sentiment_rows, upload
+
+    mine, theirs = upload(client, sentiment_rows(5)), upload(client_b, sentiment_rows(5))
+    task = {"task": "text-classification"}
+
+    def field(data: dict[str, Any]) -> str:
+        resp = client.post("/v1/jobs", json={"kind": "batch_inference", "model": MODEL,
+                                             "params": {"data": data, "inference": task}})
+        assert resp.status_code == 422, resp.text
+        return str(resp.json()["error"]["field"])
+    assert field({"file_id": theirs}) == "params.data.file_id"
+    assert field({"file_id": mine, "column": "nope"}) == "params.data.column"
+    assert field({"file_id": mine, "dataset": "a/b"}) == "params.data"
+    ok = client.post("/v1/jobs", json={"kind": "batch_inference", "model": MODEL,
+                                       "params": {"data": {"file_id": mine, "column": "sentence"},
+                                                  "inference": task}})
+    assert ok.status_code == 202, ok.text
+    client.post(f"/v1/jobs/{ok.json()['id']}/cancel")

@@ -99,3 +99,16 @@ def test_data_path_must_exist_inside_the_roots(client: httpx.Client, sentiment: 
                                                     "inference": {"task": "text-classification"}}})
     assert resp.status_code == 422 and resp.json()["error"]["field"] == "params.data.path"
     assert not Path(DATA / "absent.csv").exists()
+
+
+def test_rows_of_an_uploaded_file(client: httpx.Client, sentiment: str) -> None:
+    texts = ["good", "bad", "fine"]
+    body = "".join(json.dumps({"review": t}) + "\n" for t in texts).encode()
+    upload = client.post("/v1/files", files={"file": ("reviews.jsonl", body)})
+    assert upload.status_code == 201, upload.text
+    job = run(client, {"kind": "batch_inference", "model": sentiment,
+                       "params": {"data": {"file_id": upload.json()["id"], "column": "review"},
+                                  "inference": {"task": "text-classification"}}})
+    assert job["status"] == "succeeded", job
+    table = outputs(client, job["id"]).to_pylist()
+    assert [r["row"] for r in table] == [0, 1, 2] and all(r["error"] is None for r in table)

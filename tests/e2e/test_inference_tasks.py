@@ -120,6 +120,14 @@ def test_image_classification_takes_base64_images(client: httpx.Client, m: dict[
     assert {r["label"] for row in rec["result"] for r in row} <= {"cat", "dog", "bird", "fish"}
 
 
+def test_image_classification_takes_uploaded_images(client: httpx.Client, m: dict[str, str]) -> None:
+    encoded = png((10, 200, 30), (48, 48))
+    upload = client.post("/v1/files", files={"file": ("leaf.png", base64.b64decode(encoded))})
+    assert upload.status_code == 201, upload.text
+    by_file = job(client, m["vit"], [{"file_id": upload.json()["id"]}, encoded], task="image-classification")
+    assert by_file["result"][0] == by_file["result"][1]  # the same picture, uploaded or inline
+
+
 def test_text_generation_stops_at_a_stop_string(client: httpx.Client, m: dict[str, str]) -> None:
     free = job(client, m["gpt2"], "the worker", task="text-generation",
                max_new_tokens=12)["result"]["generated_text"]

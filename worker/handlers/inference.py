@@ -7,6 +7,7 @@ import json
 from collections.abc import Hashable
 from typing import Any
 
+from common.files import get_file_store
 from common.settings import Settings
 from worker import adapters, telemetry
 from worker.batching import Limits, get_batcher
@@ -70,6 +71,15 @@ def preload(model: str, task: str) -> None:
     get_cache().get(model_key(spec, found), lambda: found.load(spec), size_hint=size, pin=True)
 
 
+def resolve_uploads(ctx: JobContext, inputs: list[Any]) -> list[Any]:
+    """Inputs that name an upload (``{"file_id": ...}``, checked at submit) as the file's bytes."""
+    if not any(isinstance(x, dict) and set(x) == {"file_id"} for x in inputs):
+        return inputs
+    files = get_file_store(ctx.settings.files_root)
+    return [files.path(ctx.tenant, x["file_id"]).read_bytes() if isinstance(x, dict) and set(x) == {"file_id"}
+            else x for x in inputs]
+
+
 def run(ctx: JobContext) -> Any:
     """Run the job's inputs through its task; a single (non-list) input gets a single result back.
 
@@ -80,7 +90,7 @@ def run(ctx: JobContext) -> Any:
     params = ctx.params
     task = get_task(params["task"])
     single = not isinstance(ctx.inputs, list)
-    inputs = [ctx.inputs] if single else list(ctx.inputs)
+    inputs = resolve_uploads(ctx, [ctx.inputs] if single else list(ctx.inputs))
     spec = LoadSpec(ctx.model, params.get("revision"), params.get("dtype", "auto"))
     batcher, size = get_batcher(), int(params.get("batch_size", 8))
     with batcher.arriving() as arrival:

@@ -1,4 +1,5 @@
-"""image-classification: base64 images through the model's image processor and classification head."""
+"""image-classification: images (base64, or bytes of an upload) through the model's image processor and
+classification head."""
 from __future__ import annotations
 
 import io
@@ -34,7 +35,7 @@ class ImageClassification(SimpleTask):
         images = []
         for i, value in enumerate(inputs):
             try:
-                raw = decode_image(value, f"inputs.{i}", MAX_IMAGE_BYTES)
+                raw = value if isinstance(value, bytes) else decode_image(value, f"inputs.{i}", MAX_IMAGE_BYTES)
                 image = Image.open(io.BytesIO(raw))
                 if image.width * image.height > MAX_PIXELS:
                     raise bad_input(i, f"image larger than {MAX_PIXELS} pixels")
