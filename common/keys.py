@@ -54,6 +54,11 @@ def draining(node: str) -> str:
     return f"{_p()}:draining:{node}"
 
 
+def cancels() -> str:
+    """Pub/sub channel: ids of running jobs somebody asked to cancel (workers stop them at once)."""
+    return f"{_p()}:cancels"
+
+
 def sweeper_lock() -> str:
     return f"{_p()}:sweeper-lock"
 

@@ -210,8 +210,11 @@ class JobStore:
                 return self.get(job_id, tenant)
             rec = self.get(job_id, tenant)
         if rec.status == "running":
-            self.transition(job_id, ["running"], {"cancel_requested": 1}, "log",
-                            {"message": "cancellation requested"})
+            done = self.transition(job_id, ["running"], {"cancel_requested": 1}, "log",
+                                   {"message": "cancellation requested"})
+            if done.applied:
+                # The flag is what counts (a worker re-reads it every second); this wakes the worker at once.
+                self.r.publish(keys.cancels(), job_id)
             return self.get(job_id, tenant)
         raise Conflict(f"job {job_id} is already {rec.status}", field="job_id")
 

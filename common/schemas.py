@@ -100,6 +100,8 @@ class Timings(BaseModel):
     queue_wait_ms: float | None = None
     model_load_ms: float | None = None
     run_ms: float | None = None
+    # Part of run_ms spent reporting progress: events, cancellation checks, previews.
+    progress_ms: float | None = None
 
 
 class BatchInfo(BaseModel):

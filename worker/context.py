@@ -18,6 +18,7 @@ from common.schemas import ArtifactInfo
 from common.settings import Settings
 from common.storage import ArtifactStore
 from worker.models import ModelKey, ResidentModels, get_cache
+from worker.progress_writer import writer_for
 
 
 @dataclass
@@ -39,6 +40,8 @@ class JobContext:
     timings: dict[str, Any] = field(default_factory=dict)
     attempt: int = 1
     last_progress: dict[str, Any] | None = None
+    # Time spent reporting progress (events, cancellation checks, previews): recorded as timings.progress_ms.
+    progress_ms: float = 0.0
     resolved: dict[str, Any] = field(default_factory=dict)
     on_progress: Callable[[dict[str, Any]], None] | None = None  # e.g. Celery task events for Flower
     # Extra record fields written together with the terminal state (e.g. ``batch``).
@@ -52,22 +55,34 @@ class JobContext:
 
     def progress(self, done: int, total: int, **extra: Any) -> None:
         """Record progress, append a progress event and stop here if cancellation was requested."""
+        begin = time.perf_counter()
+        try:
+            self._report(done, total, extra)
+        finally:
+            self.progress_ms += (time.perf_counter() - begin) * 1000
+        self._check_deadline()
+
+    def _report(self, done: int, total: int, extra: dict[str, Any]) -> None:
         data = {"done": done, "total": total, **extra}
         self.last_progress = data
-        encoded = json.dumps(data)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hset(keys.job(self.job_id), "progress", encoded)
-        pipe.xadd(keys.events(self.job_id), {"type": "progress", "data": encoded})
-        pipe.hget(keys.job(self.job_id), "cancel_requested")
-        pipe.exists(keys.draining(node_name()))
-        *_, cancel, draining = pipe.execute()
+        # Queued, not written here: worker/progress_writer.py writes it (in order) and keeps the flags fresh.
+        flags = writer_for(self.redis).report(self.job_id, node_name(), json.dumps(data))
         if self.on_progress is not None:
             self.on_progress(data)
-        if cancel == "1":
+        if flags.error is not None:
+            raise flags.error
+        if flags.cancel:
             raise JobCancelled("cancelled while running")
-        if draining:
+        if flags.draining:
             raise JobInterrupted("worker is shutting down")
-        self._check_deadline()
+
+    def flush_progress(self) -> None:
+        """Write the progress queued so far (before anything else goes to the job's stream)."""
+        writer_for(self.redis).flush(self.job_id)
+
+    def close_progress(self) -> None:
+        """The job is done reporting: write what is queued (best effort) and stop watching its stream."""
+        writer_for(self.redis).release(self.job_id)
 
     def draining(self) -> bool:
         """True when this worker was asked to shut down (handlers that checkpoint may check it)."""
@@ -84,11 +99,13 @@ class JobContext:
             raise JobTimeout("job exceeded its time limit")
 
     def log(self, message: str, **extra: Any) -> None:
-        """Append a log event."""
+        """Append a log event (after the progress reported before it)."""
+        self.flush_progress()
         events.append(self.redis, self.job_id, "log", {"message": message, **extra})
 
     def output(self, **data: Any) -> None:
-        """Append an output event (e.g. streamed tokens)."""
+        """Append an output event, e.g. streamed tokens (after the progress reported before it)."""
+        self.flush_progress()
         events.append(self.redis, self.job_id, "output", data)
 
     def put_artifact(self, name: str, data: bytes) -> ArtifactInfo:

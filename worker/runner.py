@@ -140,7 +140,10 @@ def _execute(jobs: JobStore, ctx: JobContext, raw: dict[str, Any], limits: Limit
     begin = time.perf_counter()
     try:
         with _guard(ctx, raw["queue"], limits):
-            result = get_handler(ctx.kind).run(ctx)
+            try:
+                result = get_handler(ctx.kind).run(ctx)
+            finally:
+                ctx.close_progress()  # queued progress is written before the outcome: it ends the stream
         encoded = _encode_result(ctx, result)
     except JobCancelled as exc:
         return finish(jobs, ctx.job_id, raw["queue"], "cancelled", _timed(ctx, begin), node=ctx.node,
@@ -192,7 +195,7 @@ def _hand_back(jobs: JobStore, ctx: JobContext, raw: dict[str, Any], why: str) -
 def _timed(ctx: JobContext, begin: float) -> dict[str, Any]:
     elapsed = (time.perf_counter() - begin) * 1000
     return {**ctx.timings, "finished_at": now(), "model_load_ms": round(ctx.model_load_ms, 3),
-            "run_ms": round(max(elapsed - ctx.model_load_ms, 0.0), 3)}
+            "run_ms": round(max(elapsed - ctx.model_load_ms, 0.0), 3), "progress_ms": round(ctx.progress_ms, 3)}
 
 
 def _encode_result(ctx: JobContext, result: Any) -> str:

@@ -1,6 +1,7 @@
 """Progress from diffusers' ``callback_on_step_end``: one event per denoising step, optional previews."""
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from worker.context import JobContext
@@ -25,7 +26,9 @@ class StepReporter:
         total = int(getattr(pipe, "num_timesteps", 0) or self.steps)
         extra: dict[str, Any] = {"unit": "steps"}
         if self.preview_every and self.done % self.preview_every == 0:
+            begin = time.perf_counter()
             extra.update(self._preview(tensors["latents"]))
+            self.ctx.progress_ms += (time.perf_counter() - begin) * 1000  # previews are progress reporting too
         self.ctx.progress(self.done, total, **extra)
         return {}
 
