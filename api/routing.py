@@ -65,6 +65,7 @@ class Router:
         self.settings = settings
         self.table = Table()
         self._lock = threading.Lock()
+        self._assign_lock = threading.Lock()
         self._assign = client.register_script(_ASSIGN)
 
     def route(self, spec: JobSpec, model: str) -> str:
@@ -91,27 +92,33 @@ class Router:
         return idle if table.depth[idle] * 2 <= table.depth[best] else best
 
     def _assigned(self, table: Table, model: str, nodes: list[str]) -> str:
-        now = time.time()
-        cached = table.assigned.get(model)
-        if cached and cached[1] > now and cached[0] in nodes:
-            return cached[0]
-        pick = min(nodes, key=lambda n: (table.held[n], table.depth[n] + table.routed[n], n))
-        ttl = self.settings.affinity_assign_ttl_s
-        node = str(self._assign(keys=[keys.assignment(model), keys.worker_expiry()], args=[pick, now, ttl]))
-        if node not in nodes:  # assigned by another API process to a worker we do not yet see
-            node = pick
-        with self._lock:
-            table.assigned[model] = (node, now + min(ttl, 5))
-            table.held[node] += 1
-        return node
+        # One thread at a time: two new models arriving together must not both pick the same emptiest worker.
+        with self._assign_lock:
+            now = time.time()
+            cached = table.assigned.get(model)
+            if cached and cached[1] > now and cached[0] in nodes:
+                return cached[0]
+            pick = min(nodes, key=lambda n: (table.held[n], table.depth[n] + table.routed[n], n))
+            ttl = self.settings.affinity_assign_ttl_s
+            node = str(self._assign(keys=[keys.assignment(model), keys.worker_expiry()], args=[pick, now, ttl]))
+            if node not in nodes:  # assigned by another API process to a worker we do not yet see
+                node = pick
+            with self._lock:
+                table.assigned[model] = (node, now + min(ttl, 5))
+                table.held[node] += 1
+            return node
 
     def _fresh(self) -> Table:
         table = self.table
-        if time.monotonic() - table.loaded_at < self.settings.affinity_refresh_s:
+        if table.loaded_at and time.monotonic() - table.loaded_at < self.settings.affinity_refresh_s:
             return table
-        if not self._lock.acquire(blocking=False):
-            return table  # another thread is refreshing; the slightly stale table will do
+        # Another thread is refreshing: a slightly stale table will do, but not the empty one a process starts
+        # with (a first burst of jobs would all go to the shared queue and load the model everywhere).
+        if not self._lock.acquire(blocking=not table.loaded_at):
+            return table
         try:
+            if self.table is not table:  # refreshed while this thread waited for the lock
+                return self.table
             self.table = self._load(table)
         finally:
             self._lock.release()
@@ -144,4 +151,9 @@ class Router:
                 table.held[node] += 1
             lists = sum(len(queue_lists(q)) for q in queues)
             table.depth[node] = sum(next(replies) for _ in range(lists))
+        # A model assigned but not yet resident counts for its worker, or the next new model would be assigned
+        # to the same worker again.
+        for model, (node, until) in previous.assigned.items():
+            if until > now and node in private and node not in table.holders.get(model, ()):
+                table.held[node] += 1
         return table

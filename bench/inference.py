@@ -255,12 +255,25 @@ def phase_latency(stack: Stack, model: str, unbatched: str, n: int) -> dict[str,
             "batch_max_wait_ms": float(stack.env.get("GPUQ_BATCH_MAX_WAIT_MS", 5.0))}
 
 
+def routable(redis_url: str, prefixes: tuple[str, ...]) -> bool:
+    """Whether every worker named has registered its private queues and is live: what the API routes by."""
+    import redis
+
+    from common import keys
+
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    live = r.zrangebyscore(keys.worker_expiry(), time.time(), "+inf")
+    registered = r.hkeys(keys.worker_queues())
+    return all(any(n.startswith(p) for n in live) and any(n.startswith(p) for n in registered) for p in prefixes)
+
+
 def phase_affinity(stack: Stack, models: list[str], jobs: int, in_flight: int) -> dict[str, Any]:
     """Two workers, two models, jobs alternating between the models: each model should load exactly once."""
     stack.stop_workers()
     stack.worker("aff-a")
     stack.worker("aff-b")
-    time.sleep(1.0)  # the API's routing table sees both workers
+    wait_for(lambda: routable(stack.env["GPUQ_REDIS_URL"], ("aff-a@", "aff-b@")), 60, "both workers routable")
+    time.sleep(1.0)  # past the API's routing-table refresh (GPUQ_AFFINITY_REFRESH_S)
     bodies = [body(models[i % 2], t) for i, t in enumerate(sentences(jobs))]
     rate, records = run_jobs(stack.url, bodies, in_flight)
     loads = sum(1 for r in records if (r["timings"].get("model_load_ms") or 0) > 0)
