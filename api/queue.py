@@ -5,7 +5,7 @@ from functools import lru_cache
 
 from celery import Celery
 
-from common import dispatch
+from common import broker_transport, dispatch
 from common.celery_config import celery_config
 from common.jobs.registry import JobSpec
 from common.settings import get_settings
@@ -14,6 +14,7 @@ from common.settings import get_settings
 @lru_cache(maxsize=1)
 def producer_app() -> Celery:
     """Celery app used only to publish ``gpuq.run_job`` messages."""
+    broker_transport.install()
     app = Celery("gpuq-api")
     app.conf.update(celery_config(get_settings()))
     return app

@@ -19,7 +19,7 @@ from common import keys, stats
 from common.errors import ServiceUnavailable
 from common.jobs.registry import Submitter, get_spec
 from common.quotas import Quotas
-from common.records import JobStore, body_hash
+from common.records import JobStore, body_hash, to_record
 from common.redis_client import get_redis
 from common.schemas import JobRecord, JobRequest
 from common.settings import Settings, get_settings
@@ -50,12 +50,15 @@ def submit(body: JobRequest, tenant: str, jobs: JobStore, settings: Settings,
         fields["webhook"] = webhook.model_dump(mode="json")
     quotas = Quotas(jobs.r, settings)
     try:
-        replay = _replayed(jobs, tenant, idempotency_key)
+        # Only quotas and webhooks need to know about a replay before the submit script (which detects it
+        # too): without them, skip the extra read.
+        replay = _replayed(jobs, tenant, idempotency_key) if webhook or quotas.limited(tenant) else None
         if replay is None:
             quotas.admit(tenant, job_id)
         if webhook is not None and replay is None:
             register(jobs.r, job_id)
-        existing = jobs.create(fields, idempotency_key, body_hash(body.model_dump(mode="json")))
+        request_hash = body_hash(body.model_dump(mode="json")) if idempotency_key else ""
+        existing = jobs.create(fields, idempotency_key, request_hash)
         if existing is not None:
             quotas.release(tenant, job_id)
             return Submitted(jobs.get(existing, tenant), replayed=True)
@@ -66,7 +69,7 @@ def submit(body: JobRequest, tenant: str, jobs: JobStore, settings: Settings,
             quotas.release(tenant, job_id)
             raise
         stats.count_submitted(jobs.r, spec.kind)
-        return Submitted(jobs.get(job_id, tenant), replayed=False)
+        return Submitted(to_record(fields), replayed=False)  # what was just stored: no read back
     except RedisError as exc:
         raise ServiceUnavailable(f"job store unavailable: {type(exc).__name__}") from exc
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from common import events
-from common.redis_client import get_async_redis
+from common.redis_client import loop_redis
 from common.settings import Settings
 
 
@@ -34,8 +34,4 @@ async def until_finished(job_id: str, seconds: float) -> bool:
     """True once the job has reached a terminal state, waiting at most ``seconds`` (XREAD BLOCK)."""
     if seconds <= 0:
         return False
-    client = get_async_redis()
-    try:
-        return await events.wait_terminal(client, job_id, seconds)
-    finally:
-        await client.aclose()
+    return await events.wait_terminal(loop_redis(), job_id, seconds)

@@ -67,6 +67,10 @@ class Quotas:
                               f"{quota.submit_rate_per_s:g} jobs/s; retry in {wait:.1f} s",
                               retry_after_s=wait)
 
+    def limited(self, tenant: str) -> bool:
+        """Whether the tenant has any quota to enforce (else ``admit`` costs nothing)."""
+        return _limited(self.settings.quota_for(tenant))
+
     def release(self, tenant: str, job_id: str) -> None:
         """Stop counting a job that was admitted but not created (an idempotent replay, a failed publish)."""
         self.r.zrem(keys.in_flight(tenant), job_id)

@@ -10,6 +10,9 @@
 """
 from __future__ import annotations
 
+import asyncio
+import weakref
+
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, cast
@@ -26,6 +29,9 @@ from redis.sentinel import Sentinel
 from common.settings import Settings, get_settings
 
 _COMMON: dict[str, Any] = {"decode_responses": True, "socket_connect_timeout": 5}
+# Every waiting request (Prefer: wait, ?wait, /generate, an SSE stream) holds one connection while it blocks;
+# redis-py's asyncio default of 100 would refuse the 101st (Redis itself allows 10,000 clients).
+_ASYNC_MAX_CONNECTIONS = 4096
 
 
 @dataclass(frozen=True)
@@ -111,6 +117,25 @@ def get_async_redis() -> aioredis.Redis:
                                         sentinel_kwargs=_sentinel_kwargs(settings),
                                         socket_timeout=2, socket_connect_timeout=2)
         client = sentinel.master_for(settings.redis_sentinel_master,
-                                     **{**_master_kwargs(parsed), "socket_timeout": None})
+                                     **{**_master_kwargs(parsed), "socket_timeout": None,
+                                        "max_connections": _ASYNC_MAX_CONNECTIONS})
         return cast(aioredis.Redis, client)
-    return aioredis.Redis.from_url(url, socket_timeout=None, health_check_interval=30, **_COMMON)
+    return aioredis.Redis.from_url(url, socket_timeout=None, health_check_interval=30,
+                                   max_connections=_ASYNC_MAX_CONNECTIONS, **_COMMON)
+
+
+_LOOP_CLIENTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis] = weakref.WeakKeyDictionary()
+
+
+def loop_redis() -> aioredis.Redis:
+    """The running event loop's shared asyncio client (the API's waits and event streams).
+
+    One connection pool per loop: a request that blocks on a stream holds a connection while it waits and
+    hands it back after, so a busy API reuses connections instead of opening (and handshaking) one per
+    request, which cost more CPU than the wait itself. Never closed by callers.
+    """
+    loop = asyncio.get_running_loop()
+    client = _LOOP_CLIENTS.get(loop)
+    if client is None:
+        client = _LOOP_CLIENTS[loop] = get_async_redis()
+    return client

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from celery import Celery
 
+from common import broker_transport
 from common.celery_config import celery_config, check_visibility_timeout
 from common.settings import Settings, get_settings
-from worker import broker_transport
 
 
 def default_concurrency(pool: str, settings: Settings) -> int:

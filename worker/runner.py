@@ -26,7 +26,7 @@ from common.records import JobStore
 from common.redis_client import get_redis
 from common.schemas import TERMINAL_STATUSES
 from common.settings import get_settings
-from common.storage import get_store
+from common.storage import ArtifactStore, get_store
 from worker import telemetry
 from worker.context import JobContext, now
 from worker.handlers import get_handler
@@ -52,6 +52,11 @@ class Requeue(Exception):
 def worker_id() -> str:
     """Identity recorded on the job: the Celery node name plus the pid."""
     return f"{node_name()}:{os.getpid()}"
+
+
+@lru_cache(maxsize=1)
+def _store() -> ArtifactStore:
+    return get_store(get_settings().artifact_dir)  # resolving the root is a syscall: once per process
 
 
 @lru_cache(maxsize=1)
@@ -115,7 +120,7 @@ def _claim(jobs: JobStore, raw: dict[str, Any], node: str) -> JobContext | None:
     pipe.sadd(keys.worker_jobs(node), raw["id"])  # what the reaper recovers if this worker dies
     stats.wait_histogram(raw["queue"]).observe(pipe, timings["queue_wait_ms"] / 1000)
     pipe.execute()
-    store = get_store(settings.artifact_dir)
+    store = _store()
     # A redelivered job keeps what its earlier attempts stored (checkpoints a resume starts from).
     earlier = store.list(raw["tenant"], raw["id"]) if attempts > 1 else []
     return JobContext(

@@ -51,10 +51,24 @@ def job_done(client: redis.Redis, kind: str, status: str, run_s: float | None) -
         count_job(pipe, node, kind, status)
         if run_s is not None:
             run_histogram(node, kind).observe(pipe, max(run_s, 0.0), TTL_S)
-        _queue_state(pipe, node)
+        _queue_state(pipe, node, gauges=_gauges_due())
         pipe.execute()
     except Exception as exc:  # noqa: BLE001 - telemetry must never fail a job
         log.warning("could not publish worker telemetry: %s", exc)
+
+
+_GAUGE_INTERVAL_S = 0.5
+_last_gauges: dict[str, Any] = {"at": 0.0, "models": -1}
+
+
+def _gauges_due() -> bool:
+    """Memory gauges (a /proc read or a CUDA query) at most every half second, or when the cache changed:
+    a busy threads-pool worker finishes hundreds of jobs a second."""
+    now, models = time.monotonic(), _resident_models()
+    if now - _last_gauges["at"] < _GAUGE_INTERVAL_S and models == _last_gauges["models"]:
+        return False
+    _last_gauges.update(at=now, models=models)
+    return True
 
 
 def count_job(pipe: Any, node: str, kind: str, status: str) -> None:
@@ -76,13 +90,16 @@ def publish_state(client: redis.Redis, **fields: Any) -> None:
         log.warning("could not publish worker telemetry: %s", exc)
 
 
-def _queue_state(pipe: Any, node: str) -> None:
+def _queue_state(pipe: Any, node: str, gauges: bool = True) -> None:
     key = keys.worker_stats(node)
     batches = _pending_batches[:]
     _pending_batches.clear()
     for size in batches:
         batch_histogram(node).observe(pipe, size, TTL_S)
     _queue_cache_deltas(pipe, key)
+    if not gauges:
+        pipe.expire(key, TTL_S)
+        return
     device, used, total, budget = device_memory()
     pipe.hset(key, mapping={"device": device, "device_memory_used_bytes": used,
                             "device_memory_total_bytes": total, "device_memory_budget_bytes": budget,

@@ -12,7 +12,7 @@ from api import submission, waiting
 from api.deps import Artifacts, Jobs, SettingsDep, Tenant
 from common import events, keys
 from common.errors import InvalidInput
-from common.redis_client import get_async_redis
+from common.redis_client import loop_redis
 from common.schemas import TERMINAL_STATUSES, ArtifactInfo, JobList, JobRecord, JobRequest, JobStatus
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -97,25 +97,17 @@ def _valid_stream_id(value: str) -> bool:
 
 
 async def _sse(job_id: str, start: str, request: Request) -> AsyncIterator[str]:
-    client = get_async_redis()
-    try:
-        yield "retry: 2000\n\n"
-        async for event in events.follow(client, job_id, start):
-            if await request.is_disconnected():
-                return
-            yield ": keep-alive\n\n" if event is None else events.sse_frame(event)
-    finally:
-        await client.aclose()
+    yield "retry: 2000\n\n"
+    async for event in events.follow(loop_redis(), job_id, start):
+        if await request.is_disconnected():
+            return
+        yield ": keep-alive\n\n" if event is None else events.sse_frame(event)
 
 
 async def _replay(job_id: str, start: str) -> AsyncIterator[str]:
-    client = get_async_redis()
-    try:
-        entries = await client.xrange(keys.events(job_id), min=f"({start}" if start != "0" else "-")
-        for entry_id, fields in entries:
-            yield events.sse_frame(events.parse_entry(entry_id, fields))
-    finally:
-        await client.aclose()
+    entries = await loop_redis().xrange(keys.events(job_id), min=f"({start}" if start != "0" else "-")
+    for entry_id, fields in entries:
+        yield events.sse_frame(events.parse_entry(entry_id, fields))
 
 
 @router.get("/{job_id}/artifacts", response_model=list[ArtifactInfo])

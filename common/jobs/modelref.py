@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import re
+from functools import lru_cache
 from pathlib import Path
 
 from common.errors import InvalidInput
@@ -19,7 +20,7 @@ def check_model_ref(model: str, roots: list[Path], field: str = "model") -> str:
     """Validate a model reference; local paths must resolve inside a configured root."""
     if is_local(model):
         path = Path(model).expanduser().resolve()
-        allowed = [r.expanduser().resolve() for r in roots]
+        allowed = _resolved(tuple(roots))
         if not any(path == r or path.is_relative_to(r) for r in allowed):
             raise InvalidInput(f"{field}: local path is outside GPUQ_MODEL_ROOTS", field=field)
         if not path.is_dir():
@@ -28,3 +29,9 @@ def check_model_ref(model: str, roots: list[Path], field: str = "model") -> str:
     if ".." in model or not _HUB_ID.match(model):
         raise InvalidInput(f"{field}: not a Hub repo id (owner/name) nor an absolute path", field=field)
     return model
+
+
+@lru_cache(maxsize=8)
+def _resolved(roots: tuple[Path, ...]) -> list[Path]:
+    """Configured roots, resolved once (they come from settings; resolving is a syscall per path part)."""
+    return [r.expanduser().resolve() for r in roots]

@@ -4,7 +4,8 @@ kombu's Redis channel creates a new ``redis.Redis`` object (over its shared conn
 a client: for every message's unacked bookkeeping and every ack. Building one costs redis-py 8 a few hundred
 microseconds of Python; profiling a threads-pool worker showed about a fifth of its interpreter time there.
 A client object is safe to share between threads (each command takes a connection from the pool), so this
-channel keeps one per pool. Installed for ``redis://`` and ``rediss://`` in the worker (Sentinel keeps kombu's).
+channel keeps one per pool. Installed for ``redis://`` and ``rediss://`` in the worker and in the API's
+producer (Sentinel keeps kombu's).
 """
 from __future__ import annotations
 
