@@ -62,13 +62,14 @@ class Direct:
         self.pipe.set_progress_bar_config(disable=True)
 
     def run(self, size: int, steps: int, on_step: Any = None) -> tuple[float, bytes]:
-        """(ms, RGB pixels of the image) for one generation."""
+        """(ms, RGB pixels of the image) for one generation; its CPU ms go to ``last_cpu_ms``."""
         import torch
 
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         image = self.pipe(PROMPT, num_inference_steps=steps, guidance_scale=7.5, width=size, height=size,
                           generator=[torch.Generator("cpu").manual_seed(SEED)],
                           callback_on_step_end=on_step).images[0]
+        self.last_cpu_ms = (time.process_time() - cpu) * 1000
         return (time.perf_counter() - start) * 1000, image.convert("RGB").tobytes()
 
 
@@ -134,16 +135,20 @@ def measure(args: argparse.Namespace, client: httpx.Client, direct: Direct, mode
     runs: dict[str, list[float]] = {"direct": [], "direct_with_progress": [], "gpuq_wall": [], "gpuq_run": [],
                                     "gpuq_quiet_run": [], "gpuq_preview_run": []}
     shares: dict[str, list[float]] = {"gpuq_quiet_run": [], "gpuq_preview_run": []}
+    cpu: dict[str, list[float]] = {"direct": [], "gpuq_quiet_run": []}
 
     def share(name: str, record: dict[str, Any]) -> float:
         t = record["timings"]
         shares[name].append(t["progress_ms"] / t["run_ms"])
+        if name in cpu:
+            cpu[name].append(float(t["cpu_ms"]))
         return float(t["run_ms"])
     pixels: dict[str, bytes] = {}
 
     def run_direct() -> None:
         ms, pixels["direct"] = direct.run(args.size, args.steps)
         runs["direct"].append(ms)
+        cpu["direct"].append(direct.last_cpu_ms)
 
     def run_direct_with_progress() -> None:
         runs["direct_with_progress"].append(direct.run(args.size, args.steps, reporter(direct.pipe))[0])
@@ -175,6 +180,10 @@ def measure(args: argparse.Namespace, client: httpx.Client, direct: Direct, mode
         same = same and pixels["direct"] == pixels["gpuq"]
     out = summarise(args, {k: v for k, v in runs.items() if v}, same)
     out["progress_share"] = {k: statistics.median(v) for k, v in shares.items() if v}
+    out["cpu_ms"] = {k: statistics.median(v) for k, v in cpu.items() if v}
+    if all(cpu.values()):
+        out["ratio_cpu"] = {"median": out["cpu_ms"]["direct"] / out["cpu_ms"]["gpuq_quiet_run"],
+                            "paired": statistics.median(d / g for d, g in zip(cpu["direct"], cpu["gpuq_quiet_run"]))}
     return out
 
 
@@ -255,6 +264,11 @@ def report(out: dict[str, Any]) -> None:
             print(f"  {label:36} {ms['median']:10.1f} {ms['best']:10.1f} {ratio['median']:10.3f} "
                   f"{ratio['best']:10.3f} {ratio['paired']:8.3f}")
     print(f"  overhead per step (idle client, median): {out['overhead_per_step_ms']:.2f} ms")
+    if "ratio_cpu" in out:
+        c = out["cpu_ms"]
+        print(f"  CPU time, direct {c['direct']:.1f} ms vs gpuq job (worker process, client idle) "
+              f"{c['gpuq_quiet_run']:.1f} ms: ratio {out['ratio_cpu']['median']:.3f} (paired "
+              f"{out['ratio_cpu']['paired']:.3f})")
     for name, value in out.get("progress_share", {}).items():
         print(f"  time inside progress reporting ({labels[name]}): {100 * value:.2f}% of run_ms "
               "(measured in the worker: no machine noise; the target's 'per-step events cost < 5%')")

@@ -102,6 +102,8 @@ class Timings(BaseModel):
     run_ms: float | None = None
     # Part of run_ms spent reporting progress: events, cancellation checks, previews.
     progress_ms: float | None = None
+    # CPU time of the worker process during the job (model loading included); see worker/runner.py.
+    cpu_ms: float | None = None
 
 
 class BatchInfo(BaseModel):

@@ -142,7 +142,7 @@ def _guard(ctx: JobContext, queue: str, limits: Limits | None) -> AbstractContex
 
 
 def _execute(jobs: JobStore, ctx: JobContext, raw: dict[str, Any], limits: Limits | None = None) -> str:
-    begin = time.perf_counter()
+    begin = time.perf_counter(), time.process_time()
     try:
         with _guard(ctx, raw["queue"], limits):
             try:
@@ -197,10 +197,15 @@ def _hand_back(jobs: JobStore, ctx: JobContext, raw: dict[str, Any], why: str) -
     return "requeued"
 
 
-def _timed(ctx: JobContext, begin: float) -> dict[str, Any]:
-    elapsed = (time.perf_counter() - begin) * 1000
+def _timed(ctx: JobContext, begin: tuple[float, float]) -> dict[str, Any]:
+    """Timings at the end: ``begin`` is (perf_counter, process_time) when the job started running."""
+    elapsed = (time.perf_counter() - begin[0]) * 1000
+    # CPU time of the whole process while the job ran (its threads and gpuq's background threads): the
+    # job's own cost on a prefork worker, which runs one job at a time; a share of the total on threads.
+    cpu_ms = (time.process_time() - begin[1]) * 1000
     return {**ctx.timings, "finished_at": now(), "model_load_ms": round(ctx.model_load_ms, 3),
-            "run_ms": round(max(elapsed - ctx.model_load_ms, 0.0), 3), "progress_ms": round(ctx.progress_ms, 3)}
+            "run_ms": round(max(elapsed - ctx.model_load_ms, 0.0), 3), "progress_ms": round(ctx.progress_ms, 3),
+            "cpu_ms": round(cpu_ms, 3)}
 
 
 def _encode_result(ctx: JobContext, result: Any) -> str:
