@@ -183,13 +183,15 @@ def measure(args: argparse.Namespace, client: httpx.Client, direct: Direct, mode
     out["cpu_ms"] = {k: statistics.median(v) for k, v in cpu.items() if v}
     if all(cpu.values()):
         out["ratio_cpu"] = {"median": out["cpu_ms"]["direct"] / out["cpu_ms"]["gpuq_quiet_run"],
-                            "paired": statistics.median(d / g for d, g in zip(cpu["direct"], cpu["gpuq_quiet_run"]))}
+                            "paired": statistics.median(d / g for d, g in zip(cpu["direct"],
+                                                                                cpu["gpuq_quiet_run"]))}
     return out
 
 
 def summarise(args: argparse.Namespace, runs: dict[str, list[float]], same_pixels: bool) -> dict[str, Any]:
     """Medians, best-of and direct/gpuq ratios (on a shared machine the fastest run is least disturbed)."""
     out: dict[str, Any] = {"size": args.size, "steps": args.steps, "reps": args.reps, "threads": args.threads,
+                           "pinned": args.pin,
                            "preview_every": args.preview_every, "same_pixels": same_pixels, "runs_ms": runs}
     direct_med, direct_best = statistics.median(runs["direct"]), min(runs["direct"])
     out["direct_ms"] = {"median": direct_med, "best": direct_best}
@@ -213,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     # into stalls of whole seconds that swamp what is measured. Both sides always use the same count.
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--preview-every", type=int, default=None)
+    parser.add_argument("--no-pin", dest="pin", action="store_false",
+                        help="leave the direct side and the worker wherever the scheduler puts them")
     args = parser.parse_args(argv)
     # Let `timeout` or Ctrl-C unwind through the finally blocks that stop Redis, the worker and the API.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -236,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
             direct = Direct(model)
             headers = {"Authorization": f"Bearer {KEY}"}
             with httpx.Client(base_url=url, headers=headers, timeout=600) as client:
+                if args.pin:
+                    pin_to_one_cpu(worker.pid)
                 reporter = step_reporter(redis.url, tmp / "artifacts", args.steps)
                 out = measure(args, client, direct, str(model), reporter)
         finally:
@@ -247,14 +253,32 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def pin_to_one_cpu(worker_pid: int) -> None:
+    """Run the direct calls (this process) and the worker (its parent and pool child) on the same CPU.
+
+    On a VM the CPUs are not equal (another tenant may share one's physical core); unpinned, each side lands
+    on whichever the scheduler picks and keeps it for a while, which showed up as a steady 5-10% gap either
+    way. The API, Redis and the client keep the other CPUs.
+    """
+    import psutil
+
+    cpu = max(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cpu})
+    worker = psutil.Process(worker_pid)
+    for proc in [worker, *worker.children(recursive=True)]:
+        proc.cpu_affinity([cpu])
+
+
 def report(out: dict[str, Any]) -> None:
     """Print the table and write the JSON summary."""
     labels = {"direct_with_progress": "direct + gpuq's per-step progress",
               "gpuq_run": "gpuq run_ms, client on SSE", "gpuq_wall": "gpuq wall, HTTP submit -> SSE end",
               "gpuq_quiet_run": "gpuq run_ms, client idle", "gpuq_preview_run": f"gpuq run_ms, preview every "
               f"{out['preview_every']}"}
+    pinned = ", direct side and worker on one CPU" if out.get("pinned") else ""
     print(f"\ntiny SD, {out['size']}x{out['size']}, {out['steps']} steps, {out['reps']} reps, "
-          f"{out['threads']} thread(s), float32 CPU; direct / gpuq (1.0 = no overhead, target >= 0.95)")
+          f"{out['threads']} thread(s), float32 CPU{pinned}; "
+          "direct / gpuq (1.0 = no overhead, target >= 0.95)")
     print(f"  {'':36} {'median ms':>10} {'best ms':>10} {'ratio med':>10} {'ratio best':>10} {'paired':>8}")
     direct = out["direct_ms"]
     print(f"  {'direct pipeline call':36} {direct['median']:10.1f} {direct['best']:10.1f}")

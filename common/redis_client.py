@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, cast

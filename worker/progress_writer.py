@@ -65,7 +65,8 @@ class ProgressWriter:
         self._seq = 0
         self._jobs: dict[str, _Job] = {}
         self._flags: dict[str, Flags] = {}
-        for name, target in (("gpuq-progress-writer", self._write_loop), ("gpuq-progress-watcher", self._watch_loop)):
+        loops = (("gpuq-progress-writer", self._write_loop), ("gpuq-progress-watcher", self._watch_loop))
+        for name, target in loops:
             threading.Thread(target=target, name=name, daemon=True).start()
 
     def report(self, job_id: str, node: str, encoded: str) -> Flags:
@@ -125,7 +126,7 @@ class ProgressWriter:
                 read = self._parse_flags(pipe.execute()[2 * len(batch):], nodes)
             except redis.RedisError as exc:
                 error = exc
-            except Exception as exc:  # noqa: BLE001 - never let the writer die; the job sees the error
+            except Exception as exc:  # never let the writer die; the job sees the error
                 log.exception("progress writer failed")
                 error = exc
             with self._cv:
@@ -160,7 +161,7 @@ class ProgressWriter:
                 _close(pubsub)
                 pubsub = None
                 time.sleep(0.5)
-            except Exception:  # noqa: BLE001 - keep watching
+            except Exception:  # keep watching
                 log.exception("progress watcher failed")
                 _close(pubsub)
                 pubsub = None
@@ -211,8 +212,8 @@ def _close(pubsub: Any) -> None:
     if pubsub is not None:
         try:
             pubsub.close()
-        except Exception:  # noqa: BLE001 - already broken
-            pass
+        except Exception as exc:  # noqa: BLE001 - already broken; a new subscription replaces it
+            log.debug("closing a broken pub/sub connection: %s", exc)
 
 
 _WRITERS: dict[int, ProgressWriter] = {}

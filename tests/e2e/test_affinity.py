@@ -4,6 +4,7 @@ and a worker killed with jobs running and queued for it loses none of them.
 from __future__ import annotations
 
 import signal
+import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -68,13 +69,18 @@ def test_jobs_for_a_model_go_to_the_worker_holding_it(client: httpx.Client, stac
 
 
 def test_a_hot_model_is_loaded_on_a_second_worker(client: httpx.Client) -> None:
-    model = tiny(MODEL_ROOT, "bert-mlm")
-    body = {"kind": "inference", "model": model, "inputs": "the [MASK] runs",
-            "params": {"task": "fill-mask", "top_k": 1}}
-    finish(client, body)
-    with ThreadPoolExecutor(24) as pool:
-        records = list(pool.map(lambda _: finish(client, body), range(48)))
-    assert len({node_of(r) for r in records}) == 2, Counter(node_of(r) for r in records)
+    # Jobs long enough (60 tokens each, four at a time per worker) that the holder's backlog is still there
+    # when the API next refreshes its view; routing only looks at backlog when it places a job.
+    body = {"kind": "inference", "model": tiny(MODEL_ROOT, "gpt2"), "inputs": "a hot model",
+            "params": {"task": "text-generation", "max_new_tokens": 60, "min_new_tokens": 60}}
+    holder = node_of(finish(client, body))
+    backlog = [submit(client, body) for _ in range(32)]
+    time.sleep(0.5)  # past GPUQ_AFFINITY_REFRESH_S: the API now sees the holder's backlog
+    later = [submit(client, body) for _ in range(8)]
+    finals = [wait_status(client, job["id"], timeout=240) for job in backlog + later]
+    assert [f["status"] for f in finals] == ["succeeded"] * len(finals)
+    nodes = Counter(node_of(f) for f in finals)
+    assert len(nodes) == 2 and nodes[holder] > 0, nodes
 
 
 def test_worker_killed_with_running_and_queued_jobs_loses_none(client: httpx.Client,
