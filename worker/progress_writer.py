@@ -147,7 +147,7 @@ class ProgressWriter:
                 self._cv.wait_for(lambda: bool(self._jobs))
             try:
                 if pubsub is None:
-                    pubsub = self.r.pubsub(ignore_subscribe_messages=True)
+                    pubsub = self.r.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
                     pubsub.subscribe(keys.cancels())
                     refreshed = 0.0  # messages may have been missed while not subscribed
                 message = pubsub.get_message(timeout=WATCH_S)
