@@ -1,6 +1,7 @@
 """The files API: uploads are parsed, hashed, size-limited and private to their tenant; jobs check references."""
 from __future__ import annotations
 
+import base64
 import hashlib
 from typing import Any
 
@@ -8,6 +9,7 @@ import httpx
 import pytest
 
 from tests.support.datasets import completion_rows, encode, sentiment_rows, upload
+from tests.support.images import PNG_1PX
 
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
@@ -126,13 +128,10 @@ def test_tokenizer_and_evaluate_kinds_validate_their_params(client: httpx.Client
         assert resp.json()["error"]["field"] == field, resp.json()
 
 
-PNG_1PX = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
-                        "1f15c4890000000d49444154789c63f8cfc0f01f0005050200 5fc8f1d2"
-                        "0000000049454e44ae426082".replace(" ", ""))
-
-
-def upload_image(client: httpx.Client, name: str = "pixel.png", content: bytes = PNG_1PX) -> httpx.Response:
-    return client.post("/v1/files", files={"file": (name, content)})
+def upload_image(client: httpx.Client, name: str = "pixel.png",
+                 content: bytes | None = None) -> httpx.Response:
+    data = base64.b64decode(PNG_1PX) if content is None else content
+    return client.post("/v1/files", files={"file": (name, data)})
 
 
 def test_images_upload_as_format_image_and_a_fake_one_is_422(client: httpx.Client) -> None:

@@ -6,8 +6,9 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.images import PNG_1PX
+
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-PNG_1PX = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==")
 
 
 def body(inputs: Any, **params: Any) -> dict[str, Any]:

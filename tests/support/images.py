@@ -12,6 +12,9 @@ from typing import Any
 
 import httpx
 
+# A 1x1 PNG, base64-encoded: the smallest real image for validation tests.
+PNG_1PX = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg=="
+
 
 def tiny_sd(model_root: Path) -> Path:
     """The tiny Stable Diffusion pipeline, built once per root (lock-protected across processes)."""
