@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 from common import keys, stats
 from common.queues import QueueLoad, queue_loads
 from common.redis_client import get_redis
+from common.scrape import guarded
 from common.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -83,17 +84,7 @@ class ClusterCollector(Collector):
     """Reads the whole cluster's job and queue state from Redis on every scrape."""
 
     def collect(self) -> Iterator[Metric]:
-        up = GaugeMetricFamily("gpuq_redis_up", "1 when Redis answered this scrape")
-        try:
-            families = list(self._collect())
-        except Exception as exc:  # noqa: BLE001 - a scrape must answer even when Redis does not
-            log.warning("metrics: redis unavailable: %s", exc)
-            up.add_metric([], 0)
-            yield up
-            return
-        up.add_metric([], 1)
-        yield up
-        yield from families
+        yield from guarded("gpuq_redis_up", self._collect)
 
     def _collect(self) -> Iterator[Metric]:
         counters = stats.read_counters(get_redis())

@@ -31,6 +31,7 @@ from prometheus_client.registry import Collector
 from common import keys
 from common.jobs.registry import all_specs
 from common.redis_client import get_redis
+from common.scrape import guarded
 from common.settings import get_settings
 from common.stats import HistogramData
 from worker.preload import boot_id
@@ -113,17 +114,7 @@ class WorkerCollector(Collector):
                                  "Unix time the last gpuq heartbeat reached Redis", labels=["node"])
         beat.add_metric([node()], HEARTBEAT.last_ok)
         yield beat
-        up = GaugeMetricFamily("gpuq_worker_redis_up", "1 when Redis answered this scrape")
-        try:
-            families = list(self._from_redis())
-        except Exception as exc:  # noqa: BLE001 - answer the scrape without Redis
-            log.warning("worker metrics: redis unavailable: %s", exc)
-            up.add_metric([], 0)
-            yield up
-            return
-        up.add_metric([], 1)
-        yield up
-        yield from families
+        yield from guarded("gpuq_worker_redis_up", self._from_redis)
 
     def _from_redis(self) -> Iterator[Metric]:
         r, name = get_redis(), node()
