@@ -6,7 +6,6 @@ replica therefore reports the same values; aggregate them with ``max``, not ``su
 """
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Iterator
 from functools import lru_cache
@@ -24,7 +23,6 @@ from common.redis_client import get_redis
 from common.scrape import guarded
 from common.settings import get_settings
 
-log = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])
 # Heartbeats older than this are left out of the per-node series (worker names churn with every pod).
 HEARTBEAT_HORIZON_S = 600.0
