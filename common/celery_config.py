@@ -8,6 +8,8 @@ from common.jobs.registry import JobSpec, all_specs
 from common.settings import Settings
 
 TASK_NAME = "gpuq.run_job"
+# One message carrying several fresh jobs of one kind, model and priority (bulk submits; worker/groups.py).
+GROUP_TASK_NAME = "gpuq.run_group"
 # kombu's Redis transport serves lower numbers first.
 PRIORITY_LEVELS: dict[str, int] = {"high": 0, "normal": 3, "low": 6}
 # Margin between the longest hard time limit and the visibility timeout: a job that is still

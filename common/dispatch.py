@@ -5,29 +5,42 @@ from typing import Any
 
 from celery import Celery
 
-from common.celery_config import PRIORITY_LEVELS, TASK_NAME
+from common.celery_config import GROUP_TASK_NAME, PRIORITY_LEVELS, TASK_NAME, message_options
 from common.errors import ServiceUnavailable
 from common.jobs.registry import JobSpec
 from common.settings import get_settings
 
 
 def publish(app: Celery, job_id: str, spec: JobSpec, priority: str, queue: str | None = None) -> None:
-    """Send ``gpuq.run_job(job_id)`` to ``queue`` (default: the kind's shared queue); 503 when the broker is unreachable.
+    """Send ``gpuq.run_job(job_id)`` to ``queue`` (default: the kind's shared queue); 503 when the broker is
+    unreachable. A job past its hard limit is killed, and the worker parent records that."""
+    options = _options(spec, priority, queue)
+    # Display only (Flower's args/kwargs columns): the message itself carries just the job id.
+    options.update(task_id=job_id, argsrepr=repr([job_id]), kwargsrepr=repr({"kind": spec.kind, "priority": priority}))
+    _send(app, TASK_NAME, [job_id], options)
 
-    The soft limit lets the job record its own timeout; the hard limit (soft + grace) kills a job
-    that ignores it, and the worker parent records that.
+
+def publish_group(app: Celery, job_ids: list[str], spec: JobSpec, priority: str, queue: str | None = None) -> None:
+    """Send one ``gpuq.run_group(job_ids)`` message for fresh jobs of one kind, model and priority.
+
+    The message is acknowledged after every job in it has its outcome, so a worker lost mid-group loses no
+    job: the redelivered message runs each job that is not finished through the single-job runner.
     """
-    settings = get_settings()
-    limit = spec.effective_time_limit(settings)
-    options: dict[str, Any] = {
-        "queue": queue or spec.queue, "task_id": job_id, "priority": PRIORITY_LEVELS.get(priority, 3),
-        "soft_time_limit": limit, "time_limit": limit + settings.time_limit_grace_s,
-        "retry": True, "retry_policy": {"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2},
-        # Display only (Flower's args/kwargs columns): the message itself carries just the job id.
-        "argsrepr": repr([job_id]), "kwargsrepr": repr({"kind": spec.kind, "priority": priority}),
-    }
+    options = _options(spec, priority, queue)
+    options.update(argsrepr=repr([f"{len(job_ids)} jobs", job_ids[0]]),
+                   kwargsrepr=repr({"kind": spec.kind, "priority": priority, "jobs": len(job_ids)}))
+    _send(app, GROUP_TASK_NAME, [job_ids], options)
+
+
+def _options(spec: JobSpec, priority: str, queue: str | None) -> dict[str, Any]:
+    """The soft limit lets a job record its own timeout; the hard limit (soft + grace) kills one that ignores it."""
+    return message_options(spec, priority if priority in PRIORITY_LEVELS else "normal", queue or spec.queue,
+                           get_settings())
+
+
+def _send(app: Celery, name: str, args: list[Any], options: dict[str, Any]) -> None:
     try:
         with app.producer_or_acquire() as producer:
-            app.send_task(TASK_NAME, args=[job_id], producer=producer, **options)
+            app.send_task(name, args=args, producer=producer, **options)
     except Exception as exc:  # noqa: BLE001 - any broker failure means the job was not accepted
         raise ServiceUnavailable(f"queue unavailable: {type(exc).__name__}") from exc

@@ -121,6 +121,21 @@ class Batcher:
     def submit(self, key: Hashable, items: list[Any], run: RunFn, limits: Limits, job_id: str | None = None,
                arrival: Arrival | None = None, more: bool = False, first_index: int = 0) -> Request:
         """Queue ``items`` under ``key``, block until their pass ran; raise the pass's error for this job."""
+        request = self.enqueue(key, items, run, limits, job_id, arrival, first_index)
+        try:
+            self._wait(request)
+        finally:
+            if arrival is not None and more:
+                with self._cond:
+                    arrival.active = True
+                    self._arriving += 1
+        if request.error is not None:
+            raise request.error
+        return request
+
+    def enqueue(self, key: Hashable, items: list[Any], run: RunFn, limits: Limits, job_id: str | None = None,
+                arrival: Arrival | None = None, first_index: int = 0) -> Request:
+        """Queue ``items`` under ``key`` without waiting (``wait`` collects the outcome)."""
         request = Request(key, list(items), run, limits, job_id, first_index)
         with self._cond:
             if arrival is not None and arrival.active:
@@ -128,19 +143,22 @@ class Batcher:
                 self._arriving -= 1
             self._queues.setdefault(key, deque()).append(request)
             self._cond.notify()
+        return request
+
+    def wait(self, request: Request) -> Request:
+        """Block until ``request``'s pass ran; raise the pass's error for it."""
+        self._wait(request)
+        if request.error is not None:
+            raise request.error
+        return request
+
+    def _wait(self, request: Request) -> None:
         try:
             while not request.done.acquire(timeout=_POLL_S):
                 pass
         except BaseException:
             self._abandon(request)
             raise
-        if arrival is not None and more:
-            with self._cond:
-                arrival.active = True
-                self._arriving += 1
-        if request.error is not None:
-            raise request.error
-        return request
 
     def _abandon(self, request: Request) -> None:
         with self._cond:

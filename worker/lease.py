@@ -26,38 +26,62 @@ return 0
 """
 
 
-class Lease:
+class Leases:
+    """Leases on jobs ``owner`` already holds (a group's, taken by its claim script), renewed together."""
+
+    def __init__(self, client: redis.Redis, job_ids: list[str], owner: str, ttl_s: float) -> None:
+        self.r, self.owner, self.ttl_ms = client, owner, int(ttl_s * 1000)
+        self.keys = [keys.lease(job_id) for job_id in job_ids]
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def renew(self) -> None:
+        """Start renewing (one thread, one round trip per renewal for all the leases)."""
+        self._thread = threading.Thread(target=self._renew, name="gpuq-lease", daemon=True)
+        self._thread.start()
+
+    def _renew(self) -> None:
+        while self.keys and not self._stop.wait(self.ttl_ms / 3000):
+            try:
+                kept = self._each(_RENEW, self.ttl_ms)
+            except redis.RedisError as exc:
+                log.warning("lease renewal failed: %s", exc)
+                continue
+            lost = [key for key, ok in zip(self.keys, kept) if not ok]
+            for key in lost:
+                log.warning("lost lease %s", key)
+            self.keys = [key for key, ok in zip(self.keys, kept) if ok]
+
+    def _each(self, script: str, *args: int) -> list[object]:
+        if len(self.keys) == 1:
+            return [self.r.eval(script, 1, self.keys[0], self.owner, *args)]
+        pipe = self.r.pipeline(transaction=False)
+        for key in self.keys:
+            pipe.eval(script, 1, key, self.owner, *args)
+        return list(pipe.execute())
+
+    def release(self) -> None:
+        """Stop renewing and drop the leases still ours."""
+        self._stop.set()
+        try:
+            self._each(_RELEASE)
+        except redis.RedisError as exc:
+            log.warning("lease release failed (it will expire): %s", exc)
+
+
+class Lease(Leases):
     """A renewed lease on one job, held by ``owner``."""
 
     def __init__(self, client: redis.Redis, job_id: str, owner: str, ttl_s: float) -> None:
-        self.r, self.key, self.owner, self.ttl_ms = client, keys.lease(job_id), owner, int(ttl_s * 1000)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__(client, [job_id], owner, ttl_s)
+        self.key = self.keys[0]
 
     def acquire(self) -> bool:
         """Take the lease if nobody holds it; start renewing it."""
         if not self.r.set(self.key, self.owner, nx=True, px=self.ttl_ms):
             return False
-        self._thread = threading.Thread(target=self._renew, name="gpuq-lease", daemon=True)
-        self._thread.start()
+        self.renew()
         return True
-
-    def _renew(self) -> None:
-        while not self._stop.wait(self.ttl_ms / 3000):
-            try:
-                if not self.r.eval(_RENEW, 1, self.key, self.owner, self.ttl_ms):
-                    log.warning("lost lease %s", self.key)
-                    return
-            except redis.RedisError as exc:
-                log.warning("lease renewal failed: %s", exc)
-
-    def release(self) -> None:
-        """Stop renewing and drop the lease if still ours."""
-        self._stop.set()
-        try:
-            self.r.eval(_RELEASE, 1, self.key, self.owner)
-        except redis.RedisError as exc:
-            log.warning("lease release failed (it will expire): %s", exc)
 
 
 def holder(client: redis.Redis, job_id: str) -> str | None:

@@ -120,15 +120,21 @@ def _claim(jobs: JobStore, raw: dict[str, Any], node: str) -> JobContext | None:
     pipe.sadd(keys.worker_jobs(node), raw["id"])  # what the reaper recovers if this worker dies
     stats.wait_histogram(raw["queue"]).observe(pipe, timings["queue_wait_ms"] / 1000)
     pipe.execute()
+    return make_context(jobs, raw, node, timings, attempts,
+                        on_progress=ProgressEvents(settings.task_event_progress_interval_s))
+
+
+def make_context(jobs: JobStore, raw: dict[str, Any], node: str, timings: dict[str, Any], attempt: int,
+                 on_progress: Any = None) -> JobContext:
+    """The handler's view of a claimed job (``raw`` is its record as read before the claim)."""
     store = _store()
     # A redelivered job keeps what its earlier attempts stored (checkpoints a resume starts from).
-    earlier = store.list(raw["tenant"], raw["id"]) if attempts > 1 else []
+    earlier = store.list(raw["tenant"], raw["id"]) if attempt > 1 else []
     return JobContext(
         job_id=raw["id"], tenant=raw["tenant"], kind=raw["kind"], model=raw["model"], inputs=raw.get("inputs"),
-        params=raw.get("params") or {}, settings=settings, redis=jobs.r, jobs=jobs,
+        params=raw.get("params") or {}, settings=get_settings(), redis=jobs.r, jobs=jobs,
         store=store, artifacts=earlier, model_load_ms=0.0, timings=timings,
-        resolved=dict(raw.get("resolved") or {}), attempt=attempts, node=node,
-        on_progress=ProgressEvents(settings.task_event_progress_interval_s),
+        resolved=dict(raw.get("resolved") or {}), attempt=attempt, node=node, on_progress=on_progress,
     )
 
 
@@ -149,33 +155,33 @@ def _execute(jobs: JobStore, ctx: JobContext, raw: dict[str, Any], limits: Limit
                 result = get_handler(ctx.kind).run(ctx)
             finally:
                 ctx.close_progress()  # queued progress is written before the outcome: it ends the stream
-        encoded = _encode_result(ctx, result)
+        encoded = encode_result(ctx, result)
     except JobCancelled as exc:
-        return finish(jobs, ctx.job_id, raw["queue"], "cancelled", _timed(ctx, begin), node=ctx.node,
+        return finish(jobs, ctx.job_id, raw["queue"], "cancelled", timed(ctx, begin), node=ctx.node,
                       event_data={"reason": exc.message})
     except JobInterrupted as exc:
-        return _hand_back(jobs, ctx, raw, exc.message)
+        return hand_back(jobs, ctx, raw, exc.message)
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         # Redis went away under the job: that is not the job's failure. Hand it back (or, if Redis is still
         # down, let the broker requeue it; failing both, the sweeper requeues it once its lease expires).
         log.warning("job %s lost Redis (%s); handing it back", ctx.job_id, exc)
         try:
-            return _hand_back(jobs, ctx, raw, "job store unreachable")
+            return hand_back(jobs, ctx, raw, "job store unreachable")
         except redis.RedisError:
             raise Requeue("job store unreachable") from None
     except Exception as exc:  # noqa: BLE001 - every failure is recorded; the worker keeps serving
         error = classify(exc)
         log.warning("job %s failed: %s: %s", ctx.job_id, error.type_name, error.message)
     else:
-        return finish(jobs, ctx.job_id, raw["queue"], "succeeded", _timed(ctx, begin), node=ctx.node,
+        return finish(jobs, ctx.job_id, raw["queue"], "succeeded", timed(ctx, begin), node=ctx.node,
                       result=encoded, extra=ctx.record_fields)
     # Outside the except block: the traceback (and every frame's tensors) is gone before memory is released.
     release_memory()
-    return finish(jobs, ctx.job_id, raw["queue"], "failed", _timed(ctx, begin), node=ctx.node,
+    return finish(jobs, ctx.job_id, raw["queue"], "failed", timed(ctx, begin), node=ctx.node,
                   error=error.to_dict(), extra=ctx.record_fields)
 
 
-def _hand_back(jobs: JobStore, ctx: JobContext, raw: dict[str, Any], why: str) -> str:
+def hand_back(jobs: JobStore, ctx: JobContext, raw: dict[str, Any], why: str) -> str:
     """Give an interrupted job back: running -> queued, and publish it again right away.
 
     Rejecting the message would also requeue it, but Celery's main process sits in its soft-shutdown
@@ -197,7 +203,7 @@ def _hand_back(jobs: JobStore, ctx: JobContext, raw: dict[str, Any], why: str) -
     return "requeued"
 
 
-def _timed(ctx: JobContext, begin: tuple[float, float]) -> dict[str, Any]:
+def timed(ctx: JobContext, begin: tuple[float, float]) -> dict[str, Any]:
     """Timings at the end: ``begin`` is (perf_counter, process_time) when the job started running."""
     elapsed = (time.perf_counter() - begin[0]) * 1000
     # CPU time of the whole process while the job ran (its threads and gpuq's background threads): the
@@ -208,7 +214,7 @@ def _timed(ctx: JobContext, begin: tuple[float, float]) -> dict[str, Any]:
             "cpu_ms": round(cpu_ms, 3)}
 
 
-def _encode_result(ctx: JobContext, result: Any) -> str:
+def encode_result(ctx: JobContext, result: Any) -> str:
     """The result as JSON text, encoded once; a large one is stored as an artifact and referenced instead."""
     try:
         encoded = orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY).decode()
@@ -226,7 +232,22 @@ def finish(jobs: JobStore, job_id: str, queue: str, status: str, timings: dict[s
            extra: dict[str, Any] | None = None) -> str:
     """Write the terminal state and its event in one atomic step (``result`` is JSON text); a second attempt
     is a no-op."""
-    event = _EVENT_FOR[status]
+    _, allowed, fields, event, data, encoded = terminal_change(job_id, status, timings, result, error, event_data,
+                                                                extra)
+    done = jobs.transition(job_id, allowed, fields, event, data, encoded=encoded)
+    pipe = jobs.r.pipeline(transaction=False)
+    unlist(pipe, job_id, queue, node)
+    pipe.execute()
+    return status if done.applied else str(done.previous)
+
+
+Change = tuple[str, list[str], dict[str, Any], str, dict[str, Any], dict[str, str] | None]
+
+
+def terminal_change(job_id: str, status: str, timings: dict[str, Any], result: str | None = None,
+                    error: dict[str, Any] | None = None, event_data: dict[str, Any] | None = None,
+                    extra: dict[str, Any] | None = None) -> Change:
+    """The record transition (``JobStore.transition_many`` form) that ends a job with ``status``."""
     fields: dict[str, Any] = {**(extra or {}), "status": status, "timings": timings}
     data: dict[str, Any] = dict(event_data or {})
     if status == "succeeded":
@@ -234,14 +255,15 @@ def finish(jobs: JobStore, job_id: str, queue: str, status: str, timings: dict[s
     if error is not None:
         fields["error"] = error
         data["error"] = error
-    done = jobs.transition(job_id, ["queued", "running"], fields, event, data,
-                           encoded={"result": result} if result is not None else None)
-    pipe = jobs.r.pipeline(transaction=False)
+    return (job_id, ["queued", "running"], fields, _EVENT_FOR[status], data,
+            {"result": result} if result is not None else None)
+
+
+def unlist(pipe: Any, job_id: str, queue: str, node: str | None) -> None:
+    """Queue the commands that take a finished job off its queue's running set and its worker's job set."""
     pipe.zrem(keys.running(queue), job_id)
     if node:
         pipe.srem(keys.worker_jobs(node), job_id)
-    pipe.execute()
-    return status if done.applied else str(done.previous)
 
 
 def classify(exc: BaseException) -> GpuqError:

@@ -5,7 +5,7 @@ from typing import Any
 
 from celery.exceptions import Reject
 
-from common.celery_config import TASK_NAME
+from common.celery_config import GROUP_TASK_NAME, TASK_NAME
 from common.jobs.registry import all_specs
 from common.settings import get_settings
 from worker.celery_app import app
@@ -31,4 +31,16 @@ def run_job(self: Any, job_id: str) -> str:
         return execute(str(job_id), _limits(self.request))
     except Requeue as exc:
         # Interrupted by shutdown: the message goes back to the queue now, not after the visibility timeout.
+        raise Reject(str(exc), requeue=True) from None
+
+
+@app.task(name=GROUP_TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def run_group(self: Any, job_ids: list[str]) -> dict[str, str]:
+    """Run a group of gpuq jobs (a bulk submit's chunk); acked once every job in it has its outcome."""
+    from worker.groups import run_group as execute
+    from worker.runner import Requeue
+
+    try:
+        return execute([str(j) for j in job_ids], _limits(self.request))
+    except Requeue as exc:
         raise Reject(str(exc), requeue=True) from None

@@ -45,12 +45,18 @@ def observe_batch(size: int) -> None:
 
 def job_done(client: redis.Redis, kind: str, status: str, run_s: float | None) -> None:
     """Count a finished job, observe its run time, and publish cache and memory state."""
+    jobs_done(client, kind, [(status, run_s)])
+
+
+def jobs_done(client: redis.Redis, kind: str, outcomes: list[tuple[str, float | None]]) -> None:
+    """``job_done`` for several jobs of one kind (a group) in one round trip: (status, run seconds) each."""
     node = node_name()
     try:
         pipe = client.pipeline(transaction=False)
-        count_job(pipe, node, kind, status)
-        if run_s is not None:
-            run_histogram(node, kind).observe(pipe, max(run_s, 0.0), TTL_S)
+        for status, run_s in outcomes:
+            count_job(pipe, node, kind, status)
+            if run_s is not None:
+                run_histogram(node, kind).observe(pipe, max(run_s, 0.0), TTL_S)
         _queue_state(pipe, node, gauges=_gauges_due())
         pipe.execute()
     except Exception as exc:  # noqa: BLE001 - telemetry must never fail a job

@@ -217,6 +217,7 @@ SPEC = register(JobSpec(
     check=check,
     time_limit_s=600,
     affinity=True,
+    groups=True,
     description="Run a transformers task (classification, NER, QA, generation, embeddings, ...) on a "
                 "resident model, batched with concurrent jobs.",
 ))

@@ -44,6 +44,8 @@ class JobSpec:
     description: str = ""
     # Jobs of this kind load ``model`` on the worker: route them to a live worker that already holds it.
     affinity: bool = False
+    # Bulk-submitted jobs of this kind travel in group messages and run together (worker/groups.py).
+    groups: bool = False
 
     def effective_time_limit(self, settings: Settings) -> int:
         """Hard time limit in seconds for jobs of this kind."""

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Hashable
+from dataclasses import dataclass, field
 from typing import Any
 
 from common.files import get_file_store
 from common.settings import Settings
 from worker import adapters, telemetry
-from worker.batching import Limits, get_batcher
+from worker.batching import Limits, Request, get_batcher
 from worker.context import JobContext
 from worker.device import device, torch_dtype
 from worker.inference import InferenceTask, LoadSpec, get_task
@@ -87,39 +88,105 @@ def run(ctx: JobContext) -> Any:
     inside the forward pass, which the batcher's one executor thread runs: jobs in one pass share the adapter
     (it is part of the batch key), and passes never overlap, so switching adapters between passes is safe.
     """
+    batcher = get_batcher()
+    with batcher.arriving() as arrival:
+        job = _prepare(ctx)
+        for start in range(0, len(job.items), job.size):
+            done = batcher.submit(job.key, job.items[start:start + job.size], job.forward, job.limits,
+                                  job_id=ctx.job_id, arrival=arrival, more=start + job.size < len(job.items),
+                                  first_index=start)
+            _collect(ctx, job, done)
+            if len(job.items) > job.size:
+                ctx.progress(len(job.outputs), len(job.items), unit="inputs")
+    return _result(ctx, job)
+
+
+def run_many(ctxs: list[JobContext]) -> list[Any]:
+    """Run several jobs' inputs (one bulk-submitted group, worker/groups.py) through the batcher at once.
+
+    Every chunk of every job is queued before any is waited for, so the group fills forward passes by
+    itself; each job keeps its own outcome: a result, or the exception that failed only that job.
+    """
+    batcher = get_batcher()
+    started: list[tuple[_Job, list[Request]] | BaseException] = []
+    with batcher.arriving():  # the executor waits for the whole group rather than run its first job alone
+        for ctx in ctxs:
+            try:
+                job = _prepare(ctx)
+                started.append((job, [batcher.enqueue(job.key, job.items[i:i + job.size], job.forward, job.limits,
+                                                      job_id=ctx.job_id, first_index=i)
+                                      for i in range(0, len(job.items), job.size)]))
+            except Exception as exc:  # noqa: BLE001 - this job's failure, not the group's
+                started.append(exc)
+    outcomes: list[Any] = []
+    for ctx, begun in zip(ctxs, started):
+        if isinstance(begun, BaseException):
+            outcomes.append(begun)
+            continue
+        job, requests = begun
+        try:
+            for request in requests:
+                _collect(ctx, job, batcher.wait(request))
+            outcomes.append(_result(ctx, job))
+        except Exception as exc:  # noqa: BLE001
+            outcomes.append(exc)
+    return outcomes
+
+
+@dataclass
+class _Job:
+    """One job's inputs prepared for the batcher, and its outputs as its passes finish."""
+
+    task: InferenceTask
+    resident: Any
+    params: dict[str, Any]
+    items: list[Any]
+    single: bool
+    size: int
+    key: Hashable
+    limits: Limits
+    forward: Any
+    loaded_ms: list[float] = field(default_factory=list)
+    outputs: list[Any] = field(default_factory=list)
+    jobs: int = 0
+    shared: int = 0
+    passes: int = 0
+
+
+def _prepare(ctx: JobContext) -> _Job:
+    """Resolve the task and model (loading it on a miss) and prepare the job's inputs for forward passes."""
     params = ctx.params
     task = get_task(params["task"])
     single = not isinstance(ctx.inputs, list)
     inputs = resolve_uploads(ctx, [ctx.inputs] if single else list(ctx.inputs))
     spec = LoadSpec(ctx.model, params.get("revision"), params.get("dtype", "auto"))
-    batcher, size = get_batcher(), int(params.get("batch_size", 8))
-    with batcher.arriving() as arrival:
-        resident = load_resident(ctx, task, spec)
-        source = adapters.source_for(ctx)
-        items = task.prepare(resident, inputs, params)
-        key = batch_key(model_key(spec, task), task, params)
-        limits = limits_for(ctx.model, ctx.settings)
-        loaded_ms: list[float] = []
+    resident = load_resident(ctx, task, spec)
+    source = adapters.source_for(ctx)
+    loaded_ms: list[float] = []
 
-        def forward(batch: list[Any], stream: Any) -> list[Any]:
-            with adapters.activated(getattr(resident, "model", resident), source, ctx.settings.adapter_cache_max) as ms:
-                if ms:
-                    loaded_ms.append(ms)
-                out = task.forward(resident, batch, params, stream)
-            telemetry.observe_batch(len(batch))
-            return out
+    def forward(batch: list[Any], stream: Any) -> list[Any]:
+        with adapters.activated(getattr(resident, "model", resident), source, ctx.settings.adapter_cache_max) as ms:
+            if ms:
+                loaded_ms.append(ms)
+            out = task.forward(resident, batch, params, stream)
+        telemetry.observe_batch(len(batch))
+        return out
 
-        outputs: list[Any] = []
-        jobs = shared = passes = 0
-        for start in range(0, len(items), size):
-            done = batcher.submit(key, items[start:start + size], forward, limits, job_id=ctx.job_id,
-                                  arrival=arrival, more=start + size < len(items), first_index=start)
-            for ms in loaded_ms:
-                ctx.log(f"adapter loaded in {ms:.0f} ms on the resident base", adapter_load_ms=round(ms, 3))
-            loaded_ms.clear()
-            outputs.extend(task.finish(resident, raw, params) for raw in done.outputs or [])
-            jobs, shared, passes = max(jobs, done.jobs_in_pass), max(shared, done.inputs_in_pass), passes + 1
-            if len(items) > size:
-                ctx.progress(len(outputs), len(items), unit="inputs")
-    ctx.record_fields["batch"] = {"jobs": jobs, "inputs": shared, "passes": passes}
-    return outputs[0] if single else outputs
+    return _Job(task, resident, params, task.prepare(resident, inputs, params), single,
+                int(params.get("batch_size", 8)), batch_key(model_key(spec, task), task, params),
+                limits_for(ctx.model, ctx.settings), forward, loaded_ms)
+
+
+def _collect(ctx: JobContext, job: _Job, done: Request) -> None:
+    """Take one finished pass's outputs (and log an adapter load it paid for)."""
+    for ms in job.loaded_ms:
+        ctx.log(f"adapter loaded in {ms:.0f} ms on the resident base", adapter_load_ms=round(ms, 3))
+    job.loaded_ms.clear()
+    job.outputs.extend(job.task.finish(job.resident, raw, job.params) for raw in done.outputs or [])
+    job.jobs, job.shared = max(job.jobs, done.jobs_in_pass), max(job.shared, done.inputs_in_pass)
+    job.passes += 1
+
+
+def _result(ctx: JobContext, job: _Job) -> Any:
+    ctx.record_fields["batch"] = {"jobs": job.jobs, "inputs": job.shared, "passes": job.passes}
+    return job.outputs[0] if job.single else job.outputs

@@ -1,0 +1,182 @@
+"""Runs a group: one Celery message carrying several fresh jobs of one kind, model and priority.
+
+Bulk submits (``POST /v1/jobs/batch``) publish a group message per chunk of jobs that share a kind, model,
+priority and queue, instead of one message per job. On two cores a message costs about as much CPU as the
+forward pass it carries (kombu's receive, unacked bookkeeping and ack; Celery's request; a lease thread; a
+dozen Redis round trips), so the group does the per-job work in bulk: one round trip reads the records, one
+claims them (each still gets its own ``started`` event, lease and running entry), the kind's handler runs them
+together (the inference handler queues every job's chunks in the batcher before waiting for any), and one
+round trip writes every outcome (each job's own ``completed``/``failed`` event, result and error).
+
+Safety is the single-job runner's: the message is acknowledged after every job in it has its outcome, so a
+worker lost mid-group loses nothing; the redelivered message finds those jobs running (attempts 1) and hands
+each to ``worker.runner.run_job``, whose lease check, attempts count and dead-lettering apply as for any job.
+Only fresh jobs (queued, never attempted, lease free) are claimed here; anything else goes the same way.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from common import stats
+from common.errors import JobCancelled, JobInterrupted
+from common.jobs.registry import get_spec
+from common.settings import get_settings
+from worker import telemetry
+from worker.context import JobContext, now
+from worker.handlers import get_handler
+from worker.lease import Leases
+from worker.models import release_memory
+from worker.runner import (
+    Change,
+    Limits,
+    classify,
+    encode_result,
+    hand_back,
+    job_store,
+    make_context,
+    node_name,
+    run_job,
+    terminal_change,
+    timed,
+    unlist,
+    worker_id,
+)
+
+log = logging.getLogger(__name__)
+
+
+def run_group(job_ids: list[str], limits: Limits | None = None) -> dict[str, str]:
+    """Run the group's fresh jobs together and the rest one by one; returns each job's status."""
+    jobs = job_store()
+    node, owner = node_name(), worker_id()
+    raws = {raw["id"]: raw for raw in jobs.get_many_raw(job_ids) if raw is not None}
+    fresh = [raws[i] for i in job_ids if i in raws and raws[i]["status"] == "queued"
+             and not int(raws[i].get("attempts") or 0)]
+    claimed = _claim(fresh, owner, node)
+    statuses: dict[str, str] = {}
+    if claimed:
+        leases = Leases(jobs.r, [raw["id"] for raw in claimed], owner, get_settings().lease_ttl_s)
+        leases.renew()
+        try:
+            statuses.update(_execute(claimed, node, limits))
+        finally:
+            leases.release()
+    for job_id in job_ids:  # redeliveries, jobs leased elsewhere, finished or missing ones: the full checks
+        if job_id not in statuses:
+            statuses[job_id] = run_job(job_id, limits)
+    return statuses
+
+
+def _claim(fresh: list[dict[str, Any]], owner: str, node: str) -> list[dict[str, Any]]:
+    """Claim the fresh jobs in one round trip; the ones claimed, with their running timings."""
+    if not fresh:
+        return []
+    started = now()
+    claims = []
+    for raw in fresh:
+        timings = {**(raw.get("timings") or {}), "started_at": started}
+        timings["queue_wait_ms"] = round((started - timings["submitted_at"]) * 1000, 3)
+        raw["timings"] = timings
+        claims.append((raw["id"], raw["queue"], {"status": "running", "worker": owner, "node": node,
+                                                 "attempts": 1, "timings": timings},
+                       {"worker": owner, "attempt": 1}))
+    ms = int(get_settings().lease_ttl_s * 1000)
+    answers = job_store().claim_fresh(claims, owner, node, ms)
+    return [raw for raw, answer in zip(fresh, answers) if answer == "claimed"]
+
+
+def _execute(claimed: list[dict[str, Any]], node: str, limits: Limits | None) -> dict[str, str]:
+    """Run claimed jobs through their kind's handler and write every outcome in one round trip."""
+    jobs = job_store()
+    contexts = [make_context(jobs, raw, node, raw["timings"], 1) for raw in claimed]
+    by_kind: dict[str, list[JobContext]] = {}
+    for ctx in contexts:
+        by_kind.setdefault(ctx.kind, []).append(ctx)
+    begin = time.perf_counter(), time.process_time()
+    outcomes: dict[str, Any] = {}
+    for kind, group in by_kind.items():
+        outcomes.update(zip((c.job_id for c in group), _run_kind(kind, group, limits)))
+    changes: list[Change] = []
+    interrupted: list[JobContext] = []
+    failed = False
+    for ctx in contexts:
+        ctx.close_progress()
+        change = _outcome(ctx, outcomes[ctx.job_id], timed(ctx, begin))
+        if change is None:
+            interrupted.append(ctx)
+        else:
+            failed = failed or change[2]["status"] == "failed"
+            changes.append(change)
+    if failed:
+        release_memory()
+    raws = {raw["id"]: raw for raw in claimed}
+    queues = {job_id: raw["queue"] for job_id, raw in raws.items()}
+
+    def tidy(pipe: Any) -> None:
+        for ctx in contexts:
+            unlist(pipe, ctx.job_id, queues[ctx.job_id], node)
+            stats.wait_histogram(queues[ctx.job_id]).observe(pipe, ctx.timings["queue_wait_ms"] / 1000)
+
+    done = jobs.transition_many(changes, after=tidy)
+    statuses = {change[0]: change[2]["status"] if t.applied else str(t.previous) for change, t in zip(changes, done)}
+    run_s = time.perf_counter() - begin[0]
+    for kind, group in by_kind.items():
+        telemetry.jobs_done(jobs.r, kind, [(statuses[c.job_id], run_s - c.model_load_ms / 1000)
+                                           for c in group if c.job_id in statuses])
+    for ctx in interrupted:  # shutdown reached the group: each goes back to its queue, as a single job would
+        statuses[ctx.job_id] = hand_back(jobs, ctx, raws[ctx.job_id], "worker is shutting down")
+    return statuses
+
+
+def _run_kind(kind: str, contexts: list[JobContext], limits: Limits | None) -> list[Any]:
+    """Each job's result or exception; a handler with ``run_many`` runs them together."""
+    handler = get_handler(kind)
+    many: Callable[[list[JobContext]], list[Any]] | None = getattr(handler, "run_many", None)
+    with _guard(contexts, get_spec(kind).queue, limits):
+        if many is not None:
+            try:
+                return many(contexts)
+            except Exception as exc:  # noqa: BLE001 - e.g. the soft time limit landing in the group's thread
+                return [exc] * len(contexts)
+        outcomes: list[Any] = []
+        for ctx in contexts:
+            try:
+                outcomes.append(handler.run(ctx))
+            except Exception as exc:  # noqa: BLE001
+                outcomes.append(exc)
+        return outcomes
+
+
+def _guard(contexts: list[JobContext], queue: str, limits: Limits | None) -> Any:
+    """The watchdog (threads pool) on the group as a whole: each job's limit bounds the group."""
+    from contextlib import nullcontext
+
+    if limits is None:
+        return nullcontext()
+    from worker.watchdog import get_watchdog
+
+    deadline = time.monotonic() + limits[0]
+    for ctx in contexts:
+        ctx.deadline = deadline
+    return get_watchdog().watch(f"group:{contexts[0].job_id}", queue, *limits)
+
+
+def _outcome(ctx: JobContext, outcome: Any, timings: dict[str, Any]) -> Change | None:
+    """The terminal change for one job's outcome; None when shutdown interrupted it (it is handed back)."""
+    if isinstance(outcome, JobInterrupted):
+        return None
+    if isinstance(outcome, JobCancelled):
+        return terminal_change(ctx.job_id, "cancelled", timings, event_data={"reason": outcome.message})
+    if not isinstance(outcome, BaseException):
+        try:
+            return terminal_change(ctx.job_id, "succeeded", timings, result=encode_result(ctx, outcome),
+                                   extra=ctx.record_fields)
+        except Exception as exc:  # noqa: BLE001 - e.g. the result could not be stored
+            outcome = exc
+    error = classify(outcome)
+    log.warning("job %s failed: %s: %s", ctx.job_id, error.type_name, error.message)
+    return terminal_change(ctx.job_id, "failed", timings, error=error.to_dict(), extra=ctx.record_fields)
+
