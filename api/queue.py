@@ -23,3 +23,8 @@ def producer_app() -> Celery:
 def publish(job_id: str, spec: JobSpec, priority: str, queue: str | None = None) -> None:
     """Send the job's message to ``queue`` (default: its kind's shared queue); 503 when the broker is down."""
     dispatch.publish(producer_app(), job_id, spec, priority, queue)
+
+
+def publish_group(job_ids: list[str], spec: JobSpec, priority: str, queue: str | None = None) -> None:
+    """Send one group message for fresh jobs of one kind, model and priority (bulk submits)."""
+    dispatch.publish_group(producer_app(), job_ids, spec, priority, queue)

@@ -68,8 +68,8 @@ class Router:
         self._assign_lock = threading.Lock()
         self._assign = client.register_script(_ASSIGN)
 
-    def route(self, spec: JobSpec, model: str) -> str:
-        """The queue to publish this job to."""
+    def route(self, spec: JobSpec, model: str, jobs: int = 1) -> str:
+        """The queue to publish this job (or ``jobs`` jobs of the same model, a bulk submit's group) to."""
         if not spec.affinity or not self.settings.affinity_routing:
             return spec.queue
         table = self._fresh()
@@ -79,7 +79,7 @@ class Router:
         holders = [n for n in nodes if n in table.holders.get(model, ())]
         node = self._pick_holder(table, nodes, holders) if holders else self._assigned(table, model, nodes)
         with self._lock:
-            table.routed[node] += 1
+            table.routed[node] += jobs
         return keys.own_queue(spec.queue, node)
 
     def _pick_holder(self, table: Table, nodes: list[str], holders: list[str]) -> str:

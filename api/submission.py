@@ -17,7 +17,7 @@ from api import queue
 from api.routing import Router
 from common import keys, stats
 from common.errors import ServiceUnavailable
-from common.jobs.registry import Submitter, get_spec
+from common.jobs.registry import JobSpec, Submitter, get_spec
 from common.quotas import Quotas
 from common.records import JobStore, body_hash, to_record
 from common.redis_client import get_redis
@@ -34,20 +34,36 @@ class Submitted:
     replayed: bool
 
 
-def submit(body: JobRequest, tenant: str, jobs: JobStore, settings: Settings,
-           idempotency_key: str | None = None) -> Submitted:
-    """Validate, admit, store and enqueue a job; replay the earlier job for a known idempotency key."""
+@dataclass(frozen=True)
+class Prepared:
+    """A request checked against its kind: the fields of the record it becomes."""
+
+    spec: JobSpec
+    fields: dict[str, Any]
+    webhook: bool
+
+
+def prepare(body: JobRequest, tenant: str, settings: Settings) -> Prepared:
+    """Validate a request against its kind (422 naming the field) and build its record's fields."""
     spec = get_spec(body.kind)
     valid = spec.validate(body.model, body.inputs, body.params, Submitter(tenant, settings))
     webhook = validate_webhook(body.webhook, tenant, settings) if body.webhook else None
-    job_id = uuid.uuid4().hex
     fields: dict[str, Any] = {
-        "id": job_id, "tenant": tenant, "kind": spec.kind, "model": valid.model, "queue": spec.queue,
+        "id": uuid.uuid4().hex, "tenant": tenant, "kind": spec.kind, "model": valid.model, "queue": spec.queue,
         "priority": body.priority, "status": "queued", "inputs": valid.inputs, "params": valid.params,
         "attempts": 0, "cancel_requested": 0, "timings": {"submitted_at": time.time()},
     }
     if webhook is not None:
         fields["webhook"] = webhook.model_dump(mode="json")
+    return Prepared(spec, fields, webhook is not None)
+
+
+def submit(body: JobRequest, tenant: str, jobs: JobStore, settings: Settings,
+           idempotency_key: str | None = None) -> Submitted:
+    """Validate, admit, store and enqueue a job; replay the earlier job for a known idempotency key."""
+    prepared = prepare(body, tenant, settings)
+    spec, fields, webhook = prepared.spec, prepared.fields, prepared.webhook
+    job_id = fields["id"]
     quotas = Quotas(jobs.r, settings)
     try:
         # Only quotas and webhooks need to know about a replay before the submit script (which detects it
@@ -55,7 +71,7 @@ def submit(body: JobRequest, tenant: str, jobs: JobStore, settings: Settings,
         replay = _replayed(jobs, tenant, idempotency_key) if webhook or quotas.limited(tenant) else None
         if replay is None:
             quotas.admit(tenant, job_id)
-        if webhook is not None and replay is None:
+        if webhook and replay is None:
             register(jobs.r, job_id)
         request_hash = body_hash(body.model_dump(mode="json")) if idempotency_key else ""
         existing = jobs.create(fields, idempotency_key, request_hash)
@@ -63,7 +79,7 @@ def submit(body: JobRequest, tenant: str, jobs: JobStore, settings: Settings,
             quotas.release(tenant, job_id)
             return Submitted(jobs.get(existing, tenant), replayed=True)
         try:
-            queue.publish(job_id, spec, body.priority, affinity_router().route(spec, valid.model))
+            queue.publish(job_id, spec, body.priority, affinity_router().route(spec, fields["model"]))
         except ServiceUnavailable:
             jobs.delete(job_id, tenant, idempotency_key)
             quotas.release(tenant, job_id)

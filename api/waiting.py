@@ -35,3 +35,10 @@ async def until_finished(job_id: str, seconds: float) -> bool:
     if seconds <= 0:
         return False
     return await events.wait_terminal(loop_redis(), job_id, seconds)
+
+
+async def until_all_finished(job_ids: list[str], seconds: float) -> bool:
+    """True once every job has reached a terminal state, waiting at most ``seconds`` (one XREAD for all)."""
+    if seconds <= 0:
+        return False
+    return await events.wait_all_terminal(loop_redis(), job_ids, seconds)

@@ -12,29 +12,32 @@ from common.settings import Settings, TenantQuota
 
 # The in-flight check comes first so a refused submit never spends a token. Time comes from the Redis
 # server, so every API replica refills the same bucket on the same clock.
+# ARGV[5..] are the jobs to admit: all of them (a bulk submit is admitted whole) or none.
 _ADMIT = """
 local max_in_flight = tonumber(ARGV[1])
 local rate = tonumber(ARGV[2])
 local burst = tonumber(ARGV[3])
+local n = #ARGV - 4
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-if max_in_flight > 0 and redis.call('ZCARD', KEYS[1]) >= max_in_flight then
+if max_in_flight > 0 and redis.call('ZCARD', KEYS[1]) + n > max_in_flight then
   return {1, '0'}
 end
 if rate > 0 then
+  if n > burst then return {3, '0'} end
   local state = redis.call('HMGET', KEYS[2], 'tokens', 'ts')
   local tokens = tonumber(state[1]) or burst
   local ts = tonumber(state[2]) or now
   tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
-  if tokens < 1 then
-    return {2, tostring((1 - tokens) / rate)}
+  if tokens < n then
+    return {2, tostring((n - tokens) / rate)}
   end
-  redis.call('HSET', KEYS[2], 'tokens', tokens - 1, 'ts', now)
+  redis.call('HSET', KEYS[2], 'tokens', tokens - n, 'ts', now)
   redis.call('EXPIRE', KEYS[2], math.ceil(burst / rate) + 60)
 end
 if max_in_flight > 0 then
-  redis.call('ZADD', KEYS[1], now, ARGV[4])
-  redis.call('EXPIRE', KEYS[1], ARGV[5])
+  for i = 5, #ARGV do redis.call('ZADD', KEYS[1], now, ARGV[i]) end
+  redis.call('EXPIRE', KEYS[1], ARGV[4])
 end
 return {0, '0'}
 """
@@ -52,16 +55,24 @@ class Quotas:
 
     def admit(self, tenant: str, job_id: str) -> None:
         """Count ``job_id`` against the tenant's quota, or raise RateLimited (429 with Retry-After)."""
+        self.admit_many(tenant, [job_id])
+
+    def admit_many(self, tenant: str, job_ids: list[str]) -> None:
+        """Count all of ``job_ids`` against the tenant's quota, or none of them (RateLimited)."""
         quota = self.settings.quota_for(tenant)
         if not _limited(quota):
             return
-        verdict, wait = self._try(tenant, job_id, quota)
+        verdict, wait = self._try(tenant, job_ids, quota)
         if verdict == 1 and self.prune(tenant):
-            verdict, wait = self._try(tenant, job_id, quota)
+            verdict, wait = self._try(tenant, job_ids, quota)
         if verdict == 1:
-            raise RateLimited(f"tenant {tenant!r} already has {quota.max_in_flight} jobs queued or running "
-                              "(its in-flight quota); retry when one finishes",
+            more = f"room for {len(job_ids)} more jobs" if len(job_ids) > 1 else "room for another job"
+            raise RateLimited(f"tenant {tenant!r} has no {more} within its quota of {quota.max_in_flight} "
+                              "jobs queued or running (its in-flight quota); retry when jobs finish",
                               retry_after_s=IN_FLIGHT_RETRY_AFTER_S)
+        if verdict == 3:
+            raise RateLimited(f"{len(job_ids)} jobs in one request exceed tenant {tenant!r}'s submit burst of "
+                              f"{_burst(quota)}; send fewer at a time", retry_after_s=1.0)
         if verdict == 2:
             raise RateLimited(f"tenant {tenant!r} submits faster than its quota of "
                               f"{quota.submit_rate_per_s:g} jobs/s; retry in {wait:.1f} s",
@@ -86,13 +97,18 @@ class Quotas:
         done = [j for j, status in zip(ids, pipe.execute()) if status is None or status in TERMINAL_STATUSES]
         return int(self.r.zrem(keys.in_flight(tenant), *done)) if done else 0
 
-    def _try(self, tenant: str, job_id: str, quota: TenantQuota) -> tuple[int, float]:
+    def _try(self, tenant: str, job_ids: list[str], quota: TenantQuota) -> tuple[int, float]:
         rate = quota.submit_rate_per_s or 0.0
-        burst = quota.submit_burst or max(1, math.ceil(rate))
+        burst = _burst(quota)
         verdict, wait = self._admit(keys=[keys.in_flight(tenant), keys.submit_bucket(tenant)],
-                                    args=[quota.max_in_flight or 0, rate, burst, job_id,
-                                          self.settings.record_ttl_s])
+                                    args=[quota.max_in_flight or 0, rate, burst, self.settings.record_ttl_s,
+                                          *job_ids])
         return int(verdict), float(wait)
+
+
+def _burst(quota: TenantQuota) -> int:
+    """Tokens the submit-rate bucket holds when full."""
+    return quota.submit_burst or max(1, math.ceil(quota.submit_rate_per_s or 0.0))
 
 
 def _limited(quota: TenantQuota) -> bool:

@@ -143,6 +143,14 @@ class JobList(BaseModel):
     jobs: list[JobRecord]
 
 
+class BulkJobRequest(BaseModel):
+    """Body of ``POST /v1/jobs/batch``: jobs submitted together (at most ``GPUQ_BULK_MAX_JOBS``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    jobs: list[JobRequest] = Field(min_length=1)
+
+
 class JobEvent(BaseModel):
     id: str
     type: EventType

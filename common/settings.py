@@ -154,6 +154,10 @@ class Settings(BaseSettings):
     dataset_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
     batch_inference_max_rows: int = Field(default=1_000_000, ge=1)
     task_events: bool = True  # Celery task events (Flower); each costs a Redis publish per job state
+    # Bulk submits (POST /v1/jobs/batch): jobs per request, and jobs per Celery message for kinds that run
+    # groups together (inference); a group is acknowledged once all its jobs have their outcome.
+    bulk_max_jobs: int = Field(default=1000, ge=1, le=100_000)
+    group_max_jobs: int = Field(default=64, ge=1, le=4096)
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -68,9 +68,9 @@ def wait_histogram(queue: str) -> RedisHistogram:
     return RedisHistogram(keys.wait_histogram(queue), WAIT_BUCKETS)
 
 
-def count_submitted(client: redis.Redis, kind: str) -> None:
-    """Count one accepted job (called once it is on the broker)."""
-    client.hincrby(keys.stats(), f"submitted|{kind}", 1)
+def count_submitted(client: redis.Redis, kind: str, jobs: int = 1) -> None:
+    """Count accepted jobs (called once they are on the broker)."""
+    client.hincrby(keys.stats(), f"submitted|{kind}", jobs)
 
 
 def read_counters(client: redis.Redis) -> dict[str, dict[tuple[str, ...], int]]:

@@ -6,14 +6,16 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, Response, StreamingResponse
+from pydantic import BaseModel
 
-from api import submission, waiting
+from api import bulk, submission, waiting
 from api.deps import Artifacts, Jobs, SettingsDep, Tenant
 from common import events, keys
 from common.errors import InvalidInput
 from common.redis_client import loop_redis
-from common.schemas import TERMINAL_STATUSES, ArtifactInfo, JobList, JobRecord, JobRequest, JobStatus
+from common.schemas import (TERMINAL_STATUSES, ArtifactInfo, BulkJobRequest, JobList, JobRecord, JobRequest,
+                            JobStatus)
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 deadletter_router = APIRouter(prefix="/v1/deadletter", tags=["jobs"])
@@ -28,7 +30,7 @@ WaitQuery = Annotated[float | None, Query(
     200: {"description": "Idempotent replay, or (with ``Prefer: wait=N``) the job finished within N s"},
     429: {"description": "Tenant quota exceeded; see Retry-After"}})
 async def submit_job(body: JobRequest, tenant: Tenant, jobs: Jobs, settings: SettingsDep,
-                     idempotency_key: IdempotencyKey = None, prefer: PreferHeader = None) -> JSONResponse:
+                     idempotency_key: IdempotencyKey = None, prefer: PreferHeader = None) -> Response:
     """Validate a job against its kind, store its record and enqueue it (202).
 
     ``Prefer: wait=N`` answers with the finished job (200) when it ends within N seconds (capped by
@@ -45,7 +47,41 @@ async def submit_job(body: JobRequest, tenant: Tenant, jobs: Jobs, settings: Set
         if record.status not in TERMINAL_STATUSES and await waiting.until_finished(record.id, wait):
             record = await run_in_threadpool(jobs.get, record.id, tenant)
     status = 200 if done.replayed or (wait is not None and record.status in TERMINAL_STATUSES) else 202
-    return JSONResponse(record.model_dump(mode="json"), status_code=status, headers=headers)
+    return _json(record, status, headers)
+
+
+@router.post("/batch", status_code=202, response_model=JobList, responses={
+    200: {"description": "Every job was an idempotent replay, or (with ``Prefer: wait=N``) all finished in N s"},
+    429: {"description": "Tenant quota exceeded by the request as a whole; nothing was stored"}})
+async def submit_jobs(body: BulkJobRequest, tenant: Tenant, jobs: Jobs, settings: SettingsDep,
+                      idempotency_key: IdempotencyKey = None, prefer: PreferHeader = None) -> Response:
+    """Submit many jobs in one request (202): each is a job of its own (record, events, result, cancel).
+
+    All or nothing: one invalid job refuses the request (422 naming ``jobs.<i>.<field>``) and stores none.
+    Jobs of a kind that runs in groups (inference) travel to the worker together, one message per
+    ``GPUQ_GROUP_MAX_JOBS`` jobs of one model and priority, and share its forward passes. An
+    ``Idempotency-Key`` covers the request (job ``i`` under ``<key>#<i>``): a retry replays what was
+    accepted. ``Prefer: wait=N`` answers 200 with the finished jobs when all end within N seconds.
+    """
+    done = await run_in_threadpool(bulk.submit_many, body.jobs, tenant, jobs, settings, idempotency_key)
+    records = [d.record for d in done]
+    headers: dict[str, str] = {}
+    if all(d.replayed for d in done):
+        headers["Idempotent-Replayed"] = "true"
+    wait = waiting.prefer_wait(prefer, settings)
+    finished = all(r.status in TERMINAL_STATUSES for r in records)
+    if wait is not None:
+        headers["Preference-Applied"] = waiting.applied(wait)
+        if not finished and await waiting.until_all_finished([r.id for r in records], wait):
+            records = await run_in_threadpool(jobs.get_many, [r.id for r in records], tenant)
+            finished = True
+    status = 200 if "Idempotent-Replayed" in headers or (wait is not None and finished) else 202
+    return _json(JobList(jobs=records), status, headers)
+
+
+def _json(body: BaseModel, status: int, headers: dict[str, str]) -> Response:
+    """``body`` serialised by pydantic-core directly (results of hundreds of floats make json.dumps costly)."""
+    return Response(body.model_dump_json(), status_code=status, headers=headers, media_type="application/json")
 
 
 @router.get("", response_model=JobList)

@@ -78,3 +78,20 @@ def test_tenants_without_quota_are_not_limited(quota_api: str) -> None:
     with _client(quota_api, "key-alpha-0123456789") as alpha:
         codes = [alpha.post("/v1/jobs", json=_job()).status_code for _ in range(6)]
     assert codes == [202] * 6
+
+
+def test_bulk_submit_over_the_in_flight_quota_stores_nothing(quota_api: str) -> None:
+    with _client(quota_api, KEY_G) as gamma:
+        before = len(gamma.get("/v1/jobs", params={"limit": 500}).json()["jobs"])
+        refused = gamma.post("/v1/jobs/batch", json={"jobs": [_job(), _job(), _job()]})
+        assert refused.status_code == 429 and refused.json()["error"]["type"] == "rate_limited"
+        assert len(gamma.get("/v1/jobs", params={"limit": 500}).json()["jobs"]) == before
+        admitted = gamma.post("/v1/jobs/batch", json={"jobs": [_job(), _job()]}, headers={"Prefer": "wait=30"})
+        assert admitted.status_code == 200, admitted.text
+        assert [j["status"] for j in admitted.json()["jobs"]] == ["succeeded", "succeeded"]
+
+
+def test_bulk_submit_larger_than_the_rate_burst_is_refused_whole(quota_api: str) -> None:
+    with _client(quota_api, KEY_D) as delta:
+        refused = delta.post("/v1/jobs/batch", json={"jobs": [_job() for _ in range(4)]})  # burst is 3
+        assert refused.status_code == 429 and "burst of 3" in refused.json()["error"]["message"]
