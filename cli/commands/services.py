@@ -65,6 +65,10 @@ def worker(args: argparse.Namespace) -> int:
     # GPUQ_WORKER_SOFT_SHUTDOWN_S to finish or hand itself back, then unacked messages are restored at once.
     # billiard reads this when it is first imported, so it must be set before Celery loads.
     os.environ.setdefault("REMAP_SIGTERM", "SIGQUIT")
+    # Idle OpenMP threads sleep instead of spinning: a CPU worker shares its cores with its own batching
+    # threads and Redis calls (and often the API), and spinning intra-op threads burned a third of the
+    # worker's CPU there (bench/inference.py). Read when torch first loads; an operator's value wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from celery.utils.nodenames import default_nodename, host_format
 
     from common import keys

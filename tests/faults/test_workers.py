@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 
-from common.dispatch import publish
+from common.dispatch import publish, publish_group
 from common.jobs.registry import get_spec
 from tests.faults.conftest import Stack, wait_job
 from tests.support.jobs import sse_events
@@ -56,6 +56,36 @@ def test_whole_worker_host_lost_job_recovered_by_other_worker(stack: Stack, outc
     outcome.record("all processes of a worker host SIGKILLed (lease TTL 3 s)",
                    "job recovered by another worker after the lease times out, one success",
                    f"recovered and finished in {recovered_s:.1f} s on survivor, completed events=1")
+
+
+def test_worker_host_lost_mid_group_every_job_recovered_once(stack: Stack, outcome) -> None:
+    """A group message (bulk submit) whose worker dies: each of its jobs finishes exactly once elsewhere."""
+    from api.submission import prepare
+    from common.records import JobStore
+    from common.schemas import JobRequest
+    from common.settings import Settings
+
+    stack.start_redis()
+    stack.start_worker("doomed")
+    stack.start_api()
+    settings = Settings(redis_url=stack.env["GPUQ_REDIS_URL"])
+    # Grouping is for inference, whose jobs end in milliseconds; slow synthetic jobs in one group message
+    # (the runner runs any kind's group, one job after another) leave time to kill the worker mid-group.
+    jobs = [prepare(JobRequest.model_validate(LONG), "alpha", settings) for _ in range(3)]
+    JobStore(stack.r).create_many([(j.fields, None, "") for j in jobs])
+    ids = [j.fields["id"] for j in jobs]
+    publish_group(stack.celery_app(), ids, get_spec("synthetic"), "normal")
+    with stack.client() as c:
+        assert _started_on(stack, ids[0]).startswith("doomed@")
+        stack.start_worker("survivor")
+        stack.workers["doomed"].signal(signal.SIGKILL)
+        done = [wait_job(c, job_id, timeout=120) for job_id in ids]
+        completed = [[e["event"] for e in sse_events(c, job_id)].count("completed") for job_id in ids]
+    assert [d["status"] for d in done] == ["succeeded"] * 3, done
+    assert all(d["worker"].startswith("survivor@") for d in done) and completed == [1, 1, 1]
+    outcome.record("worker host SIGKILLed while running a group message (bulk submit)",
+                   "every job of the group recovered by another worker, each finishes once",
+                   f"3/3 succeeded on survivor, completed events={completed}")
 
 
 def test_duplicate_delivery_of_a_running_job_is_dropped(stack: Stack, outcome) -> None:
