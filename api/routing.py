@@ -31,10 +31,11 @@ from common.celery_config import queue_lists
 from common.jobs.registry import JobSpec
 from common.settings import Settings
 
-# Keep a live assignment; replace one that names a dead worker.
+# Keep a live assignment; replace one that names a dead worker, or the one named in ARGV[4] (a worker this API
+# no longer sees as live, though its heartbeat has not yet expired in Redis).
 _ASSIGN = """
 local current = redis.call('GET', KEYS[1])
-if current then
+if current and current ~= ARGV[4] then
   local until_ = redis.call('ZSCORE', KEYS[2], current)
   if until_ and tonumber(until_) >= tonumber(ARGV[2]) then return current end
 end
@@ -100,9 +101,15 @@ class Router:
                 return cached[0]
             pick = min(nodes, key=lambda n: (table.held[n], table.depth[n] + table.routed[n], n))
             ttl = self.settings.affinity_assign_ttl_s
-            node = str(self._assign(keys=[keys.assignment(model), keys.worker_expiry()], args=[pick, now, ttl]))
-            if node not in nodes:  # assigned by another API process to a worker we do not yet see
-                node = pick
+            where = [keys.assignment(model), keys.worker_expiry()]
+            node = str(self._assign(keys=where, args=[pick, now, ttl, ""]))
+            if node not in nodes:
+                # Assigned (maybe by another API process) to a worker this one does not see as live: one that
+                # just stopped, or one not yet seen. Replace it in Redis, so every API process and the next
+                # refresh here agree on ``pick``; otherwise the model would be loaded again wherever a later
+                # pick lands.
+                node = str(self._assign(keys=where, args=[pick, now, ttl, node]))
+                node = node if node in nodes else pick
             with self._lock:
                 table.assigned[model] = (node, now + min(ttl, 5))
                 table.held[node] += 1
@@ -110,11 +117,15 @@ class Router:
 
     def _fresh(self) -> Table:
         table = self.table
-        if table.loaded_at and time.monotonic() - table.loaded_at < self.settings.affinity_refresh_s:
+        age = time.monotonic() - table.loaded_at
+        if table.loaded_at and age < self.settings.affinity_refresh_s:
             return table
         # Another thread is refreshing: a slightly stale table will do, but not the empty one a process starts
-        # with (a first burst of jobs would all go to the shared queue and load the model everywhere).
-        if not self._lock.acquire(blocking=not table.loaded_at):
+        # with (a first burst of jobs would all go to the shared queue and load the model everywhere), nor one
+        # from before an idle spell (it may name workers that have left since: their queues are consumed by
+        # nobody until the reaper hands them back, and then by every worker, each loading the model).
+        fresh_enough = table.loaded_at and age < max(2.0, 4 * self.settings.affinity_refresh_s)
+        if not self._lock.acquire(blocking=not fresh_enough):
             return table
         try:
             if self.table is not table:  # refreshed while this thread waited for the lock

@@ -14,6 +14,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from api import queue
+from api.coalesce import Coalescer
 from api.routing import Router
 from common import keys, stats
 from common.errors import ServiceUnavailable
@@ -61,6 +62,12 @@ def prepare(body: JobRequest, tenant: str, settings: Settings) -> Prepared:
 def submit(body: JobRequest, tenant: str, jobs: JobStore, settings: Settings,
            idempotency_key: str | None = None) -> Submitted:
     """Validate, admit, store and enqueue a job; replay the earlier job for a known idempotency key."""
+    with coalescer().submitting():
+        return _submit(body, tenant, jobs, settings, idempotency_key)
+
+
+def _submit(body: JobRequest, tenant: str, jobs: JobStore, settings: Settings,
+            idempotency_key: str | None) -> Submitted:
     prepared = prepare(body, tenant, settings)
     spec, fields, webhook = prepared.spec, prepared.fields, prepared.webhook
     job_id = fields["id"]
@@ -79,7 +86,11 @@ def submit(body: JobRequest, tenant: str, jobs: JobStore, settings: Settings,
             quotas.release(tenant, job_id)
             return Submitted(jobs.get(existing, tenant), replayed=True)
         try:
-            queue.publish(job_id, spec, body.priority, affinity_router().route(spec, fields["model"]))
+            route = affinity_router().route(spec, fields["model"])
+            if spec.groups and settings.submit_coalesce_ms > 0:
+                coalescer().publish(job_id, spec, fields["model"], body.priority, route)
+            else:
+                queue.publish(job_id, spec, body.priority, route)
         except ServiceUnavailable:
             jobs.delete(job_id, tenant, idempotency_key)
             quotas.release(tenant, job_id)
@@ -88,6 +99,13 @@ def submit(body: JobRequest, tenant: str, jobs: JobStore, settings: Settings,
         return Submitted(to_record(fields), replayed=False)  # what was just stored: no read back
     except RedisError as exc:
         raise ServiceUnavailable(f"job store unavailable: {type(exc).__name__}") from exc
+
+
+@lru_cache(maxsize=1)
+def coalescer() -> Coalescer:
+    """The process's coalescer: concurrent single submits of one model share a group message."""
+    settings = get_settings()
+    return Coalescer(settings.submit_coalesce_ms / 1000, settings.group_max_jobs, queue.publish, queue.publish_group)
 
 
 @lru_cache(maxsize=1)

@@ -112,6 +112,7 @@ class BatchInfo(BaseModel):
     jobs: int = 1
     inputs: int = 1
     passes: int = 1
+    group: int = 1  # jobs delivered in the same Celery message (a bulk submit's or coalesced submits' group)
 
 
 class JobRecord(BaseModel):

@@ -142,6 +142,8 @@ class Settings(BaseSettings):
     worker_concurrency: int | None = Field(default=None, ge=1, le=1024)
     batch_max_size: int = Field(default=32, ge=1, le=4096)  # inputs in one forward pass
     batch_max_wait_ms: float = Field(default=5.0, ge=0, le=10_000)  # how long a request waits for company
+    # Forward passes run at once: 1 on a GPU; on a CPU worker, cores / GPUQ_TORCH_THREADS.
+    batch_executors: int = Field(default=1, ge=1, le=64)
     # Per-model override, JSON: {"<model ref>": {"max_batch_size": 8, "max_wait_ms": 2}}.
     batch_overrides: dict[str, BatchLimits] = Field(default_factory=dict)
     model_cache_budget: ByteSize | None = None  # "8GiB"; default: 80% of the GPU, or half the host RAM
@@ -158,6 +160,9 @@ class Settings(BaseSettings):
     # groups together (inference); a group is acknowledged once all its jobs have their outcome.
     bulk_max_jobs: int = Field(default=1000, ge=1, le=100_000)
     group_max_jobs: int = Field(default=64, ge=1, le=4096)
+    # Single submits of a grouping kind arriving together share a group message: how long the first waits
+    # for company when other submits are in flight (0: a message per job).
+    submit_coalesce_ms: float = Field(default=10.0, ge=0, le=1000)
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -50,6 +50,20 @@ class RedisHistogram:
         if ttl_s:
             pipe.expire(self.key, ttl_s)
 
+    def observe_many(self, pipe: Any, values: Sequence[float], ttl_s: int | None = None) -> None:
+        """Queue several observations as one increment per bucket touched (a group's jobs)."""
+        if not values:
+            return
+        counts: dict[int, int] = {}
+        for value in values:
+            index = next((i for i, b in enumerate(self.bounds) if value <= b), len(self.bounds))
+            counts[index] = counts.get(index, 0) + 1
+        for index, n in counts.items():
+            pipe.hincrby(self.key, str(index), n)
+        pipe.hincrbyfloat(self.key, "sum", float(sum(values)))
+        if ttl_s:
+            pipe.expire(self.key, ttl_s)
+
     def parse(self, raw: dict[str, str]) -> HistogramData:
         """Cumulative buckets from a hash read with HGETALL."""
         running, out = 0, []

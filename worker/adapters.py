@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -144,14 +145,73 @@ def source_for(ctx: JobContext) -> AdapterSource | None:
 def activated(model: Any, source: AdapterSource | None, max_adapters: int) -> Iterator[float]:
     """Run the body with ``source`` active on ``model`` (every adapter disabled for None); yields the adapter's
     load time in ms (0 when it was already loaded). Needs no job context, so one forward pass can serve
-    several jobs that share the adapter."""
-    found = model.__dict__.get(_ATTR)
-    if source is None:
-        if found is None:
+    several jobs that share the adapter.
+
+    Passes on a base that has never had an adapter may overlap (``GPUQ_BATCH_EXECUTORS`` > 1); once adapters
+    are involved, passes on that base run one at a time, since activating one changes the shared modules.
+    """
+    guard = _pass_guard(model)
+    with guard.shared():
+        plain = source is None and model.__dict__.get(_ATTR) is None  # decided while no adapter can appear
+        if plain:
             yield 0.0
-        else:
+    if plain:
+        return
+    with guard.exclusive():
+        found = model.__dict__.get(_ATTR)
+        if source is None:
             with found.disabled():
                 yield 0.0
-        return
-    aset = found or adapters_of(model, max_adapters)
-    yield aset.activate(source)
+            return
+        aset = found or adapters_of(model, max_adapters)
+        yield aset.activate(source)
+
+
+class _PassGuard:
+    """Any number of plain passes at once, or one pass that touches adapters (a readers-writer lock)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer = False
+        self._waiting = 0  # writers waiting: new readers queue behind them, so an adapter pass is never starved
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._cond:
+            while self._writer or self._waiting:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                self._cond.notify_all()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._cond:
+            self._waiting += 1
+            while self._writer or self._readers:
+                self._cond.wait()
+            self._waiting -= 1
+            self._writer = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()
+
+
+_GUARD_LOCK = threading.Lock()
+
+
+def _pass_guard(model: Any) -> _PassGuard:
+    """The model's guard (a plain attribute, so it goes with the model when it is evicted)."""
+    with _GUARD_LOCK:
+        guard = model.__dict__.get("_gpuq_pass_guard")
+        if guard is None:
+            guard = model.__dict__["_gpuq_pass_guard"] = _PassGuard()
+        return guard  # type: ignore[no-any-return]

@@ -10,9 +10,11 @@ blocks; one executor thread forms batches and runs them, like Ray Serve's ``@ser
 - the executor runs a batch as soon as it is full, or when the oldest request has waited ``max_wait_s``, or at
   once when no job is on its way (``arriving()``: claimed by a thread but not yet submitted), so a lone job at
   low load does not pay the window;
-- one executor thread means one forward pass at a time on the device, and while it runs the other threads
-  claim, prepare and queue the next batch, which is why the pool should hold about twice ``max_batch_size``
-  threads;
+- one executor thread (the default) means one forward pass at a time on the device, and while it runs the
+  other threads claim, prepare and queue the next batch, which is why the pool should hold about twice
+  ``max_batch_size`` threads; ``GPUQ_BATCH_EXECUTORS`` > 1 runs that many passes at once (a CPU worker with one
+  intra-op thread per pass uses its cores better than one pass with several threads: the inter-op parallelism
+  of Triton's model instances); passes that involve adapters on a model never overlap (worker/adapters.py);
 - if a merged pass raises, each request is retried alone, so one bad input fails only its own job.
 """
 from __future__ import annotations
@@ -94,14 +96,17 @@ class BatchStats:
 class Batcher:
     """Gathers concurrent requests per key into forward passes run by one executor thread."""
 
-    def __init__(self, emit_outputs: EmitFn | None = None) -> None:
+    def __init__(self, emit_outputs: EmitFn | None = None, executors: int = 1) -> None:
         self.emit_outputs = emit_outputs
         self.stats = BatchStats()
         self._cond = threading.Condition()
         self._queues: dict[Hashable, deque[Request]] = {}
         self._arriving = 0
-        self._thread = threading.Thread(target=self._loop, name="gpuq-batcher", daemon=True)
-        self._thread.start()
+        self._busy = 0  # executors inside a pass
+        self._threads = [threading.Thread(target=self._loop, name=f"gpuq-batcher-{i}", daemon=True)
+                         for i in range(executors)]
+        for thread in self._threads:
+            thread.start()
 
     @contextmanager
     def arriving(self) -> Iterator[Arrival]:
@@ -179,8 +184,13 @@ class Batcher:
             batch = self._next_batch()
             try:
                 self._execute(batch)
+                with self._cond:
+                    self._busy -= 1
+                    self._cond.notify()
             except BaseException as exc:  # noqa: BLE001 - the executor thread must survive anything
                 log.exception("batch execution failed unexpectedly")
+                with self._cond:
+                    self._busy -= 1
                 for request in batch:
                     if not request.finished:
                         request.error = exc
@@ -191,6 +201,7 @@ class Batcher:
             while True:
                 key, wait = self._ready_key()
                 if key is not None:
+                    self._busy += 1
                     return self._take(key)
                 self._cond.wait(wait)
 
@@ -206,7 +217,9 @@ class Batcher:
             if queue[0].arrived < oldest:
                 oldest_key, oldest = key, queue[0].arrived
         deadline = oldest + self._queues[oldest_key][0].limits.max_wait_s
-        if now >= deadline or self._arriving <= 0:
+        # With several executors, one that is free while another runs a pass waits out the window for company
+        # rather than start a small pass at once.
+        if now >= deadline or (self._arriving <= 0 and self._busy == 0):
             return oldest_key, None
         return None, deadline - now
 
@@ -248,6 +261,10 @@ class Batcher:
             request.complete()
 
     def _record(self, batch: list[Request], n_items: int) -> None:
+        with self._cond:
+            self._count(batch, n_items)
+
+    def _count(self, batch: list[Request], n_items: int) -> None:
         self.stats.batches += 1
         self.stats.items += n_items
         self.stats.requests += len(batch)
@@ -277,7 +294,8 @@ def get_batcher() -> Batcher:
     global _BATCHER
     with _LOCK:
         if _BATCHER is None:
+            from common.settings import get_settings
             from worker.outputs import emit_outputs
 
-            _BATCHER = Batcher(emit_outputs)
+            _BATCHER = Batcher(emit_outputs, get_settings().batch_executors)
         return _BATCHER

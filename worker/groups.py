@@ -99,6 +99,9 @@ def _execute(claimed: list[dict[str, Any]], node: str, limits: Limits | None) ->
     outcomes: dict[str, Any] = {}
     for kind, group in by_kind.items():
         outcomes.update(zip((c.job_id for c in group), _run_kind(kind, group, limits)))
+    for ctx in contexts:
+        if isinstance(ctx.record_fields.get("batch"), dict):
+            ctx.record_fields["batch"]["group"] = len(contexts)
     changes: list[Change] = []
     interrupted: list[JobContext] = []
     failed = False
@@ -116,9 +119,12 @@ def _execute(claimed: list[dict[str, Any]], node: str, limits: Limits | None) ->
     queues = {job_id: raw["queue"] for job_id, raw in raws.items()}
 
     def tidy(pipe: Any) -> None:
+        waits: dict[str, list[float]] = {}
         for ctx in contexts:
             unlist(pipe, ctx.job_id, queues[ctx.job_id], node)
-            stats.wait_histogram(queues[ctx.job_id]).observe(pipe, ctx.timings["queue_wait_ms"] / 1000)
+            waits.setdefault(queues[ctx.job_id], []).append(ctx.timings["queue_wait_ms"] / 1000)
+        for queue, values in waits.items():
+            stats.wait_histogram(queue).observe_many(pipe, values)
 
     done = jobs.transition_many(changes, after=tidy)
     statuses = {change[0]: change[2]["status"] if t.applied else str(t.previous) for change, t in zip(changes, done)}

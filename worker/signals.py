@@ -21,6 +21,8 @@ from worker.metrics_server import HEARTBEAT
 
 log = logging.getLogger(__name__)
 _stop = threading.Event()
+_leaving = threading.Event()  # shutting down: no longer announced as live, so nothing more is routed here
+_beat_lock = threading.Lock()  # a beat in flight cannot re-announce the worker after it left
 
 
 @signals.celeryd_init.connect
@@ -49,7 +51,9 @@ def _beat(app: Any, node: str, queues: list[str], pool: str) -> None:
     while not _stop.is_set():
         try:
             r = get_redis()
-            affinity.beat(node, queues, info)  # liveness, private queues (issue 6) and the worker's info
+            with _beat_lock:
+                if not _leaving.is_set():
+                    affinity.beat(node, queues, info)  # liveness, private queues (issue 6), the worker's info
             HEARTBEAT.beat(True)
             if time.monotonic() >= next_sweep:  # jobs whose lease expired (their worker died)
                 next_sweep = time.monotonic() + settings.sweep_interval_s
@@ -109,6 +113,7 @@ def _wrap_shutdown_signals() -> None:
 
         def handler(signum: int, frame: Any, previous: Any = previous) -> None:
             _drain()
+            _leave()
             previous(signum, frame)
         signal.signal(sig, handler)
 
@@ -116,8 +121,17 @@ def _wrap_shutdown_signals() -> None:
 @signals.worker_shutdown.connect
 def _stop_heartbeat(**_: Any) -> None:
     _stop.set()
+    _leave()
+
+
+def _leave() -> None:
+    """Stop being live for routing at once (first shutdown signal, or Celery's shutdown): the heartbeat goes
+    on (liveness probes, the sweeper) but no longer announces this worker, and jobs for the models it holds
+    go elsewhere instead of into a private queue nobody will consume."""
+    _leaving.set()
     try:
-        affinity.leave(os.environ.get("GPUQ_WORKER_NAME", socket.gethostname()))
+        with _beat_lock:
+            affinity.leave(os.environ.get("GPUQ_WORKER_NAME", socket.gethostname()))
     except Exception as exc:  # noqa: BLE001 - the reaper cleans up after a worker that could not say goodbye
         log.warning("could not deregister on shutdown: %s", exc)
 

@@ -53,10 +53,12 @@ def jobs_done(client: redis.Redis, kind: str, outcomes: list[tuple[str, float | 
     node = node_name()
     try:
         pipe = client.pipeline(transaction=False)
-        for status, run_s in outcomes:
-            count_job(pipe, node, kind, status)
-            if run_s is not None:
-                run_histogram(node, kind).observe(pipe, max(run_s, 0.0), TTL_S)
+        statuses: dict[str, int] = {}
+        for status, _ in outcomes:
+            statuses[status] = statuses.get(status, 0) + 1
+        for status, n in statuses.items():
+            count_job(pipe, node, kind, status, n)
+        run_histogram(node, kind).observe_many(pipe, [max(s, 0.0) for _, s in outcomes if s is not None], TTL_S)
         _queue_state(pipe, node, gauges=_gauges_due())
         pipe.execute()
     except Exception as exc:  # noqa: BLE001 - telemetry must never fail a job
@@ -77,9 +79,9 @@ def _gauges_due() -> bool:
     return True
 
 
-def count_job(pipe: Any, node: str, kind: str, status: str) -> None:
+def count_job(pipe: Any, node: str, kind: str, status: str, jobs: int = 1) -> None:
     """Queue the increment of ``jobs|<kind>|<status>`` on ``pipe``."""
-    pipe.hincrby(keys.worker_stats(node), f"jobs|{kind}|{status}", 1)
+    pipe.hincrby(keys.worker_stats(node), f"jobs|{kind}|{status}", jobs)
     pipe.expire(keys.worker_stats(node), TTL_S)
 
 
@@ -100,8 +102,7 @@ def _queue_state(pipe: Any, node: str, gauges: bool = True) -> None:
     key = keys.worker_stats(node)
     batches = _pending_batches[:]
     _pending_batches.clear()
-    for size in batches:
-        batch_histogram(node).observe(pipe, size, TTL_S)
+    batch_histogram(node).observe_many(pipe, batches, TTL_S)
     _queue_cache_deltas(pipe, key)
     if not gauges:
         pipe.expire(key, TTL_S)

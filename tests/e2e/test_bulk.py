@@ -126,3 +126,20 @@ def _event_data(client: httpx.Client, job_id: str, kind: str) -> list[str]:
     text = client.get(f"/v1/jobs/{job_id}/events", params={"follow": "false"}).text
     frames = [f for f in text.split("\n\n") if f"event: {kind}" in f]
     return [line[6:] for f in frames for line in f.splitlines() if line.startswith("data: ")]
+
+
+def test_concurrent_single_submits_are_coalesced_into_groups(client: httpx.Client, models: dict[str, str]) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    lone = client.post("/v1/jobs", json=embed(models["minilm"], "alone"), headers={"Prefer": "wait=60"}).json()
+    assert lone["status"] == "succeeded" and lone["batch"]["group"] == 1
+
+    def one(i: int) -> dict[str, Any]:
+        resp = client.post("/v1/jobs", json=embed(models["minilm"], f"together {i}"), headers={"Prefer": "wait=60"})
+        return wait_status(client, resp.json()["id"])
+    with ThreadPoolExecutor(24) as pool:
+        records = list(pool.map(one, range(24)))
+    assert [r["status"] for r in records] == ["succeeded"] * 24
+    assert max(r["batch"]["group"] for r in records) > 1  # one message carried several jobs
+    for r in records:
+        assert event_types(client, r["id"]) == ["queued", "started", "completed"]
