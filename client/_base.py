@@ -101,6 +101,14 @@ def submit_call(kind: str, model: str, inputs: Any, params: dict[str, Any] | Non
     return Call("POST", "/v1/jobs", json=body, headers=hdrs, timeout=(wait or 0) + 30)
 
 
+def submit_many_call(jobs: list[dict[str, Any]], idempotency_key: str | None, wait: float | None) -> Call:
+    """``POST /v1/jobs/batch`` (each job a dict like ``submit``'s arguments), idempotent like ``submit_call``."""
+    hdrs = {"Idempotency-Key": idempotency_key or uuid.uuid4().hex}
+    if wait is not None:
+        hdrs["Prefer"] = f"wait={wait:g}"
+    return Call("POST", "/v1/jobs/batch", json={"jobs": jobs}, headers=hdrs, timeout=(wait or 0) + 60)
+
+
 def retry_after(resp: httpx.Response) -> float | None:
     """The Retry-After header in seconds, if the server sent one."""
     try:

@@ -56,6 +56,15 @@ class Client:
         call = _base.submit_call(kind, model, inputs, params, priority, webhook, idempotency_key, wait)
         return _base.record(self._send(call))
 
+    def submit_many(self, jobs: Sequence[dict[str, Any]], *, idempotency_key: str | None = None,
+                    wait: float | None = None) -> JobRecords:
+        """Submit many jobs in one request (``POST /v1/jobs/batch``): each a dict with ``kind``, ``model`` and
+        optionally ``inputs``, ``params``, ``priority``, ``webhook``. All or none are accepted; with ``wait``
+        the answer holds the finished jobs if all end in time. Records come back in the order given."""
+        call = _base.submit_many_call([dict(j) for j in jobs], idempotency_key, wait)
+        resp = self._send(call)
+        return JobList.model_validate(resp.json()).jobs
+
     def get(self, job_id: str, *, wait: float | None = None) -> JobRecord:
         """The job's record; ``wait`` long-polls up to that many seconds for it to finish."""
         params = {"wait": wait} if wait else None

@@ -25,6 +25,8 @@ def test_async_client_submits_waits_lists_and_downloads(api_url: str, tmp_path: 
             jobs = await asyncio.gather(*(gpuq.submit(**_synthetic(2, 10)) for _ in range(3)))
             done = await asyncio.gather(*(gpuq.wait(j.id, timeout=60) for j in jobs))
             assert [d.status for d in done] == ["succeeded"] * 3
+            many = await gpuq.submit_many([_synthetic(1), _synthetic(2)], wait=30)
+            assert [m.status for m in many] == ["succeeded"] * 2
             assert {j.id for j in jobs} <= {j.id for j in await gpuq.list(limit=50)}
             big = await gpuq.submit(**_synthetic(1, result_bytes=80_000), wait=30)
             paths = await gpuq.download_artifacts(big.id, tmp_path)

@@ -45,6 +45,16 @@ def test_submit_with_wait_uses_synchronous_mode(gpuq: Client) -> None:
     assert gpuq.submit(**_synthetic(2, 20), wait=30).status == "succeeded"
 
 
+def test_submit_many_is_all_or_nothing_and_replays_with_its_key(gpuq: Client) -> None:
+    jobs = [_synthetic(1), _synthetic(2), _synthetic(3)]
+    done = gpuq.submit_many(jobs, idempotency_key="client-bulk-1", wait=30)
+    assert [d.status for d in done] == ["succeeded"] * 3 and [d.result["steps"] for d in done] == [1, 2, 3]
+    assert [d.id for d in gpuq.submit_many(jobs, idempotency_key="client-bulk-1")] == [d.id for d in done]
+    with pytest.raises(InvalidInput) as err:
+        gpuq.submit_many([_synthetic(1), {"kind": "teleport", "model": "x"}])
+    assert err.value.field == "jobs.1.kind"
+
+
 def test_wait_timeout_raises_and_the_job_goes_on(gpuq: Client) -> None:
     job = gpuq.submit(**_synthetic(40, 100))
     started = time.monotonic()
