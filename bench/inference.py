@@ -7,11 +7,16 @@ gpuq back to back (a few seconds each), a ratio is taken within each round, and 
 Figures:
   direct    the model called in-process, batches of 64 (the ceiling), with torch's default intra-op threads
             and with one (the faster counts); plus one sentence per call
-  bare      a bare Celery task with a resident model, the way people usually write it (prefork, one child, one
-            intra-op thread like gpuq's worker: two thrash on two shared cores)
+  bare      a bare Celery task with a resident model, the way people usually write it (prefork, one child,
+            torch's default intra-op threads: faster here than one; ``BENCH_BARE_THREADS`` to change it)
   gpuq      gpuq over HTTP: one threads-pool worker with dynamic batching, ``--in-flight`` jobs outstanding, one
             sentence per job, each request ``Prefer: wait`` returning the final record; Celery task events
-            off (GPUQ_TASK_EVENTS=false, the recommended inference-worker setting; set it to measure them on)
+            off (GPUQ_TASK_EVENTS=false, the recommended inference-worker setting; set it to measure them on);
+            GPUQ_BATCH_MAX_SIZE=64 (the direct baseline's batch), and two forward passes at once with one
+            intra-op thread each (GPUQ_BATCH_EXECUTORS=2, GPUQ_TORCH_THREADS=1: cores / threads), unless set;
+            concurrent submits are coalesced into group messages (GPUQ_SUBMIT_COALESCE_MS)
+  bulk      the same jobs submitted ``--per-request`` at a time through ``POST /v1/jobs/batch`` (group messages,
+            api/bulk.py), ``Prefer: wait`` returning the final records, ``--in-flight`` jobs outstanding
   latency   p50 of one job at a time over HTTP with batching (default window) and without (a second copy of
             the model with batch size 1 and no window, by GPUQ_BATCH_OVERRIDES), alternating job by job
   affinity  two models alternating over two workers: how many times a model was loaded for ``--jobs`` jobs
@@ -97,11 +102,53 @@ def run_jobs(url: str, bodies: list[dict[str, Any]], in_flight: int) -> tuple[fl
     return asyncio.run(_run_jobs(url, bodies, in_flight))
 
 
+async def _run_bulk(url: str, bodies: list[dict[str, Any]], in_flight: int,
+                    per_request: int) -> tuple[float, list[dict[str, Any]]]:
+    """(jobs/s, final records) submitting ``per_request`` jobs per ``POST /v1/jobs/batch`` with ``Prefer: wait``,
+    with ``in_flight`` jobs outstanding in all (``in_flight // per_request`` requests at a time)."""
+    import aiohttp
+
+    headers = {"Authorization": f"Bearer {KEY}", "Prefer": "wait=60"}
+    records: list[dict[str, Any]] = []
+    chunks = [bodies[i:i + per_request] for i in range(0, len(bodies), per_request)]
+    async with aiohttp.ClientSession(url, headers=headers, timeout=aiohttp.ClientTimeout(total=600)) as session:
+        sem = asyncio.Semaphore(max(1, in_flight // per_request))
+
+        async def one(chunk: list[dict[str, Any]]) -> None:
+            key = uuid.uuid4().hex
+            async with sem:
+                for attempt in range(5):
+                    try:
+                        async with session.post("/v1/jobs/batch", json={"jobs": chunk},
+                                                headers={"Idempotency-Key": key}) as resp:
+                            jobs = (await resp.json())["jobs"]
+                        break
+                    except aiohttp.ClientConnectionError:
+                        if attempt == 4:
+                            raise
+                for job in jobs:
+                    while job["status"] not in ("succeeded", "failed", "cancelled"):  # the wait ran out
+                        async with session.get(f"/v1/jobs/{job['id']}") as resp:
+                            job = await resp.json()
+                    assert job["status"] == "succeeded", job
+                    records.append(job)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(one(c) for c in chunks))
+        return len(bodies) / (time.perf_counter() - start), records
+
+
+def run_bulk(url: str, bodies: list[dict[str, Any]], in_flight: int,
+             per_request: int) -> tuple[float, list[dict[str, Any]]]:
+    return asyncio.run(_run_bulk(url, bodies, in_flight, per_request))
+
+
 class BareCelery:
     """The baseline: bench/bare_celery.py's worker (prefork, one child) and its client."""
 
     def __init__(self, env: dict[str, str], log_dir: Path) -> None:
-        env = {**env, "OMP_NUM_THREADS": env["GPUQ_TORCH_THREADS"]}
+        if os.environ.get("BENCH_BARE_THREADS"):
+            env = {**env, "OMP_NUM_THREADS": os.environ["BENCH_BARE_THREADS"]}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "bench.bare_celery", "worker", "-P", "prefork", "-c", "1",
              "--without-gossip", "--without-mingle", "-l", "WARNING"], env=env, cwd=ROOT,
@@ -190,8 +237,10 @@ def direct_sequential(texts: list[str]) -> float:
 
 def batch_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
     sizes = [r["batch"]["inputs"] for r in records if r.get("batch")]
+    groups = [r["batch"].get("group", 1) for r in records if r.get("batch")]
     return {"mean_batch": statistics.fmean(sizes) if sizes else 0, "max_batch": max(sizes, default=0),
-            "jobs_batched": sum(s > 1 for s in sizes)}
+            "jobs_batched": sum(s > 1 for s in sizes),
+            "mean_group": statistics.fmean(groups) if groups else 0}
 
 
 def phase_throughput(stack: Stack, model: str, texts: list[str], args: argparse.Namespace) -> dict[str, Any]:
@@ -203,6 +252,7 @@ def phase_throughput(stack: Stack, model: str, texts: list[str], args: argparse.
     direct(texts[:64], 64)
     rounds: list[dict[str, Any]] = []
     records: list[dict[str, Any]] = []
+    bulk_records: list[dict[str, Any]] = []
     try:
         for _ in range(args.rounds):
             row: dict[str, Any] = {}
@@ -212,8 +262,14 @@ def phase_throughput(stack: Stack, model: str, texts: list[str], args: argparse.
                 {"worker": stack.workers[0].pid, "api": stack.api.pid, "redis": stack.redis_pid},
                 lambda: run_jobs(stack.url, bodies, args.in_flight), len(bodies))
             row.update({f"cpu_ms_per_job_{name}": ms for name, ms in cpu.items()})
+            (row["gpuq_bulk"], bulk_records), cpu = cpu_per_job(
+                {"worker": stack.workers[0].pid, "api": stack.api.pid, "redis": stack.redis_pid},
+                lambda: run_bulk(stack.url, bodies, args.in_flight, args.per_request), len(bodies))
+            row.update({f"bulk_cpu_ms_per_job_{name}": ms for name, ms in cpu.items()})
             row["ratio_gpuq_vs_direct_batched"] = row["gpuq_http"] / row["direct_batched"]
             row["ratio_gpuq_vs_bare_celery"] = row["gpuq_http"] / row["bare_celery"]
+            row["ratio_bulk_vs_direct_batched"] = row["gpuq_bulk"] / row["direct_batched"]
+            row["ratio_bulk_vs_bare_celery"] = row["gpuq_bulk"] / row["bare_celery"]
             rounds.append(row)
             print(f"  round {len(rounds)}: " + ", ".join(f"{k} {v:.2f}" for k, v in row.items()), flush=True)
     finally:
@@ -227,6 +283,7 @@ def phase_throughput(stack: Stack, model: str, texts: list[str], args: argparse.
     out.update({f"noop_cpu_ms_per_job_{name}": ms for name, ms in cpu.items()})
     out["rounds"] = rounds
     out.update(batch_summary(records))
+    out.update({f"bulk_{k}": v for k, v in batch_summary(bulk_records).items()})
     return out
 
 
@@ -288,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=400)
     parser.add_argument("--in-flight", type=int, default=256)
+    parser.add_argument("--per-request", type=int, default=64, help="jobs per bulk submit (POST /v1/jobs/batch)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--latency-jobs", type=int, default=60)
     parser.add_argument("--only", default=",".join(PHASES))
@@ -305,8 +363,13 @@ def main(argv: list[str] | None = None) -> int:
            "GPUQ_MODEL_ROOTS": f"{model}:{tmp / 'models'}", "BENCH_REDIS_URL": redis.url.replace("/0", "/1"),
            "BENCH_MODEL": model, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "GPUQ_TORCH_THREADS": args.torch_threads,
+           # The direct baseline runs batches of 64: give gpuq's batcher the same ceiling (default 32).
+           "GPUQ_BATCH_MAX_SIZE": os.environ.get("GPUQ_BATCH_MAX_SIZE", "64"),
+           # Two passes at once with one intra-op thread each: the CPU worker setting (cores / torch threads).
+           "GPUQ_BATCH_EXECUTORS": os.environ.get("GPUQ_BATCH_EXECUTORS", "2"),
            "GPUQ_TASK_EVENTS": os.environ.get("GPUQ_TASK_EVENTS", "false")}
-    out: dict[str, Any] = {"jobs": args.jobs, "in_flight": args.in_flight, "cpus": os.cpu_count(),
+    out: dict[str, Any] = {"jobs": args.jobs, "in_flight": args.in_flight, "per_request": args.per_request,
+                           "cpus": os.cpu_count(),
                            "load_avg_at_start": os.getloadavg()[0]}
     stack = Stack(env, tmp, redis.proc.pid)
     try:
@@ -330,17 +393,24 @@ def report(out: dict[str, Any]) -> None:
           f"{out['cpus']} CPUs, load average {out['load_avg_at_start']:.1f} -> {out['load_avg_at_end']:.1f}")
     if "gpuq_http" in out:
         print(f"  (median of {len(out['rounds'])} interleaved rounds)")
-        for key in ("direct_sequential", "direct_batched", "bare_celery", "gpuq_http"):
+        for key in ("direct_sequential", "direct_batched", "bare_celery", "gpuq_http", "gpuq_bulk"):
             print(f"  {key:<30} {out[key]:8.1f} jobs/s")
-        print(f"  gpuq / direct batched          {out['ratio_gpuq_vs_direct_batched']:8.2f}x   (target 0.8x)")
+        print(f"  gpuq / direct batched          {out['ratio_gpuq_vs_direct_batched']:8.2f}x   (target 0.8x; "
+              "one job per request)")
         print(f"  gpuq / bare Celery             {out['ratio_gpuq_vs_bare_celery']:8.2f}x   (target 4x)")
-        for prefix, what in (("cpu_ms_per_job_", "embedding"), ("noop_cpu_ms_per_job_", "no-op")):
+        print(f"  gpuq bulk / direct batched     {out['ratio_bulk_vs_direct_batched']:8.2f}x   (target 0.8x; "
+              f"{out['per_request']} jobs per POST /v1/jobs/batch)")
+        print(f"  gpuq bulk / bare Celery        {out['ratio_bulk_vs_bare_celery']:8.2f}x   (target 4x)")
+        for prefix, what in (("cpu_ms_per_job_", "embedding"), ("bulk_cpu_ms_per_job_", "bulk embedding"),
+                             ("noop_cpu_ms_per_job_", "no-op")):
             cpu = {k.rsplit("_", 1)[1]: v for k, v in out.items() if k.startswith(prefix)}
             print(f"  CPU per {what} job: {', '.join(f'{k} {v:.2f} ms' for k, v in cpu.items())} "
                   f"(total {sum(cpu.values()):.2f} ms)")
         print(f"  gpuq no-op jobs (framework only)    {out['gpuq_noop_jobs_per_s']:8.1f} jobs/s")
-        print(f"  batch size under load: mean {out['mean_batch']:.1f} inputs, max {out['max_batch']}; "
-              f"{out['jobs_batched']} of {out['jobs']} jobs shared a forward pass")
+        for prefix, how in (("", "one job per request"), ("bulk_", "bulk")):
+            print(f"  batch size under load ({how}): mean {out[prefix + 'mean_batch']:.1f} inputs, max "
+                  f"{out[prefix + 'max_batch']}; {out[prefix + 'jobs_batched']} of {out['jobs']} jobs shared a pass; "
+                  f"a job's message carried {out[prefix + 'mean_group']:.1f} jobs on average")
     if "p50_ms_batched" in out:
         budget = out["p50_ms_unbatched"] + out["batch_max_wait_ms"]
         print(f"  p50 single job: batched {out['p50_ms_batched']:.1f} ms, "
