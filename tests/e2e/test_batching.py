@@ -65,7 +65,7 @@ def test_concurrent_jobs_share_passes_and_match_unbatched_results(client: httpx.
              for i in range(16)]
     alone = [wait_status(client, client.post("/v1/jobs", json=embed(models["minilm"], t),
                                              headers={"Prefer": "wait=60"}).json()["id"]) for t in texts]
-    assert all(r["batch"] == {"jobs": 1, "inputs": 1, "passes": 1} for r in alone)
+    assert all(r["batch"] == {"jobs": 1, "inputs": 1, "passes": 1, "group": 1} for r in alone)
     together = submit_all(client, [embed(models["minilm"], t) for t in texts])
     assert all(r["status"] == "succeeded" for r in together), together
     assert max(r["batch"]["jobs"] for r in together) > 1
