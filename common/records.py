@@ -221,10 +221,6 @@ class JobStore:
         """The record; 404 when missing or owned by another tenant (existence is not leaked)."""
         return record_for(cast(dict[str, str], self.r.hgetall(keys.job(job_id))), job_id, tenant)
 
-    def get_many(self, job_ids: list[str], tenant: str | None = None) -> list[JobRecord]:
-        """``get`` for many jobs in one round trip (404 naming the first missing one)."""
-        return [record_for(raw, job_id, tenant) for job_id, raw in zip(job_ids, self._hgetall_many(job_ids))]
-
     def list_jobs(self, tenant: str, limit: int, status: str | None, kind: str | None) -> list[JobRecord]:
         """The tenant's newest jobs, filtered by status and kind."""
         out: list[JobRecord] = []

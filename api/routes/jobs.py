@@ -45,7 +45,7 @@ async def submit_job(body: JobRequest, tenant: Tenant, jobs: Jobs, settings: Set
     if wait is not None:
         headers["Preference-Applied"] = waiting.applied(wait)
         if record.status not in TERMINAL_STATUSES and await waiting.until_finished(record.id, wait):
-            record = await run_in_threadpool(jobs.get, record.id, tenant)
+            record = (await waiting.read_records([record.id], tenant))[0]
     status = 200 if done.replayed or (wait is not None and record.status in TERMINAL_STATUSES) else 202
     return _json(record, status, headers)
 
@@ -73,7 +73,7 @@ async def submit_jobs(body: BulkJobRequest, tenant: Tenant, jobs: Jobs, settings
     if wait is not None:
         headers["Preference-Applied"] = waiting.applied(wait)
         if not finished and await waiting.until_all_finished([r.id for r in records], wait):
-            records = await run_in_threadpool(jobs.get_many, [r.id for r in records], tenant)
+            records = await waiting.read_records([r.id for r in records], tenant)
             finished = True
     status = 200 if "Idempotent-Replayed" in headers or (wait is not None and finished) else 202
     return _json(JobList(jobs=records), status, headers)
@@ -99,7 +99,7 @@ async def get_job(job_id: str, tenant: Tenant, jobs: Jobs, settings: SettingsDep
     record = await run_in_threadpool(jobs.get, job_id, tenant)
     if wait and record.status not in TERMINAL_STATUSES:
         if await waiting.until_finished(job_id, waiting.capped(wait, settings)):
-            record = await run_in_threadpool(jobs.get, job_id, tenant)
+            record = (await waiting.read_records([job_id], tenant))[0]
     return record
 
 
