@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from common import stats
-from common.errors import JobCancelled, JobInterrupted
+from common.errors import JobCancelled, JobInterrupted, JobTimeout
 from common.jobs.registry import get_spec
 from common.settings import get_settings
 from worker import telemetry
@@ -149,6 +149,10 @@ def _run_kind(kind: str, contexts: list[JobContext], limits: Limits | None) -> l
                 return [exc] * len(contexts)
         outcomes: list[Any] = []
         for ctx in contexts:
+            if ctx.deadline is not None and time.monotonic() > ctx.deadline:
+                # The group's time is up (the watchdog's exception lands once): the rest do not start.
+                outcomes.append(JobTimeout("job exceeded its time limit (shared by the jobs of its group)"))
+                continue
             try:
                 outcomes.append(handler.run(ctx))
             except Exception as exc:  # noqa: BLE001
@@ -167,7 +171,8 @@ def _guard(contexts: list[JobContext], queue: str, limits: Limits | None) -> Any
     deadline = time.monotonic() + limits[0]
     for ctx in contexts:
         ctx.deadline = deadline
-    return get_watchdog().watch(f"group:{contexts[0].job_id}", queue, *limits)
+    jobs = [c.job_id for c in contexts]
+    return get_watchdog().watch(f"group:{jobs[0]}", queue, *limits, jobs=jobs)
 
 
 def _outcome(ctx: JobContext, outcome: Any, timings: dict[str, Any]) -> Change | None:

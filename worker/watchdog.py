@@ -35,6 +35,7 @@ class _Watch:
     soft_at: float
     hard_at: float
     soft_fired: bool = False
+    jobs: tuple[str, ...] = ()  # the records to fail at the hard limit (default: ``job_id``'s)
 
 
 class Watchdog:
@@ -50,11 +51,13 @@ class Watchdog:
 
     @contextmanager
     def watch(self, job_id: str, queue: str, soft_limit_s: float,
-              hard_limit_s: float | None = None) -> Iterator[None]:
-        """Arm the job's deadlines for the duration of the block (the handler call)."""
+              hard_limit_s: float | None = None, jobs: list[str] | None = None) -> Iterator[None]:
+        """Arm the job's deadlines for the duration of the block (the handler call); ``jobs`` names the
+        records a watch over a group (``job_id`` is then the group's label) fails at the hard limit."""
         start = time.monotonic()
         hard = hard_limit_s if hard_limit_s and hard_limit_s > soft_limit_s else soft_limit_s + self.grace_s
-        watch = _Watch(job_id, queue, threading.get_ident(), start + soft_limit_s, start + hard)
+        watch = _Watch(job_id, queue, threading.get_ident(), start + soft_limit_s, start + hard,
+                       jobs=tuple(jobs or [job_id]))
         with self._lock:
             self._watches[job_id] = watch
         try:
@@ -86,11 +89,12 @@ class Watchdog:
 
         self.fired_hard += 1
         log.error("job %s passed its hard time limit with its thread still busy; failing it", watch.job_id)
-        raw = job_store().get_raw(watch.job_id) or {}
-        timings = {**(raw.get("timings") or {}), "finished_at": time.time()}
-        finish(job_store(), watch.job_id, watch.queue, "failed", timings, node=node_name(),
-               error=JobTimeout("job exceeded its hard time limit; its worker thread could not be "
-                                "interrupted (stuck in native code)").to_dict())
+        error = JobTimeout("job exceeded its hard time limit; its worker thread could not be interrupted (stuck "
+                           "in native code)").to_dict()
+        for job_id in watch.jobs:
+            raw = job_store().get_raw(job_id) or {}
+            timings = {**(raw.get("timings") or {}), "finished_at": time.time()}
+            finish(job_store(), job_id, watch.queue, "failed", timings, node=node_name(), error=error)
 
 
 def _raise_in(thread_id: int) -> None:

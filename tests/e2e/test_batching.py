@@ -125,3 +125,29 @@ def test_batch_inference_reads_a_hub_dataset(client: httpx.Client, hub: HubServe
     assert record["status"] == "succeeded", record
     table = pq.read_table(io.BytesIO(client.get(f"/v1/jobs/{job['id']}/artifacts/outputs.parquet").content))
     assert table.num_rows == 30 and table.column("error").null_count == 30
+
+
+def test_watchdog_times_out_every_job_of_a_hung_group(stack: MiniStack, client: httpx.Client) -> None:
+    """A group message (bulk submits, worker/groups.py) is watched as a whole: each of its jobs times out."""
+    from celery import Celery
+
+    from api.submission import prepare
+    from common.celery_config import GROUP_TASK_NAME, celery_config
+    from common.records import JobStore
+    from common.schemas import JobRequest
+    from common.settings import Settings
+
+    settings = Settings(redis_url=stack.redis.url)
+    hung = JobRequest(kind="synthetic", model="none", params={"fail": "hang"})
+    jobs = [prepare(hung, "alpha", settings) for _ in range(2)]
+    JobStore(stack.r()).create_many([(j.fields, None, "") for j in jobs])
+    app = Celery("group-producer")
+    app.conf.update(celery_config(settings))
+    # The stack's 3 s limit, as the API there would set it (this process has the default settings).
+    app.send_task(GROUP_TASK_NAME, args=[[j.fields["id"] for j in jobs]], queue="inference", soft_time_limit=3,
+                  time_limit=6)
+    records = [wait_status(client, j.fields["id"], timeout=60) for j in jobs]
+    assert [(r["status"], r["error"]["type"]) for r in records] == [("failed", "timeout")] * 2, records
+    ok = client.post("/v1/jobs", json={"kind": "synthetic", "model": "none", "params": {"steps": 1}},
+                     headers={"Prefer": "wait=30"})
+    assert ok.json()["status"] == "succeeded"
