@@ -38,6 +38,7 @@ def submit_many(bodies: list[JobRequest], tenant: str, jobs: JobStore, settings:
     hashes = [body_hash(b.model_dump(mode="json")) if idempotency_key else "" for b in bodies]
     try:
         known = _known(jobs, tenant, item_keys, hashes)
+        replays = _replays(jobs, known)  # before anything is stored: a key naming an expired job is a 409
         fresh = [i for i in range(len(bodies)) if i not in known]
         admitted = _admit(Quotas(jobs.r, settings), tenant, [prepared[i] for i in fresh])
         for i in fresh:
@@ -50,18 +51,26 @@ def submit_many(bodies: list[JobRequest], tenant: str, jobs: JobStore, settings:
                 admitted.release(prepared[i].fields["id"])
         created = [prepared[i] for i in fresh if i not in known]
         _publish(created, jobs, tenant, item_keys, admitted, settings.group_max_jobs)
-        replays = dict(zip(known, jobs.get_many_raw(list(known.values())))) if known else {}
+        raced = {i: known[i] for i in known if i not in replays}
+        replays.update(_replays(jobs, raced, strict=False))
     except RedisError as exc:
         raise ServiceUnavailable(f"job store unavailable: {type(exc).__name__}") from exc
-    out = []
-    for i, job in enumerate(prepared):
-        if i in known:
-            raw = replays.get(i)
-            if raw is None:
-                raise ServiceUnavailable(f"jobs.{i}: the job this Idempotency-Key named has expired")
-            out.append(Submitted(to_record(raw), replayed=True))
-        else:
-            out.append(Submitted(to_record(job.fields), replayed=False))
+    return [Submitted(to_record(replays[i]), replayed=True) if i in replays
+            else Submitted(to_record(job.fields), replayed=False) for i, job in enumerate(prepared)]
+
+
+def _replays(jobs: JobStore, known: dict[int, str], strict: bool = True) -> dict[int, dict[str, Any]]:
+    """The records of jobs an idempotency key already made; with ``strict``, 409 when one has expired."""
+    if not known:
+        return {}
+    out: dict[int, dict[str, Any]] = {}
+    for (i, job_id), raw in zip(known.items(), jobs.get_many_raw(list(known.values()))):
+        if raw is None:
+            if strict:
+                raise Conflict(f"jobs.{i}: the job this Idempotency-Key named ({job_id}) has expired; submit "
+                               "with a new key", field="Idempotency-Key")
+            continue
+        out[i] = raw
     return out
 
 
