@@ -143,3 +143,14 @@ def test_concurrent_single_submits_are_coalesced_into_groups(client: httpx.Clien
     assert max(r["batch"]["group"] for r in records) > 1  # one message carried several jobs
     for r in records:
         assert event_types(client, r["id"]) == ["queued", "started", "completed"]
+
+
+def test_a_key_naming_an_expired_job_is_409_and_stores_nothing(client: httpx.Client, stack: MiniStack,
+                                                               models: dict[str, str]) -> None:
+    bodies = [embed(models["minilm"], f"expiring {i}") for i in range(2)]
+    first = bulk(client, bodies, **{"Idempotency-Key": "bulk-expiring"}).json()["jobs"]
+    stack.r().delete(keys.job(first[1]["id"]))  # as the record TTL would
+    before = len(client.get("/v1/jobs", params={"limit": 500}).json()["jobs"])
+    again = bulk(client, bodies + [embed(models["minilm"], "new")], **{"Idempotency-Key": "bulk-expiring"})
+    assert again.status_code == 409 and "jobs.1" in again.json()["error"]["message"], again.text
+    assert len(client.get("/v1/jobs", params={"limit": 500}).json()["jobs"]) == before
