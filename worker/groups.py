@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 
 from common import stats
@@ -44,6 +45,7 @@ from worker.runner import (
     unlist,
     worker_id,
 )
+from worker.watchdog import get_watchdog
 
 log = logging.getLogger(__name__)
 
@@ -162,11 +164,8 @@ def _run_kind(kind: str, contexts: list[JobContext], limits: Limits | None) -> l
 
 def _guard(contexts: list[JobContext], queue: str, limits: Limits | None) -> Any:
     """The watchdog (threads pool) on the group as a whole: each job's limit bounds the group."""
-    from contextlib import nullcontext
-
     if limits is None:
         return nullcontext()
-    from worker.watchdog import get_watchdog
 
     deadline = time.monotonic() + limits[0]
     for ctx in contexts:
