@@ -15,6 +15,9 @@ blocks; one executor thread forms batches and runs them, like Ray Serve's ``@ser
   ``max_batch_size`` threads; ``GPUQ_BATCH_EXECUTORS`` > 1 runs that many passes at once (a CPU worker with one
   intra-op thread per pass uses its cores better than one pass with several threads: the inter-op parallelism
   of Triton's model instances); passes that involve adapters on a model never overlap (worker/adapters.py);
+- with several executors, work that fits in one pass while other executors sit idle is shared among them
+  (whole requests each), so a lone group or the last requests of a burst finish in a fraction of the time
+  instead of one core working while the others wait;
 - if a merged pass raises, each request is retried alone, so one bad input fails only its own job.
 """
 from __future__ import annotations
@@ -103,6 +106,7 @@ class Batcher:
         self._queues: dict[Hashable, deque[Request]] = {}
         self._arriving = 0
         self._busy = 0  # executors inside a pass
+        self._shared: set[Hashable] = set()  # keys whose rest was left for idle executors: run at once
         self._threads = [threading.Thread(target=self._loop, name=f"gpuq-batcher-{i}", daemon=True)
                          for i in range(executors)]
         for thread in self._threads:
@@ -209,6 +213,9 @@ class Batcher:
         """A key to run now, else how long to wait (None: until notified). Called with the lock held."""
         if not self._queues:
             return None, None
+        for key in self._shared:
+            if key in self._queues:
+                return key, None
         now = time.monotonic()
         oldest_key, oldest = None, float("inf")
         for key, queue in self._queues.items():
@@ -224,8 +231,15 @@ class Batcher:
         return None, deadline - now
 
     def _take(self, key: Hashable) -> list[Request]:
+        """The next pass of ``key``'s requests (called with the lock held, this executor counted busy)."""
         queue = self._queues[key]
         limit = queue[0].limits.max_items
+        self._shared.discard(key)
+        idle = len(self._threads) - self._busy  # the other executors with nothing to do
+        if idle > 0 and queue and self._arriving <= 0:
+            pending = sum(len(r.items) for r in queue)
+            if 1 < pending <= limit:
+                limit = -(-pending // (idle + 1))  # this pass's share; the rest is run by idle executors
         batch: list[Request] = []
         count = 0
         while queue and (not batch or count + len(queue[0].items) <= limit):
@@ -234,6 +248,9 @@ class Batcher:
             count += len(request.items)
         if not queue:
             del self._queues[key]
+        elif limit < queue[0].limits.max_items:
+            self._shared.add(key)
+            self._cond.notify()
         return batch
 
     def _execute(self, batch: list[Request]) -> None:

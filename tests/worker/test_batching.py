@@ -121,3 +121,55 @@ def test_every_request_completes_under_churn(wait_s: float) -> None:
     done = _submit_many(batcher, model, list(range(64)), Limits(max_items=7, max_wait_s=wait_s))
     assert [d.outputs for d in done] == [[v * 2] for v in range(64)]
     assert batcher.pending() == 0
+
+
+class Timed(Model):
+    """A Model that also records when each pass ran (start, end)."""
+
+    def __init__(self, delay_s: float) -> None:
+        super().__init__(delay_s)
+        self.spans: list[tuple[float, float]] = []
+
+    def __call__(self, items: list[Any], stream: Any) -> list[Any]:
+        start = time.monotonic()
+        out = super().__call__(items, stream)
+        with self.lock:
+            self.spans.append((start, time.monotonic()))
+        return out
+
+
+def _group(batcher: Batcher, model: Model, values: list[int], limits: Limits) -> list[Any]:
+    """Queue one request per value before waiting for any (the way a group message runs), then collect."""
+    with batcher.arriving():
+        requests = [batcher.enqueue("k", [v], model, limits) for v in values]
+    return [batcher.wait(r).outputs for r in requests]
+
+
+@pytest.mark.parametrize("executors", [2, 3])
+def test_work_that_fits_one_pass_is_shared_by_idle_executors(executors: int) -> None:
+    batcher, model = Batcher(executors=executors), Timed(delay_s=0.2)
+    outputs = _group(batcher, model, list(range(12)), Limits(max_items=16, max_wait_s=1.0))
+    assert outputs == [[v * 2] for v in range(12)]
+    assert sorted(len(p) for p in model.passes) == [12 // executors] * executors
+    assert sorted(v for p in model.passes for v in p) == list(range(12))
+    # The shares ran side by side, not one after another, and nobody waited out the 1 s window.
+    assert max(s for s, _ in model.spans) < min(e for _, e in model.spans)
+
+
+def test_one_executor_runs_what_fits_in_one_pass() -> None:
+    batcher, model = Batcher(executors=1), Model()
+    _group(batcher, model, list(range(12)), Limits(max_items=16, max_wait_s=1.0))
+    assert [len(p) for p in model.passes] == [12]
+
+
+def test_full_passes_are_not_split_while_work_exceeds_one_pass() -> None:
+    batcher, model = Batcher(executors=2), Model(delay_s=0.05)
+    _group(batcher, model, list(range(32)), Limits(max_items=16, max_wait_s=1.0))
+    assert [len(p) for p in model.passes] == [16, 16]
+
+
+def test_a_lone_request_is_never_split() -> None:
+    batcher, model = Batcher(executors=2), Model()
+    with batcher.arriving() as arrival:
+        done = batcher.submit("k", [1, 2, 3], model, Limits(8, max_wait_s=1.0), arrival=arrival)
+    assert done.outputs == [2, 4, 6] and model.passes == [[1, 2, 3]]
