@@ -97,7 +97,7 @@ def submit_args(fields: dict[str, Any], idem_key: str | None, request_hash: str)
     """KEYS and ARGV of the submit script."""
     s = get_settings()
     idem = keys.idempotency(fields["tenant"], idem_key) if idem_key else ""
-    queued = json.dumps({"status": "queued", "queue": fields["queue"]})
+    queued = json_text({"status": "queued", "queue": fields["queue"]})
     return ([idem, keys.job(fields["id"]), keys.tenant_jobs(fields["tenant"]), keys.events(fields["id"])],
             [fields["id"], queued, fields["timings"]["submitted_at"], s.record_ttl_s, request_hash,
              s.idempotency_ttl_s, *_pairs(_encode(fields))])
@@ -121,7 +121,16 @@ def record_for(raw: dict[str, str], job_id: str, tenant: str | None) -> JobRecor
 
 
 def _encode(fields: dict[str, Any]) -> dict[str, str]:
-    return {k: json.dumps(v) if k in _JSON_FIELDS else ("" if v is None else str(v)) for k, v in fields.items()}
+    return {k: json_text(v) if k in _JSON_FIELDS else ("" if v is None else str(v)) for k, v in fields.items()}
+
+
+def json_text(value: Any) -> str:
+    """``value`` as compact JSON text: orjson (several times faster on the per-job path), the standard encoder
+    for what orjson refuses (integers beyond 64 bits)."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        return json.dumps(value)
 
 
 def _pairs(encoded: dict[str, str]) -> list[str]:
@@ -193,7 +202,7 @@ class JobStore:
             self._claim_fresh(
                 keys=[keys.job(job_id), keys.events(job_id), keys.lease(job_id), keys.running(queue),
                       keys.worker_jobs(node)],
-                args=[owner, lease_ms, fields["timings"]["started_at"], json.dumps(data), ttl, job_id,
+                args=[owner, lease_ms, fields["timings"]["started_at"], json_text(data), ttl, job_id,
                       *_pairs(_encode(fields))], client=pipe)
         return [str(answer) for answer in pipe.execute()]
 
@@ -206,7 +215,7 @@ class JobStore:
         pipe = self.r.pipeline(transaction=False)
         for job_id, allowed, fields, event, data, encoded in changes:
             self._transition(keys=[keys.job(job_id), keys.events(job_id), keys.stats()],
-                             args=[_allowed(allowed), event, json.dumps(data), ttl,
+                             args=[_allowed(allowed), event, json_text(data), ttl,
                                    *_pairs({**_encode(fields), **(encoded or {})})], client=pipe)
         if after is not None:
             after(pipe)
@@ -268,7 +277,7 @@ class JobStore:
         holds fields already in their stored form (a result encoded once, as JSON text, by the worker)."""
         applied, previous = self._transition(
             keys=[keys.job(job_id), keys.events(job_id), keys.stats()],
-            args=[_allowed(allowed), event, json.dumps(data or {}), get_settings().record_ttl_s,
+            args=[_allowed(allowed), event, json_text(data or {}), get_settings().record_ttl_s,
                   *_pairs({**_encode(fields), **(encoded or {})})],
         )
         return Transition(bool(applied), previous or None)
