@@ -21,7 +21,7 @@ from api.submission import Prepared, Submitted, affinity_router, prepare
 from common import keys, stats
 from common.errors import Conflict, InvalidInput, ServiceUnavailable
 from common.quotas import Quotas
-from common.records import JobStore, body_hash, to_record
+from common.records import JobStore, body_hash
 from common.schemas import JobRequest
 from common.settings import Settings
 from common.webhooks.subscriptions import register
@@ -55,8 +55,8 @@ def submit_many(bodies: list[JobRequest], tenant: str, jobs: JobStore, settings:
         replays.update(_replays(jobs, raced, strict=False))
     except RedisError as exc:
         raise ServiceUnavailable(f"job store unavailable: {type(exc).__name__}") from exc
-    return [Submitted(to_record(replays[i]), replayed=True) if i in replays
-            else Submitted(to_record(job.fields), replayed=False) for i, job in enumerate(prepared)]
+    return [Submitted(replays[i], replayed=True) if i in replays else Submitted(job.fields, replayed=False)
+            for i, job in enumerate(prepared)]
 
 
 def _replays(jobs: JobStore, known: dict[int, str], strict: bool = True) -> dict[int, dict[str, Any]]:

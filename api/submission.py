@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -29,10 +29,24 @@ from common.webhooks.subscriptions import register, validate_webhook
 
 @dataclass(frozen=True)
 class Submitted:
-    """A stored job, and whether an earlier submit with the same idempotency key made it."""
+    """A stored job (its decoded fields), and whether an earlier submit with the same idempotency key made it.
 
-    record: JobRecord
+    The wire record is built on first use: an answer that waits for the job reads it again instead."""
+
+    fields: dict[str, Any]
     replayed: bool
+
+    @property
+    def job_id(self) -> str:
+        return str(self.fields["id"])
+
+    @property
+    def status(self) -> str:
+        return str(self.fields["status"])
+
+    @cached_property
+    def record(self) -> JobRecord:
+        return to_record(self.fields)
 
 
 @dataclass(frozen=True)
@@ -84,7 +98,7 @@ def _submit(body: JobRequest, tenant: str, jobs: JobStore, settings: Settings,
         existing = jobs.create(fields, idempotency_key, request_hash)
         if existing is not None:
             quotas.release(tenant, job_id)
-            return Submitted(jobs.get(existing, tenant), replayed=True)
+            return Submitted(jobs.get_fields(existing, tenant), replayed=True)
         try:
             route = affinity_router().route(spec, fields["model"])
             if spec.groups and settings.submit_coalesce_ms > 0:
@@ -96,7 +110,7 @@ def _submit(body: JobRequest, tenant: str, jobs: JobStore, settings: Settings,
             quotas.release(tenant, job_id)
             raise
         stats.count_submitted(jobs.r, spec.kind)
-        return Submitted(to_record(fields), replayed=False)  # what was just stored: no read back
+        return Submitted(fields, replayed=False)  # what was just stored: no read back
     except RedisError as exc:
         raise ServiceUnavailable(f"job store unavailable: {type(exc).__name__}") from exc
 

@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 from common import events, keys
-from common.records import record_for
+from common.records import Answer, answer_for
 from common.redis_client import loop_redis
-from common.schemas import JobRecord
 from common.settings import Settings
 
 
@@ -46,9 +45,10 @@ async def until_all_finished(job_ids: list[str], seconds: float) -> bool:
     return await events.wait_all_terminal(loop_redis(), job_ids, seconds)
 
 
-async def read_records(job_ids: list[str], tenant: str) -> list[JobRecord]:
-    """The records after a wait, read on the event loop's client (no thread hop; one round trip)."""
+async def read_answers(job_ids: list[str], tenant: str) -> list[Answer]:
+    """The records after a wait, read on the event loop's client (no thread hop; one round trip), with their
+    results as stored."""
     pipe = loop_redis().pipeline(transaction=False)
     for job_id in job_ids:
         pipe.hgetall(keys.job(job_id))
-    return [record_for(raw, job_id, tenant) for job_id, raw in zip(job_ids, await pipe.execute())]
+    return [answer_for(raw, job_id, tenant) for job_id, raw in zip(job_ids, await pipe.execute())]

@@ -113,11 +113,37 @@ def replayed_job(existing: str | None, request_hash: str) -> str | None:
     return str(prior["job_id"])
 
 
-def record_for(raw: dict[str, str], job_id: str, tenant: str | None) -> JobRecord:
-    """The wire record from a raw hash; 404 when missing or another tenant's (existence is not leaked)."""
+def _check_owner(raw: dict[str, str], job_id: str, tenant: str | None) -> None:
+    """404 when the job is missing or another tenant's (existence is not leaked)."""
     if not raw or (tenant is not None and raw.get("tenant") != tenant):
         raise NotFound(f"job {job_id} not found", field="job_id")
-    return to_record(_decode(raw))
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A stored record to answer with: validated without its result, which stays the JSON text the worker
+    stored and is spliced into the answer as it is (an embedding's hundreds of floats are not decoded,
+    validated and encoded again for every answer)."""
+
+    record: JobRecord  # ``result`` left out
+    result: str | None
+
+    def json(self) -> bytes:
+        """The record as JSON, ``result`` last."""
+        head = self.record.model_dump_json(exclude={"result"}).encode()
+        return head[:-1] + b',"result":' + (self.result.encode() if self.result else b"null") + b"}"
+
+
+def answer_for(raw: dict[str, str], job_id: str, tenant: str | None) -> Answer:
+    """The answer for a raw hash; 404 when missing or another tenant's."""
+    _check_owner(raw, job_id, tenant)
+    rest = {k: v for k, v in raw.items() if k != "result"}
+    return Answer(to_record(_decode(rest)), raw.get("result") or None)
+
+
+def answers_json(answers: list[Answer]) -> bytes:
+    """A ``JobList`` of answers as JSON."""
+    return b'{"jobs":[' + b",".join(a.json() for a in answers) + b"]}"
 
 
 def _encode(fields: dict[str, Any]) -> dict[str, str]:
@@ -238,7 +264,13 @@ class JobStore:
 
     def get(self, job_id: str, tenant: str | None = None) -> JobRecord:
         """The record; 404 when missing or owned by another tenant (existence is not leaked)."""
-        return record_for(cast(dict[str, str], self.r.hgetall(keys.job(job_id))), job_id, tenant)
+        return to_record(self.get_fields(job_id, tenant))
+
+    def get_fields(self, job_id: str, tenant: str | None = None) -> dict[str, Any]:
+        """The decoded hash; 404 when missing or owned by another tenant."""
+        raw = cast(dict[str, str], self.r.hgetall(keys.job(job_id)))
+        _check_owner(raw, job_id, tenant)
+        return _decode(raw)
 
     def list_jobs(self, tenant: str, limit: int, status: str | None, kind: str | None) -> list[JobRecord]:
         """The tenant's newest jobs, filtered by status and kind."""
@@ -317,9 +349,12 @@ def decode_record(raw: dict[str, str]) -> JobRecord:
     return to_record(_decode(raw))
 
 
+_RECORD_FIELDS = frozenset(JobRecord.model_fields)
+
+
 def to_record(raw: dict[str, Any]) -> JobRecord:
     """Build the wire record from a decoded hash."""
-    data = {k: v for k, v in raw.items() if k in JobRecord.model_fields}
+    data = {k: v for k, v in raw.items() if k in _RECORD_FIELDS}
     data["cancel_requested"] = raw.get("cancel_requested") == "1"
     data["attempts"] = int(raw.get("attempts") or 0)
     return JobRecord.model_validate(data)

@@ -42,7 +42,7 @@ async def _generate(prompt: str, tenant: str, jobs: JobStore, settings: Settings
     body = JobRequest(kind="inference", model=settings.generate_model, inputs=prompt,
                       params={"task": "text-generation", "max_new_tokens": settings.generate_max_new_tokens})
     done = await run_in_threadpool(submission.submit, body, tenant, jobs, settings)
-    job_id = done.record.id
+    job_id = done.job_id
     headers = {"Location": f"/v1/jobs/{job_id}", "X-Gpuq-Job-Id": job_id}
     timeout = waiting.capped(settings.generate_timeout_s, settings)
     if not await waiting.until_finished(job_id, timeout):

@@ -7,12 +7,12 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, Response, StreamingResponse
-from pydantic import BaseModel
 
 from api import bulk, submission, waiting
 from api.deps import Artifacts, Jobs, SettingsDep, Tenant
 from common import events, keys
 from common.errors import InvalidInput
+from common.records import answers_json
 from common.redis_client import loop_redis
 from common.schemas import (TERMINAL_STATUSES, ArtifactInfo, BulkJobRequest, JobList, JobRecord, JobRequest,
                             JobStatus)
@@ -37,17 +37,18 @@ async def submit_job(body: JobRequest, tenant: Tenant, jobs: Jobs, settings: Set
     ``GPUQ_SYNC_WAIT_MAX_S``), else with the usual 202; either way ``Preference-Applied`` says the wait used.
     """
     done = await run_in_threadpool(submission.submit, body, tenant, jobs, settings, idempotency_key)
-    record = done.record
-    headers = {"Location": f"/v1/jobs/{record.id}"}
+    headers = {"Location": f"/v1/jobs/{done.job_id}"}
     if done.replayed:
         headers["Idempotent-Replayed"] = "true"
     wait = waiting.prefer_wait(prefer, settings)
+    finished = done.status in TERMINAL_STATUSES
     if wait is not None:
         headers["Preference-Applied"] = waiting.applied(wait)
-        if record.status not in TERMINAL_STATUSES and await waiting.until_finished(record.id, wait):
-            record = (await waiting.read_records([record.id], tenant))[0]
-    status = 200 if done.replayed or (wait is not None and record.status in TERMINAL_STATUSES) else 202
-    return _json(record, status, headers)
+        if not finished and await waiting.until_finished(done.job_id, wait):
+            answer = (await waiting.read_answers([done.job_id], tenant))[0]
+            return _json(answer.json(), 200, headers)
+    status = 200 if done.replayed or (wait is not None and finished) else 202
+    return _json(done.record.model_dump_json(), status, headers)
 
 
 @router.post("/batch", status_code=202, response_model=JobList, responses={
@@ -64,24 +65,24 @@ async def submit_jobs(body: BulkJobRequest, tenant: Tenant, jobs: Jobs, settings
     accepted. ``Prefer: wait=N`` answers 200 with the finished jobs when all end within N seconds.
     """
     done = await run_in_threadpool(bulk.submit_many, body.jobs, tenant, jobs, settings, idempotency_key)
-    records = [d.record for d in done]
+    ids = [d.job_id for d in done]
     headers: dict[str, str] = {}
     if all(d.replayed for d in done):
         headers["Idempotent-Replayed"] = "true"
     wait = waiting.prefer_wait(prefer, settings)
-    finished = all(r.status in TERMINAL_STATUSES for r in records)
+    finished = all(d.status in TERMINAL_STATUSES for d in done)
     if wait is not None:
         headers["Preference-Applied"] = waiting.applied(wait)
-        if not finished and await waiting.until_all_finished([r.id for r in records], wait):
-            records = await waiting.read_records([r.id for r in records], tenant)
-            finished = True
+        if not finished and await waiting.until_all_finished(ids, wait):
+            return _json(answers_json(await waiting.read_answers(ids, tenant)), 200, headers)
     status = 200 if "Idempotent-Replayed" in headers or (wait is not None and finished) else 202
-    return _json(JobList(jobs=records), status, headers)
+    return _json(JobList(jobs=[d.record for d in done]).model_dump_json(), status, headers)
 
 
-def _json(body: BaseModel, status: int, headers: dict[str, str]) -> Response:
-    """``body`` serialised by pydantic-core directly (results of hundreds of floats make json.dumps costly)."""
-    return Response(body.model_dump_json(), status_code=status, headers=headers, media_type="application/json")
+def _json(body: bytes | str, status: int, headers: dict[str, str]) -> Response:
+    """A JSON answer already serialised (by pydantic-core, or spliced from stored results: results of
+    hundreds of floats make a generic encoder costly)."""
+    return Response(body, status_code=status, headers=headers, media_type="application/json")
 
 
 @router.get("", response_model=JobList)
@@ -94,12 +95,12 @@ def list_jobs(tenant: Tenant, jobs: Jobs, settings: SettingsDep, status: JobStat
 
 @router.get("/{job_id}", response_model=JobRecord)
 async def get_job(job_id: str, tenant: Tenant, jobs: Jobs, settings: SettingsDep,
-                  wait: WaitQuery = None) -> JobRecord:
+                  wait: WaitQuery = None) -> JobRecord | Response:
     """One job's record (404 for another tenant's job); ``?wait=N`` returns as soon as it finishes."""
     record = await run_in_threadpool(jobs.get, job_id, tenant)
-    if wait and record.status not in TERMINAL_STATUSES:
-        if await waiting.until_finished(job_id, waiting.capped(wait, settings)):
-            record = (await waiting.read_records([job_id], tenant))[0]
+    if (wait and record.status not in TERMINAL_STATUSES
+            and await waiting.until_finished(job_id, waiting.capped(wait, settings))):
+        return _json((await waiting.read_answers([job_id], tenant))[0].json(), 200, {})
     return record
 
 

@@ -1,0 +1,117 @@
+"""The job record store against a real Redis: the submit, claim and transition scripts, and answers."""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+import redis
+
+from common import keys
+from common.errors import NotFound
+from common.records import Answer, JobStore, answer_for, answers_json, json_text, to_record
+
+
+@pytest.fixture()
+def store(redis_url: str) -> Iterator[JobStore]:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield JobStore(client)
+    client.close()
+
+
+def _fields(tenant: str = "records-t") -> dict[str, Any]:
+    return {"id": uuid.uuid4().hex, "tenant": tenant, "kind": "inference", "model": "m", "queue": "inference",
+            "status": "queued", "priority": "normal", "params": {"task": "fill-mask", "note": "ünïcode \"q\""},
+            "inputs": ["a [MASK] b", ""], "attempts": 0, "timings": {"submitted_at": time.time()},
+            "progress": None, "artifacts": [], "webhook": None}
+
+
+def _events(store: JobStore, job_id: str) -> list[str]:
+    return [fields["type"] for _, fields in store.r.xrange(keys.events(job_id))]
+
+
+def test_submit_stores_every_field_and_the_queued_event(store: JobStore) -> None:
+    fields = _fields()
+    assert store.create(fields, None, "") is None
+    raw = store.get_raw(fields["id"])
+    assert raw is not None
+    assert raw["params"] == fields["params"] and raw["inputs"] == fields["inputs"]
+    assert raw["progress"] is None and raw["webhook"] is None and raw["artifacts"] == []
+    assert _events(store, fields["id"]) == ["queued"]
+    assert store.r.ttl(keys.job(fields["id"])) > 0
+
+
+def test_submit_with_a_known_idempotency_key_returns_the_first_job(store: JobStore) -> None:
+    key = uuid.uuid4().hex
+    first, second = _fields(), _fields()
+    assert store.create(first, key, "h1") is None
+    assert store.create(second, key, "h1") == first["id"]
+    assert store.get_raw(second["id"]) is None
+
+
+def test_claim_and_transitions_apply_only_from_allowed_states(store: JobStore) -> None:
+    fields = _fields()
+    store.create(fields, None, "")
+    job_id = fields["id"]
+    timings = {**fields["timings"], "started_at": time.time()}
+    claims = [(job_id, "inference", {"status": "running", "worker": "w1", "attempts": 1, "timings": timings},
+               {"worker": "w1"})]
+    assert store.claim_fresh(claims, "w1", "node-1", 60_000) == ["claimed"]
+    assert store.claim_fresh(claims, "w2", "node-2", 60_000) == ["running"]
+    assert store.r.zscore(keys.running("inference"), job_id) is not None
+    assert store.r.sismember(keys.worker_jobs("node-1"), job_id)
+
+    refused = store.transition(job_id, ["queued"], {"status": "cancelled"}, "cancelled")
+    assert (refused.applied, refused.previous) == (False, "running")
+    before = int(store.r.hget(keys.stats(), "failed|inference|OutOfMemory") or 0)
+    error = {"type": "OutOfMemory", "message": "no room", "retryable": False}
+    done = store.transition(job_id, ["queued", "running"], {"status": "failed", "error": error}, "failed",
+                            {"error": error})
+    assert (done.applied, done.previous) == (True, "running")
+    assert int(store.r.hget(keys.stats(), "failed|inference|OutOfMemory") or 0) == before + 1
+    assert store.get(job_id).error is not None and store.get(job_id).error.type == "OutOfMemory"
+    assert _events(store, job_id) == ["queued", "started", "failed"]
+
+
+def test_transition_without_fields_only_appends_the_event(store: JobStore) -> None:
+    fields = _fields()
+    store.create(fields, None, "")
+    done = store.transition(fields["id"], ["queued"], {}, "log", {"message": "hello"})
+    assert done.applied and store.get(fields["id"]).status == "queued"
+    assert _events(store, fields["id"]) == ["queued", "log"]
+
+
+@pytest.mark.parametrize("result", [[0.1234567, -2.5e-05, 3.0] * 128, {"label": "POSITIVE", "score": 0.99},
+                                    None])
+def test_an_answer_is_the_record_with_its_stored_result(store: JobStore, result: Any) -> None:
+    fields = _fields()
+    store.create(fields, None, "")
+    encoded = {"result": orjson.dumps(result).decode()} if result is not None else None
+    store.transition(fields["id"], ["queued"], {"status": "succeeded"}, "completed", encoded=encoded)
+    raw = store.r.hgetall(keys.job(fields["id"]))
+    answer = answer_for(raw, fields["id"], fields["tenant"])
+    assert isinstance(answer, Answer)
+    assert json.loads(answer.json()) == json.loads(store.get(fields["id"]).model_dump_json())
+    assert json.loads(answers_json([answer, answer]))["jobs"][1]["result"] == result
+
+
+def test_an_answer_for_another_tenant_or_a_missing_job_is_not_found(store: JobStore) -> None:
+    fields = _fields()
+    store.create(fields, None, "")
+    raw = store.r.hgetall(keys.job(fields["id"]))
+    with pytest.raises(NotFound):
+        answer_for(raw, fields["id"], "someone-else")
+    with pytest.raises(NotFound):
+        answer_for({}, "nope", fields["tenant"])
+    with pytest.raises(NotFound):
+        store.get_fields(fields["id"], "someone-else")
+
+
+def test_json_text_falls_back_for_what_orjson_refuses() -> None:
+    assert json.loads(json_text({"big": 2 ** 70})) == {"big": 2 ** 70}
+    assert json.loads(json_text({1: "int key"})) == {"1": "int key"}
+    assert to_record({**_fields(), "cancel_requested": "1", "attempts": "2"}).cancel_requested
