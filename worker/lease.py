@@ -16,13 +16,20 @@ from common import keys
 
 log = logging.getLogger(__name__)
 
+# Both take every lease key of a group in one call and answer 1/0 per key (still ours or not).
 _RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
+local out = {}
+for i, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[1] then out[i] = redis.call('DEL', key) else out[i] = 0 end
+end
+return out
 """
 _RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
+local out = {}
+for i, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[1] then out[i] = redis.call('PEXPIRE', key, ARGV[2]) else out[i] = 0 end
+end
+return out
 """
 
 
@@ -32,6 +39,7 @@ class Leases:
     def __init__(self, client: redis.Redis, job_ids: list[str], owner: str, ttl_s: float) -> None:
         self.r, self.owner, self.ttl_ms = client, owner, int(ttl_s * 1000)
         self.keys = [keys.lease(job_id) for job_id in job_ids]
+        self._scripts = {_RENEW: client.register_script(_RENEW), _RELEASE: client.register_script(_RELEASE)}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -53,12 +61,10 @@ class Leases:
             self.keys = [key for key, ok in zip(self.keys, kept) if ok]
 
     def _each(self, script: str, *args: int) -> list[object]:
-        if len(self.keys) == 1:
-            return [self.r.eval(script, 1, self.keys[0], self.owner, *args)]
-        pipe = self.r.pipeline(transaction=False)
-        for key in self.keys:
-            pipe.eval(script, 1, key, self.owner, *args)
-        return list(pipe.execute())
+        """Run ``script`` on every lease key still held, in one call (EVALSHA); 1/0 per key."""
+        if not self.keys:
+            return []
+        return list(self._scripts[script](keys=self.keys, args=[self.owner, *args]))
 
     def release(self) -> None:
         """Stop renewing and drop the leases still ours."""
