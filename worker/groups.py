@@ -16,6 +16,7 @@ Only fresh jobs (queued, never attempted, lease free) are claimed here; anything
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -48,16 +49,21 @@ from worker.runner import (
 from worker.watchdog import get_watchdog
 
 log = logging.getLogger(__name__)
+# Groups that arrive together (a burst of bulk submits) take turns reading and claiming their jobs and queueing
+# them in the batcher: interleaved under the GIL, every group would reach the batcher only after all of them
+# had been read, and the device would wait for the first one all that time.
+_INTAKE = threading.Lock()
 
 
 def run_group(job_ids: list[str], limits: Limits | None = None) -> dict[str, str]:
     """Run the group's fresh jobs together and the rest one by one; returns each job's status."""
     jobs = job_store()
     node, owner = node_name(), worker_id()
-    raws = {raw["id"]: raw for raw in jobs.get_many_raw(job_ids) if raw is not None}
-    fresh = [raws[i] for i in job_ids if i in raws and raws[i]["status"] == "queued"
-             and not int(raws[i].get("attempts") or 0)]
-    claimed = _claim(fresh, owner, node)
+    with _INTAKE:
+        raws = {raw["id"]: raw for raw in jobs.get_many_raw(job_ids) if raw is not None}
+        fresh = [raws[i] for i in job_ids if i in raws and raws[i]["status"] == "queued"
+                 and not int(raws[i].get("attempts") or 0)]
+        claimed = _claim(fresh, owner, node)
     statuses: dict[str, str] = {}
     if claimed:
         leases = Leases(jobs.r, [raw["id"] for raw in claimed], owner, get_settings().lease_ttl_s)
