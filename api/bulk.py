@@ -11,6 +11,7 @@ already accepted and creates only the missing ones.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,10 +27,20 @@ from common.schemas import JobRequest
 from common.settings import Settings
 from common.webhooks.subscriptions import register
 
+# Bulk submits in one process take turns: interleaved under the GIL, a burst of them would publish its first
+# jobs only once every request was nearly done, and the workers would wait for the first group all that time.
+_TURNS = threading.Lock()
+
 
 def submit_many(bodies: list[JobRequest], tenant: str, jobs: JobStore, settings: Settings,
                 idempotency_key: str | None = None) -> list[Submitted]:
     """Validate every job, then store and enqueue them; replay the jobs an idempotency key already made."""
+    with _TURNS:
+        return _submit_many(bodies, tenant, jobs, settings, idempotency_key)
+
+
+def _submit_many(bodies: list[JobRequest], tenant: str, jobs: JobStore, settings: Settings,
+                 idempotency_key: str | None) -> list[Submitted]:
     if len(bodies) > settings.bulk_max_jobs:
         raise InvalidInput(f"jobs: {len(bodies)} jobs in one request, at most {settings.bulk_max_jobs} "
                            "(GPUQ_BULK_MAX_JOBS)", field="jobs")
