@@ -15,9 +15,10 @@ blocks; one executor thread forms batches and runs them, like Ray Serve's ``@ser
   ``max_batch_size`` threads; ``GPUQ_BATCH_EXECUTORS`` > 1 runs that many passes at once (a CPU worker with one
   intra-op thread per pass uses its cores better than one pass with several threads: the inter-op parallelism
   of Triton's model instances); passes that involve adapters on a model never overlap (worker/adapters.py);
-- with several executors, work that fits in one pass while other executors sit idle is shared among them
-  (whole requests each), so a lone group or the last requests of a burst finish in a fraction of the time
-  instead of one core working while the others wait;
+- with several executors, the work left (when it fits in their passes) is shared evenly (whole requests each)
+  with the executors that are idle or, failing those, will be free before half of it is done (judged by each
+  key's measured time per input), so a lone group or the last requests of a burst finish in a fraction of
+  the time instead of one core working while the others wait;
 - if a merged pass raises, each request is retried alone, so one bad input fails only its own job.
 """
 from __future__ import annotations
@@ -106,7 +107,9 @@ class Batcher:
         self._queues: dict[Hashable, deque[Request]] = {}
         self._arriving = 0
         self._busy = 0  # executors inside a pass
-        self._shared: set[Hashable] = set()  # keys whose rest was left for idle executors: run at once
+        self._shared: set[Hashable] = set()  # keys whose rest was left for other executors: run at once
+        self._running: dict[int, tuple[Hashable, int, float]] = {}  # executor -> (key, inputs, started)
+        self._per_input: dict[Hashable, float] = {}  # seconds per input of a key's passes (moving average)
         self._threads = [threading.Thread(target=self._loop, name=f"gpuq-batcher-{i}", daemon=True)
                          for i in range(executors)]
         for thread in self._threads:
@@ -190,11 +193,14 @@ class Batcher:
                 self._execute(batch)
                 with self._cond:
                     self._busy -= 1
+                    key, inputs, started = self._running.pop(threading.get_ident())
+                    self._measured(key, inputs, time.monotonic() - started)
                     self._cond.notify()
             except BaseException as exc:  # noqa: BLE001 - the executor thread must survive anything
                 log.exception("batch execution failed unexpectedly")
                 with self._cond:
                     self._busy -= 1
+                    self._running.pop(threading.get_ident(), None)
                 for request in batch:
                     if not request.finished:
                         request.error = exc
@@ -235,11 +241,12 @@ class Batcher:
         queue = self._queues[key]
         limit = queue[0].limits.max_items
         self._shared.discard(key)
-        idle = len(self._threads) - self._busy  # the other executors with nothing to do
-        if idle > 0 and queue and self._arriving <= 0:
+        if len(self._threads) > 1 and self._arriving <= 0:
             pending = sum(len(r.items) for r in queue)
-            if 1 < pending <= limit:
-                limit = -(-pending // (idle + 1))  # this pass's share; the rest is run by idle executors
+            helpers = (len(self._threads) - self._busy or self._free_soon(key, min(pending, 2 * limit))
+                       if pending > 1 else 0)
+            if helpers and pending <= limit * (1 + helpers):
+                limit = -(-pending // (1 + helpers))  # this pass's share; the rest is left to them
         batch: list[Request] = []
         count = 0
         while queue and (not batch or count + len(queue[0].items) <= limit):
@@ -251,7 +258,26 @@ class Batcher:
         elif limit < queue[0].limits.max_items:
             self._shared.add(key)
             self._cond.notify()
+        self._running[threading.get_ident()] = (key, count, time.monotonic())
         return batch
+
+    def _free_soon(self, key: Hashable, pending: int) -> int:
+        """Busy executors that will be free before half of ``pending`` inputs of ``key`` are done."""
+        now, soon = time.monotonic(), 0
+        half = pending / 2 * self._per_input.get(key, 0.0)
+        for other, inputs, started in self._running.values():
+            rate = self._per_input.get(other)
+            if rate is None or not half:  # nothing measured yet: compare sizes
+                soon += 2 * inputs <= pending
+            else:
+                soon += inputs * rate - (now - started) <= half
+        return soon
+
+    def _measured(self, key: Hashable, inputs: int, seconds: float) -> None:
+        """Fold a finished pass into the key's time per input (called with the lock held)."""
+        rate = seconds / max(inputs, 1)
+        before = self._per_input.get(key)
+        self._per_input[key] = rate if before is None else 0.7 * before + 0.3 * rate
 
     def _execute(self, batch: list[Request]) -> None:
         items = [item for request in batch for item in request.items]

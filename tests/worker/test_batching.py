@@ -173,3 +173,17 @@ def test_a_lone_request_is_never_split() -> None:
     with batcher.arriving() as arrival:
         done = batcher.submit("k", [1, 2, 3], model, Limits(8, max_wait_s=1.0), arrival=arrival)
     assert done.outputs == [2, 4, 6] and model.passes == [[1, 2, 3]]
+
+
+@pytest.mark.parametrize(("running", "passes"), [(4, [4, 8, 8]), (16, [16, 16])])
+def test_work_is_shared_with_a_busy_executor_only_if_it_will_be_free_before_half_is_done(
+        running: int, passes: list[int]) -> None:
+    batcher, model = Batcher(executors=2), Model(delay_s=0.2)
+    limits = Limits(max_items=16, max_wait_s=1.0)
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(batcher.submit, "k", list(range(100, 100 + running)), model, limits)
+        time.sleep(0.05)  # one executor is inside that pass; the other is idle
+        outputs = _group(batcher, model, list(range(16)), limits)
+        first.result()
+    assert outputs == [[v * 2] for v in range(16)]
+    assert [len(p) for p in model.passes] == passes
