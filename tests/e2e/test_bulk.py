@@ -24,7 +24,9 @@ from tests.support.stack import MiniStack, worker_env
 
 @pytest.fixture(scope="module")
 def stack(log_dir: Path, models: dict[str, str]) -> Iterator[MiniStack]:
-    s = MiniStack({**worker_env(), "GPUQ_TORCH_THREADS": "1", "GPUQ_GROUP_MAX_JOBS": "8"}, log_dir, "bulk")
+    # Two executors (the CPU worker setting): groups' passes are shared between them and run side by side.
+    s = MiniStack({**worker_env(), "GPUQ_TORCH_THREADS": "1", "GPUQ_GROUP_MAX_JOBS": "8",
+                   "GPUQ_BATCH_EXECUTORS": "2"}, log_dir, "bulk")
     s.worker("bk", concurrency=8)
     yield s
     s.stop()
