@@ -1,7 +1,8 @@
 """Waiting for a job inside a request: ``Prefer: wait=N``, ``?wait=N`` and ``/generate``."""
 from __future__ import annotations
 
-from common import events, keys
+from common import keys
+from common.finished import wait_all_finished
 from common.records import Answer, answer_for
 from common.redis_client import loop_redis
 from common.settings import Settings
@@ -32,17 +33,16 @@ def applied(seconds: float) -> str:
 
 
 async def until_finished(job_id: str, seconds: float) -> bool:
-    """True once the job has reached a terminal state, waiting at most ``seconds`` (XREAD BLOCK)."""
-    if seconds <= 0:
-        return False
-    return await events.wait_terminal(loop_redis(), job_id, seconds)
+    """True once the job has reached a terminal state, waiting at most ``seconds``."""
+    return await until_all_finished([job_id], seconds)
 
 
 async def until_all_finished(job_ids: list[str], seconds: float) -> bool:
-    """True once every job has reached a terminal state, waiting at most ``seconds`` (one XREAD for all)."""
+    """True once every job has reached a terminal state, waiting at most ``seconds`` (woken by the process's
+    one subscription to finished jobs: common/finished.py)."""
     if seconds <= 0:
         return False
-    return await events.wait_all_terminal(loop_redis(), job_ids, seconds)
+    return await wait_all_finished(job_ids, seconds)
 
 
 async def read_answers(job_ids: list[str], tenant: str) -> list[Answer]:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
@@ -59,36 +58,3 @@ async def follow(client: aioredis.Redis, job_id: str, after: str = "0",
 def sse_frame(event: JobEvent) -> str:
     """Encode one event as a Server-Sent Events frame."""
     return f"id: {event.id}\nevent: {event.type}\ndata: {json.dumps(event.data, separators=(',', ':'))}\n\n"
-
-
-async def wait_terminal(client: aioredis.Redis, job_id: str, timeout_s: float) -> bool:
-    """Block (XREAD BLOCK, no polling) until the job's terminal event exists or ``timeout_s`` passes."""
-    return await wait_all_terminal(client, [job_id], timeout_s)
-
-
-async def wait_all_terminal(client: aioredis.Redis, job_ids: list[str], timeout_s: float) -> bool:
-    """Block until every job has its terminal event (True) or ``timeout_s`` passes (False).
-
-    Starts from each stream's last entry: a terminal event is always the last one, so finished jobs answer at
-    once; the rest are followed by one XREAD over all their streams, which wakes the moment any of them
-    appends an event.
-    """
-    pipe = client.pipeline(transaction=False)
-    for job_id in job_ids:
-        pipe.xrevrange(keys.events(job_id), count=1)
-    cursors: dict[str, str] = {}
-    for job_id, last in zip(job_ids, await pipe.execute()):
-        if not (last and last[0][1].get("type") in TERMINAL_EVENTS):
-            cursors[keys.events(job_id)] = last[0][0] if last else "0"
-    deadline = time.monotonic() + timeout_s
-    while cursors and (left_ms := int((deadline - time.monotonic()) * 1000)) > 0:
-        resp = cast(list[tuple[str, list[tuple[str, dict[str, str]]]]],
-                    await client.xread(cursors, count=100, block=left_ms))  # type: ignore[arg-type]
-        for key, entries in resp or []:
-            for entry_id, fields in entries:
-                if key not in cursors:
-                    break
-                cursors[key] = entry_id
-                if fields.get("type") in TERMINAL_EVENTS:
-                    del cursors[key]
-    return not cursors

@@ -59,6 +59,11 @@ def cancels() -> str:
     return f"{_p()}:cancels"
 
 
+def finished() -> str:
+    """Pub/sub channel: the event-stream key of each job that just got its terminal event (common/finished)."""
+    return f"{_p()}:finished"
+
+
 def sweeper_lock() -> str:
     return f"{_p()}:sweeper-lock"
 

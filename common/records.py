@@ -38,6 +38,7 @@ return ''
 """
 
 # Move a job between states only from an allowed state; write fields and append the event atomically.
+# KEYS: job, events, stats, the finished channel (a terminal event is announced there: common/finished.py);
 # ARGV: allowed statuses as ",a,b,", event type ('' for none), event data, ttl, then field name/value pairs.
 # The same script counts terminal transitions and requeues (KEYS[3]), so a metric can never disagree
 # with the records: a transition that is refused is not counted, and one that happens is counted once.
@@ -53,6 +54,9 @@ if #ARGV >= 6 then redis.call('HSET', KEYS[1], unpack(ARGV, 5)) end
 if ARGV[2] ~= '' then
   redis.call('XADD', KEYS[2], '*', 'type', ARGV[2], 'data', ARGV[3])
   redis.call('EXPIRE', KEYS[2], ARGV[4])
+  if ARGV[2] == 'completed' or ARGV[2] == 'failed' or ARGV[2] == 'cancelled' then
+    redis.call('PUBLISH', KEYS[4], KEYS[2])
+  end
 end
 if new and new ~= status then
   local kind = redis.call('HGET', KEYS[1], 'kind') or 'unknown'
@@ -240,7 +244,7 @@ class JobStore:
         ttl = get_settings().record_ttl_s
         pipe = self.r.pipeline(transaction=False)
         for job_id, allowed, fields, event, data, encoded in changes:
-            self._transition(keys=[keys.job(job_id), keys.events(job_id), keys.stats()],
+            self._transition(keys=[keys.job(job_id), keys.events(job_id), keys.stats(), keys.finished()],
                              args=[_allowed(allowed), event, json_text(data), ttl,
                                    *_pairs({**_encode(fields), **(encoded or {})})], client=pipe)
         if after is not None:
@@ -308,7 +312,7 @@ class JobStore:
         """Compare-and-set the status (``fields`` usually holds the new one) and append ``event``; ``encoded``
         holds fields already in their stored form (a result encoded once, as JSON text, by the worker)."""
         applied, previous = self._transition(
-            keys=[keys.job(job_id), keys.events(job_id), keys.stats()],
+            keys=[keys.job(job_id), keys.events(job_id), keys.stats(), keys.finished()],
             args=[_allowed(allowed), event, json_text(data or {}), get_settings().record_ttl_s,
                   *_pairs({**_encode(fields), **(encoded or {})})],
         )
