@@ -22,7 +22,7 @@ Figures:
   affinity  two models alternating over two workers: how many times a model was loaded for ``--jobs`` jobs
 Prints every figure and ratio and writes bench/results/inference.json.
 
-    python -m bench.inference [--jobs 400] [--in-flight 256] [--rounds 3] [--only gpuq,latency,affinity]
+    python -m bench.inference [--jobs 400] [--in-flight 256] [--rounds 5] [--only gpuq,latency,affinity]
 """
 from __future__ import annotations
 
@@ -348,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=400)
     parser.add_argument("--in-flight", type=int, default=256)
     parser.add_argument("--per-request", type=int, default=64, help="jobs per bulk submit (POST /v1/jobs/batch)")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--latency-jobs", type=int, default=60)
     parser.add_argument("--only", default=",".join(PHASES))
     parser.add_argument("--torch-threads", default="1", help="GPUQ_TORCH_THREADS for gpuq's workers")
