@@ -28,7 +28,7 @@ from redis.sentinel import Sentinel
 from common.settings import Settings, get_settings
 
 _COMMON: dict[str, Any] = {"decode_responses": True, "socket_connect_timeout": 5}
-# Every waiting request (Prefer: wait, ?wait, /generate, an SSE stream) holds one connection while it blocks;
+# Every open SSE stream holds one connection while it blocks (waits for a result share one subscription);
 # redis-py's asyncio default of 100 would refuse the 101st (Redis itself allows 10,000 clients).
 _ASYNC_MAX_CONNECTIONS = 4096
 
