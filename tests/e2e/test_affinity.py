@@ -7,7 +7,6 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from tests.conftest import KEY_A, MODEL_ROOT
 from tests.support.jobs import submit, wait_status
 from tests.support.models import tiny
 from tests.support.processes import wait_for
-from tests.support.stack import MiniStack, worker_env
+from tests.support.stack import MiniStack, client_fixture, worker_env
 
 
 @pytest.fixture(scope="module")
@@ -27,17 +26,13 @@ def stack(log_dir: Path, models: dict[str, str]) -> Iterator[MiniStack]:
     env = {**worker_env(), "GPUQ_WORKER_TTL_S": "3", "GPUQ_WORKER_HEARTBEAT_S": "0.5",
            "GPUQ_REAPER_INTERVAL_S": "1", "GPUQ_AFFINITY_REFRESH_S": "0.2", "GPUQ_AFFINITY_SPILL_DEPTH": "3",
            "GPUQ_TORCH_THREADS": "1"}
-    s = MiniStack(env, log_dir, "affinity")
-    s.worker("wa", concurrency=4)
-    s.worker("wb", concurrency=4)
-    yield s
-    s.stop()
+    with MiniStack(env, log_dir, "affinity") as s:
+        s.worker("wa", concurrency=4)
+        s.worker("wb", concurrency=4)
+        yield s
 
 
-@pytest.fixture()
-def client(stack: MiniStack) -> Iterator[httpx.Client]:
-    with stack.client(KEY_A) as c:
-        yield c
+client = client_fixture(KEY_A)
 
 
 def classify(model: str, text: str = "routing", **params: Any) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from tests.conftest import KEY_A, MODEL_ROOT
 from tests.support.hub_server import HubServer
 from tests.support.jobs import wait_status
 from tests.support.models import tiny
-from tests.support.stack import MiniStack, worker_env
+from tests.support.stack import MiniStack, client_fixture, worker_env
 
 
 @pytest.fixture(scope="module")
@@ -34,16 +34,12 @@ def hub() -> Iterator[HubServer]:
 def stack(log_dir: Path, hub: HubServer, models: dict[str, str]) -> Iterator[MiniStack]:
     env = {**worker_env(), **hub.client_env(log_dir / "batching-hf"), "GPUQ_BATCH_MAX_WAIT_MS": "50",
            "GPUQ_JOB_TIME_LIMIT_S": "3", "GPUQ_TORCH_THREADS": "1"}  # 3 s: kinds without their own limit
-    s = MiniStack(env, log_dir, "batching")
-    s.worker("bt", concurrency=24)
-    yield s
-    s.stop()
+    with MiniStack(env, log_dir, "batching") as s:
+        s.worker("bt", concurrency=24)
+        yield s
 
 
-@pytest.fixture()
-def client(stack: MiniStack) -> Iterator[httpx.Client]:
-    with stack.client(KEY_A) as c:
-        yield c
+client = client_fixture(KEY_A)
 
 
 def submit_all(client: httpx.Client, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -19,23 +19,19 @@ from common import keys
 from tests.conftest import KEY_A, MODEL_ROOT
 from tests.support.jobs import wait_status
 from tests.support.models import tiny
-from tests.support.stack import MiniStack, worker_env
+from tests.support.stack import MiniStack, client_fixture, worker_env
 
 
 @pytest.fixture(scope="module")
 def stack(log_dir: Path, models: dict[str, str]) -> Iterator[MiniStack]:
     # Two executors (the CPU worker setting): groups' passes are shared between them and run side by side.
-    s = MiniStack({**worker_env(), "GPUQ_TORCH_THREADS": "1", "GPUQ_GROUP_MAX_JOBS": "8",
-                   "GPUQ_BATCH_EXECUTORS": "2"}, log_dir, "bulk")
-    s.worker("bk", concurrency=8)
-    yield s
-    s.stop()
+    with MiniStack({**worker_env(), "GPUQ_TORCH_THREADS": "1", "GPUQ_GROUP_MAX_JOBS": "8",
+                       "GPUQ_BATCH_EXECUTORS": "2"}, log_dir, "bulk") as s:
+        s.worker("bk", concurrency=8)
+        yield s
 
 
-@pytest.fixture()
-def client(stack: MiniStack) -> Iterator[httpx.Client]:
-    with stack.client(KEY_A) as c:
-        yield c
+client = client_fixture(KEY_A)
 
 
 def embed(model: str, text: str) -> dict[str, Any]:
@@ -101,27 +97,24 @@ def test_idempotency_key_replays_the_whole_request(client: httpx.Client, models:
 
 def test_jobs_that_are_not_fresh_take_the_single_job_path(log_dir: Path, models: dict[str, str]) -> None:
     """A cancelled job stays cancelled; a job left running by a dead worker is redone (attempt 2), once."""
-    s = MiniStack({**worker_env(), "GPUQ_TORCH_THREADS": "1"}, log_dir, "bulk-redelivery")
-    try:
-        with s.client(KEY_A) as client:
-            bodies = [embed(models["minilm"], f"queued before any worker {i}") for i in range(4)]
-            resp = client.post("/v1/jobs/batch", json={"jobs": bodies})
-            assert resp.status_code == 202, resp.text
-            ids = [r["id"] for r in resp.json()["jobs"]]
-            assert client.post(f"/v1/jobs/{ids[0]}/cancel").json()["status"] == "cancelled"
-            # As a worker that claimed job 1 and died would leave it: running, attempt 1, lease expired.
-            r = s.r()
-            r.hset(keys.job(ids[1]), mapping={"status": "running", "attempts": 1, "worker": "gone@host:1"})
-            s.worker("late", concurrency=4)
-            records = [wait_status(client, job_id) for job_id in ids]
-            assert [x["status"] for x in records] == ["cancelled", "succeeded", "succeeded", "succeeded"]
-            assert records[1]["attempts"] == 2 and [x["attempts"] for x in records[2:]] == [1, 1]
-            assert event_types(client, ids[0]) == ["queued", "cancelled"]
-            assert event_types(client, ids[1]).count("completed") == 1
-            started = [json.loads(e)["attempt"] for e in _event_data(client, ids[1], "started")]
-            assert started == [2]
-    finally:
-        s.stop()
+    with (MiniStack({**worker_env(), "GPUQ_TORCH_THREADS": "1"}, log_dir, "bulk-redelivery") as s,
+          s.client(KEY_A) as client):
+        bodies = [embed(models["minilm"], f"queued before any worker {i}") for i in range(4)]
+        resp = client.post("/v1/jobs/batch", json={"jobs": bodies})
+        assert resp.status_code == 202, resp.text
+        ids = [r["id"] for r in resp.json()["jobs"]]
+        assert client.post(f"/v1/jobs/{ids[0]}/cancel").json()["status"] == "cancelled"
+        # As a worker that claimed job 1 and died would leave it: running, attempt 1, lease expired.
+        r = s.r()
+        r.hset(keys.job(ids[1]), mapping={"status": "running", "attempts": 1, "worker": "gone@host:1"})
+        s.worker("late", concurrency=4)
+        records = [wait_status(client, job_id) for job_id in ids]
+        assert [x["status"] for x in records] == ["cancelled", "succeeded", "succeeded", "succeeded"]
+        assert records[1]["attempts"] == 2 and [x["attempts"] for x in records[2:]] == [1, 1]
+        assert event_types(client, ids[0]) == ["queued", "cancelled"]
+        assert event_types(client, ids[1]).count("completed") == 1
+        started = [json.loads(e)["attempt"] for e in _event_data(client, ids[1], "started")]
+        assert started == [2]
 
 
 def _event_data(client: httpx.Client, job_id: str, kind: str) -> list[str]:

@@ -17,7 +17,7 @@ from common import keys
 from tests.conftest import KEY_A, MODEL_ROOT
 from tests.support.jobs import wait_status
 from tests.support.models import minilm_copy, tiny
-from tests.support.stack import MiniStack, worker_env
+from tests.support.stack import MiniStack, client_fixture, worker_env
 
 MiB = 1 << 20
 
@@ -32,16 +32,12 @@ def stack(log_dir: Path, pinned: str, models: dict[str, str]) -> Iterator[MiniSt
     # all-MiniLM-L6-v2 takes ~87 MiB in float32: one fits in 120 MiB, two do not.
     env = {**worker_env(), "GPUQ_MODEL_CACHE_BUDGET": "120MiB", "GPUQ_TORCH_THREADS": "1",
            "GPUQ_PRELOAD": f"text-classification:{pinned}"}
-    s = MiniStack(env, log_dir, "budget")
-    s.worker("mem", concurrency=4)
-    yield s
-    s.stop()
+    with MiniStack(env, log_dir, "budget") as s:
+        s.worker("mem", concurrency=4)
+        yield s
 
 
-@pytest.fixture()
-def client(stack: MiniStack) -> Iterator[httpx.Client]:
-    with stack.client(KEY_A) as c:
-        yield c
+client = client_fixture(KEY_A)
 
 
 def run(client: httpx.Client, model: str, task: str = "feature-extraction") -> dict[str, Any]:

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, Self
 
 import httpx
+import pytest
 import redis
 
 from common import keys
@@ -52,6 +55,12 @@ class MiniStack:
     def log(self, name: str) -> str:
         return self.workers[name].log()
 
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def stop(self) -> None:
         for svc in self.workers.values():
             if svc.alive():
@@ -63,3 +72,15 @@ class MiniStack:
 def worker_env() -> dict[str, str]:
     """The session's environment (settings, model roots, keys) without its Redis."""
     return {k: v for k, v in os.environ.items() if k != "GPUQ_REDIS_URL"}
+
+
+def client_fixture(key: str) -> Any:
+    """A ``client`` fixture for a module with its own ``stack`` fixture: ``key``'s client on that stack's API
+    (``client = client_fixture(KEY_A)``; it shadows the session's ``client`` in that module only)."""
+
+    @pytest.fixture()
+    def client(stack: MiniStack) -> Iterator[httpx.Client]:
+        with stack.client(key) as c:
+            yield c
+
+    return client
