@@ -106,9 +106,9 @@ class Batcher:
         self._cond = threading.Condition()
         self._queues: dict[Hashable, deque[Request]] = {}
         self._arriving = 0
-        self._busy = 0  # executors inside a pass
         self._shared: set[Hashable] = set()  # keys whose rest was left for other executors: run at once
-        self._running: dict[int, tuple[Hashable, int, float]] = {}  # executor -> (key, inputs, started)
+        # Executors inside a pass: thread -> (key, inputs, started).
+        self._running: dict[int, tuple[Hashable, int, float]] = {}
         self._per_input: dict[Hashable, float] = {}  # seconds per input of a key's passes (moving average)
         self._threads = [threading.Thread(target=self._loop, name=f"gpuq-batcher-{i}", daemon=True)
                          for i in range(executors)]
@@ -192,14 +192,12 @@ class Batcher:
             try:
                 self._execute(batch)
                 with self._cond:
-                    self._busy -= 1
                     key, inputs, started = self._running.pop(threading.get_ident())
                     self._measured(key, inputs, time.monotonic() - started)
                     self._cond.notify()
             except BaseException as exc:  # noqa: BLE001 - the executor thread must survive anything
                 log.exception("batch execution failed unexpectedly")
                 with self._cond:
-                    self._busy -= 1
                     self._running.pop(threading.get_ident(), None)
                 for request in batch:
                     if not request.finished:
@@ -211,7 +209,6 @@ class Batcher:
             while True:
                 key, wait = self._ready_key()
                 if key is not None:
-                    self._busy += 1
                     return self._take(key)
                 self._cond.wait(wait)
 
@@ -232,18 +229,18 @@ class Batcher:
         deadline = oldest + self._queues[oldest_key][0].limits.max_wait_s
         # With several executors, one that is free while another runs a pass waits out the window for company
         # rather than start a small pass at once.
-        if now >= deadline or (self._arriving <= 0 and self._busy == 0):
+        if now >= deadline or (self._arriving <= 0 and not self._running):
             return oldest_key, None
         return None, deadline - now
 
     def _take(self, key: Hashable) -> list[Request]:
-        """The next pass of ``key``'s requests (called with the lock held, this executor counted busy)."""
+        """The next pass of ``key``'s requests, run by this executor from now (called with the lock held)."""
         queue = self._queues[key]
         limit = queue[0].limits.max_items
         self._shared.discard(key)
         if len(self._threads) > 1 and self._arriving <= 0:
             pending = sum(len(r.items) for r in queue)
-            helpers = (len(self._threads) - self._busy or self._free_soon(key, min(pending, 2 * limit))
+            helpers = (len(self._threads) - len(self._running) - 1 or self._free_soon(key, min(pending, 2 * limit))
                        if pending > 1 else 0)
             if helpers and pending <= limit * (1 + helpers):
                 limit = -(-pending // (1 + helpers))  # this pass's share; the rest is left to them
