@@ -15,14 +15,13 @@ from contextlib import AbstractContextManager, nullcontext
 from functools import lru_cache
 from typing import Any
 
-import orjson
 import redis
 
 from common import dispatch, keys, stats
 from common.errors import (GpuqError, JobCancelled, JobError, JobInterrupted, JobTimeout, ResourceExhausted,
                            WorkerLost)
 from common.jobs.registry import get_spec
-from common.records import JobStore
+from common.records import JobStore, json_text
 from common.redis_client import get_redis
 from common.schemas import TERMINAL_STATUSES
 from common.settings import get_settings
@@ -216,10 +215,7 @@ def timed(ctx: JobContext, begin: tuple[float, float]) -> dict[str, Any]:
 
 def encode_result(ctx: JobContext, result: Any) -> str:
     """The result as JSON text, encoded once; a large one is stored as an artifact and referenced instead."""
-    try:
-        encoded = orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY).decode()
-    except TypeError:  # a type orjson does not know; the standard encoder may
-        encoded = json.dumps(result, separators=(",", ":"))
+    encoded = json_text(result)
     if len(encoded) <= ctx.settings.result_inline_max_bytes:
         return encoded
     info = ctx.put_artifact(RESULT_ARTIFACT, encoded.encode())
