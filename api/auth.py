@@ -5,8 +5,8 @@ import hmac
 
 from fastapi import Request
 
-from common.errors import Forbidden, Unauthorized
-from common.settings import get_settings
+from gpuq.common.errors import Forbidden, Unauthorized
+from gpuq.common.settings import get_settings
 
 
 def tenant_for(request: Request) -> str:

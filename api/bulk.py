@@ -17,15 +17,15 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from api import queue
-from api.submission import Prepared, Submitted, affinity_router, prepare
-from common import keys, stats
-from common.errors import Conflict, InvalidInput, ServiceUnavailable
-from common.quotas import Quotas
-from common.records import JobStore, body_hash
-from common.schemas import JobRequest
-from common.settings import Settings
-from common.webhooks.subscriptions import register
+from gpuq.api import queue
+from gpuq.api.submission import Prepared, Submitted, affinity_router, prepare
+from gpuq.common import keys, stats
+from gpuq.common.errors import Conflict, InvalidInput, ServiceUnavailable
+from gpuq.common.quotas import Quotas
+from gpuq.common.records import JobStore, body_hash
+from gpuq.common.schemas import JobRequest
+from gpuq.common.settings import Settings
+from gpuq.common.webhooks.subscriptions import register
 
 # Bulk submits in one process take turns: interleaved under the GIL, a burst of them would publish its first
 # jobs only once every request was nearly done, and the workers would wait for the first group all that time.

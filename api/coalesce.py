@@ -14,8 +14,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from common.errors import ServiceUnavailable
-from common.jobs.registry import JobSpec
+from gpuq.common.errors import ServiceUnavailable
+from gpuq.common.jobs.registry import JobSpec
 
 
 @dataclass

@@ -10,11 +10,11 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from api.auth import tenant_for
-from common.records import JobStore
-from common.redis_client import get_redis
-from common.settings import Settings, get_settings
-from common.storage import ArtifactStore, get_store
+from gpuq.api.auth import tenant_for
+from gpuq.common.records import JobStore
+from gpuq.common.redis_client import get_redis
+from gpuq.common.settings import Settings, get_settings
+from gpuq.common.storage import ArtifactStore, get_store
 
 
 @lru_cache(maxsize=1)

@@ -10,10 +10,10 @@ from fastapi.responses import JSONResponse, Response
 from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api import metrics
-from api.routes import admin, files, generate, health, jobs, kinds
-from common.errors import GpuqError, PayloadTooLarge, ServiceUnavailable
-from common.settings import get_settings
+from gpuq.api import metrics
+from gpuq.api.routes import admin, files, generate, health, jobs, kinds
+from gpuq.common.errors import GpuqError, PayloadTooLarge, ServiceUnavailable
+from gpuq.common.settings import get_settings
 
 log = logging.getLogger(__name__)
 

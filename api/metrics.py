@@ -17,11 +17,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, ProcessCol
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from common import keys, stats
-from common.queues import QueueLoad, queue_loads
-from common.redis_client import get_redis
-from common.scrape import guarded
-from common.settings import get_settings
+from gpuq.common import keys, stats
+from gpuq.common.queues import QueueLoad, queue_loads
+from gpuq.common.redis_client import get_redis
+from gpuq.common.scrape import guarded
+from gpuq.common.settings import get_settings
 
 router = APIRouter(tags=["health"])
 # Heartbeats older than this are left out of the per-node series (worker names churn with every pod).

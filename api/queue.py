@@ -5,10 +5,10 @@ from functools import lru_cache
 
 from celery import Celery
 
-from common import broker_transport, dispatch
-from common.celery_config import celery_config
-from common.jobs.registry import JobSpec
-from common.settings import get_settings
+from gpuq.common import broker_transport, dispatch
+from gpuq.common.celery_config import celery_config
+from gpuq.common.jobs.registry import JobSpec
+from gpuq.common.settings import get_settings
 
 
 @lru_cache(maxsize=1)

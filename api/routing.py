@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 
 import redis
 
-from common import keys
-from common.celery_config import queue_lists
-from common.jobs.registry import JobSpec
-from common.settings import Settings
+from gpuq.common import keys
+from gpuq.common.celery_config import queue_lists
+from gpuq.common.jobs.registry import JobSpec
+from gpuq.common.settings import Settings
 
 # Keep a live assignment; replace one that names a dead worker, or the one named in ARGV[4] (a worker this API
 # no longer sees as live, though its heartbeat has not yet expired in Redis).

@@ -13,18 +13,18 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from api import queue
-from api.coalesce import Coalescer
-from api.routing import Router
-from common import keys, stats
-from common.errors import ServiceUnavailable
-from common.jobs.registry import JobSpec, Submitter, get_spec
-from common.quotas import Quotas
-from common.records import JobStore, body_hash, to_record
-from common.redis_client import get_redis
-from common.schemas import JobRecord, JobRequest
-from common.settings import Settings, get_settings
-from common.webhooks.subscriptions import register, validate_webhook
+from gpuq.api import queue
+from gpuq.api.coalesce import Coalescer
+from gpuq.api.routing import Router
+from gpuq.common import keys, stats
+from gpuq.common.errors import ServiceUnavailable
+from gpuq.common.jobs.registry import JobSpec, Submitter, get_spec
+from gpuq.common.quotas import Quotas
+from gpuq.common.records import JobStore, body_hash, to_record
+from gpuq.common.redis_client import get_redis
+from gpuq.common.schemas import JobRecord, JobRequest
+from gpuq.common.settings import Settings, get_settings
+from gpuq.common.webhooks.subscriptions import register, validate_webhook
 
 
 @dataclass(frozen=True)

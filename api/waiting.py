@@ -1,11 +1,11 @@
 """Waiting for a job inside a request: ``Prefer: wait=N``, ``?wait=N`` and ``/generate``."""
 from __future__ import annotations
 
-from common import keys
-from common.finished import wait_all_finished
-from common.records import Answer, answer_for
-from common.redis_client import loop_redis
-from common.settings import Settings
+from gpuq.common import keys
+from gpuq.common.finished import wait_all_finished
+from gpuq.common.records import Answer, answer_for
+from gpuq.common.redis_client import loop_redis
+from gpuq.common.settings import Settings
 
 
 def prefer_wait(header: str | None, settings: Settings) -> float | None:

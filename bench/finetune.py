@@ -31,7 +31,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from common.embedded_redis import EmbeddedRedis
+from gpuq.common.embedded_redis import EmbeddedRedis
 from tests.support.processes import start_api, start_worker, wait_for, worker_alive
 
 KEY = "bench-key-0123456789"
@@ -48,8 +48,8 @@ def build_model(path: Path) -> Path:
     """A GPT-2 big enough that training, not bookkeeping, dominates a step on CPU."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from worker.devmodels._save import save_all, seeded
-    from worker.devmodels.tokenizing import gpt2_tokenizer
+    from gpuq.worker.devmodels._save import save_all, seeded
+    from gpuq.worker.devmodels.tokenizing import gpt2_tokenizer
 
     tokenizer = gpt2_tokenizer(max_length=256)
     eos = tokenizer.eos_token_id
@@ -62,7 +62,7 @@ def build_model(path: Path) -> Path:
 
 def write_rows(path: Path, n: int = 400) -> Path:
     """Prompt/completion rows of a few dozen tokens."""
-    from worker.devmodels.corpus import sentences
+    from gpuq.worker.devmodels.corpus import sentences
 
     rng = random.Random(0)
     lines = list(sentences())

@@ -42,7 +42,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from common.embedded_redis import EmbeddedRedis  # noqa: E402
+from gpuq.common.embedded_redis import EmbeddedRedis  # noqa: E402
 from tests.support.processes import start_api, start_worker, wait_for, worker_alive  # noqa: E402
 
 KEY = "bench-key-0123456789"
@@ -78,12 +78,12 @@ def step_reporter(redis_url: str, artifacts: Path, steps: int) -> Any:
     progress, appends the event and reads the cancel flag), bound to a scratch job id on the bench's Redis."""
     import redis
 
-    from common.records import JobStore
-    from common.settings import Settings
-    from common.storage import get_store
-    from worker.context import JobContext
-    from worker.diffusion.progress import StepReporter
-    from worker.models import ResidentModels
+    from gpuq.common.records import JobStore
+    from gpuq.common.settings import Settings
+    from gpuq.common.storage import get_store
+    from gpuq.worker.context import JobContext
+    from gpuq.worker.diffusion.progress import StepReporter
+    from gpuq.worker.models import ResidentModels
 
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     ctx = JobContext(job_id="bench-direct-progress", tenant="bench", kind="image", model="", inputs=None,
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     import torch
 
-    from worker.devmodels import ensure_built
+    from gpuq.worker.devmodels import ensure_built
 
     torch.set_num_threads(args.threads)
     tmp = Path(tempfile.mkdtemp(prefix="gpuq-bench-image-"))

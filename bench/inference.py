@@ -48,9 +48,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.throughput import direct, sentences  # noqa: E402
-from common.embedded_redis import EmbeddedRedis  # noqa: E402
+from gpuq.common.embedded_redis import EmbeddedRedis  # noqa: E402
 from tests.support.processes import Service, start_api, start_worker, wait_for, worker_alive  # noqa: E402
-from worker.devmodels import packaged_minilm_path  # noqa: E402
+from gpuq.worker.devmodels import packaged_minilm_path  # noqa: E402
 
 KEY = "bench-key-0123456789"
 PHASES = ("gpuq", "latency", "affinity")
@@ -318,7 +318,7 @@ def routable(redis_url: str, prefixes: tuple[str, ...]) -> bool:
     """Whether every worker named has registered its private queues and is live: what the API routes by."""
     import redis
 
-    from common import keys
+    from gpuq.common import keys
 
     r = redis.Redis.from_url(redis_url, decode_responses=True)
     live = r.zrangebyscore(keys.worker_expiry(), time.time(), "+inf")

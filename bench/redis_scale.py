@@ -9,7 +9,7 @@ redis-server:
   own connection, a pidbox (remote control) node subscribed to the broadcast fan-out and answering
   ``ping`` and inspect calls, a Celery event dispatcher sending ``worker-heartbeat`` every 2 s and the task
   events of every job, gpuq's heartbeat and recovery sweeper on their own client, and gpuq's real job
-  code (``worker.runner.run_job``) on another, as a pool child would. ``rc-off`` drops the pidbox node
+  code (``gpuq.worker.runner.run_job``) on another, as a pool child would. ``rc-off`` drops the pidbox node
   (``worker_enable_remote_control = False``).
 
 Per configuration: connected clients (the bench's own subtracted), commands/s and Redis CPU % while idle
@@ -35,7 +35,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from common.embedded_redis import EmbeddedRedis  # noqa: E402
+from gpuq.common.embedded_redis import EmbeddedRedis  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 INSPECT_METHODS = ("ping", "stats", "active_queues", "registered", "scheduled", "active", "reserved",
@@ -61,7 +61,7 @@ class SimWorker:
     def _run(self) -> None:
         import kombu
 
-        from common.queues import known_queues
+        from gpuq.common.queues import known_queues
 
         _TLS.client = self.child_redis
         with self.app.connection_for_read() as conn, self.app.connection_for_write() as events_conn:
@@ -93,12 +93,12 @@ class SimWorker:
                 self._gpuq_heartbeat()
             if now >= next_sweep:
                 next_sweep = now + 10
-                from worker.sweeper import sweep_once
+                from gpuq.worker.sweeper import sweep_once
 
                 sweep_once(self.app, self.parent_redis)
 
     def _gpuq_heartbeat(self) -> None:
-        from common import keys
+        from gpuq.common import keys
 
         pipe = self.parent_redis.pipeline(transaction=False)
         pipe.zadd(keys.workers(), {self.hostname: time.time()})
@@ -106,7 +106,7 @@ class SimWorker:
         pipe.execute()
 
     def _on_message(self, body: Any, message: Any) -> None:
-        from worker.runner import run_job
+        from gpuq.worker.runner import run_job
 
         job_id = message.headers["id"]
         self.dispatcher.send("task-received", uuid=job_id, name=message.headers["task"], args=str(body[0]))
@@ -125,7 +125,7 @@ _TLS = threading.local()
 
 def _thread_local_redis() -> None:
     """Give every simulated worker its own gpuq client, as every real pool child has."""
-    from worker import runner
+    from gpuq.worker import runner
 
     runner.get_redis = lambda: _TLS.client  # type: ignore[assignment]
 

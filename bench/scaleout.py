@@ -31,7 +31,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from common.embedded_redis import EmbeddedRedis  # noqa: E402
+from gpuq.common.embedded_redis import EmbeddedRedis  # noqa: E402
 from tests.support.processes import Service, start_worker, wait_for  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -45,8 +45,8 @@ def cores() -> int:
 def _producer(redis_url: str) -> Any:
     from celery import Celery
 
-    from common.celery_config import celery_config
-    from common.settings import Settings
+    from gpuq.common.celery_config import celery_config
+    from gpuq.common.settings import Settings
 
     app = Celery("scaleout-producer")
     app.conf.update(celery_config(Settings(redis_url=redis_url)))
@@ -57,9 +57,9 @@ def submit(redis_url: str, n: int, params: dict[str, Any]) -> list[str]:
     """Create and publish ``n`` synthetic jobs exactly as ``POST /v1/jobs`` does."""
     import redis
 
-    from common.dispatch import publish
-    from common.jobs.registry import get_spec
-    from common.records import JobStore
+    from gpuq.common.dispatch import publish
+    from gpuq.common.jobs.registry import get_spec
+    from gpuq.common.records import JobStore
 
     jobs = JobStore(redis.Redis.from_url(redis_url, decode_responses=True))
     app, spec = _producer(redis_url), get_spec("synthetic")
@@ -79,7 +79,7 @@ def wait_done(redis_url: str, ids: list[str], timeout: float) -> list[dict[str, 
     """Poll the records until every job is terminal; return them."""
     import redis
 
-    from common.records import JobStore
+    from gpuq.common.records import JobStore
 
     jobs = JobStore(redis.Redis.from_url(redis_url, decode_responses=True))
     deadline = time.monotonic() + timeout

@@ -25,7 +25,7 @@ import redis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from common.embedded_redis import EmbeddedRedis  # noqa: E402
+from gpuq.common.embedded_redis import EmbeddedRedis  # noqa: E402
 from tests.support.processes import Service, start_api, start_worker, wait_for, worker_alive  # noqa: E402
 from tests.support.webhook_receiver import Receiver  # noqa: E402
 

@@ -24,9 +24,9 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from common.embedded_redis import EmbeddedRedis  # noqa: E402
+from gpuq.common.embedded_redis import EmbeddedRedis  # noqa: E402
 from tests.support.processes import Service, start_api, start_worker, wait_for, worker_alive  # noqa: E402
-from worker.devmodels import packaged_minilm_path  # noqa: E402
+from gpuq.worker.devmodels import packaged_minilm_path  # noqa: E402
 
 KEY = "bench-key-0123456789"
 

@@ -9,11 +9,11 @@ from typing import Any
 
 import httpx
 
-from common.settings import get_settings
+from gpuq.common.settings import get_settings
 
 
 def _models() -> dict[str, str]:
-    from worker.devmodels import build_tiny_bert_classifier, build_tiny_gpt2, packaged_minilm_path
+    from gpuq.worker.devmodels import build_tiny_bert_classifier, build_tiny_gpt2, packaged_minilm_path
 
     root = get_settings().data_dir.resolve() / "models"
     return {"sentiment": str(build_tiny_bert_classifier(root / "bert-sentiment")),

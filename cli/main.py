@@ -5,9 +5,9 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from cli import output
-from cli.commands import artifacts, jobs, services
-from cli.commands.common import connection_options
+from gpuq.cli import output
+from gpuq.cli.commands import artifacts, jobs, services
+from gpuq.cli.commands.common import connection_options
 
 DESCRIPTION = """\
 gpuq: a job queue for GPU workers.
@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``gpuq`` console script."""
-    from common.errors import GpuqError
+    from gpuq.common.errors import GpuqError
 
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func

@@ -6,8 +6,8 @@ import sys
 import time
 from typing import Any
 
-from common.errors import GpuqError, ServiceUnavailable, WaitTimeout
-from common.schemas import JobRecord
+from gpuq.common.errors import GpuqError, ServiceUnavailable, WaitTimeout
+from gpuq.common.schemas import JobRecord
 
 EXIT_OK = 0
 EXIT_FAILED = 1

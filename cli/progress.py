@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 from typing import Any, TextIO
 
-from common.schemas import JobEvent
+from gpuq.common.schemas import JobEvent
 
 BAR_WIDTH = 24
 

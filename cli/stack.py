@@ -10,12 +10,12 @@ import time
 
 import httpx
 
-from common.embedded_redis import EmbeddedRedis
-from common.settings import get_settings
+from gpuq.common.embedded_redis import EmbeddedRedis
+from gpuq.common.settings import get_settings
 
 
 def _spawn(verb: str, env: dict[str, str], *extra: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "cli.main", verb, *extra], env=env,
+    return subprocess.Popen([sys.executable, "-m", "gpuq.cli.main", verb, *extra], env=env,
                             start_new_session=True)
 
 
@@ -51,7 +51,7 @@ def stack_env(redis_url: str, api_key: str | None) -> dict[str, str]:
     env.setdefault("GPUQ_ARTIFACT_DIR", str(s.artifact_dir.resolve()))
     roots = [str(p) for p in s.model_roots] + [str(data / "models")]
     try:
-        from worker.devmodels import packaged_minilm_path
+        from gpuq.worker.devmodels import packaged_minilm_path
 
         roots.append(str(packaged_minilm_path()))
     except Exception:  # noqa: BLE001 - the packaged model is optional
@@ -86,7 +86,7 @@ def run_stack(demo: bool, flower: bool, once: bool = False) -> int:
         if api_key:
             print(f"  API key {api_key}   (tenant 'dev'; set GPUQ_API_KEYS to choose your own)")
         if demo:
-            from cli.demo import run_demo
+            from gpuq.cli.demo import run_demo
 
             code = run_demo(api_url, api_key or next(iter(s.api_keys)))
             if once:

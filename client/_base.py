@@ -16,8 +16,8 @@ from typing import Any
 
 import httpx
 
-from common import errors
-from common.schemas import JobEvent, JobRecord, WebhookSpec
+from gpuq.common import errors
+from gpuq.common.schemas import JobEvent, JobRecord, WebhookSpec
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
 # Longest single long-poll the client asks for; the server caps it further (GPUQ_SYNC_WAIT_MAX_S).

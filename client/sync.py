@@ -9,10 +9,10 @@ from typing import Any, Self
 
 import httpx
 
-from client import _base
-from client._base import Call, RetryPolicy
-from common.errors import ServiceUnavailable, WaitTimeout
-from common.schemas import (TERMINAL_EVENTS, TERMINAL_STATUSES, ArtifactInfo, JobEvent, JobList, JobRecord,
+from gpuq.client import _base
+from gpuq.client._base import Call, RetryPolicy
+from gpuq.common.errors import ServiceUnavailable, WaitTimeout
+from gpuq.common.schemas import (TERMINAL_EVENTS, TERMINAL_STATUSES, ArtifactInfo, JobEvent, JobList, JobRecord,
                             KindInfo, KindList, WebhookSpec)
 
 # Aliases, because the ``list`` method shadows the builtin inside the class.
@@ -27,7 +27,7 @@ class Client:
     """Submit jobs, wait for them, stream their events, fetch artifacts.
 
     ``api_url``/``api_key`` default to ``GPUQ_API_URL``/``GPUQ_API_KEY``. Errors are gpuq's own error
-    classes (``common.errors``: ``NotFound``, ``InvalidInput``, ``RateLimited`` ...).
+    classes (``gpuq.common.errors``: ``NotFound``, ``InvalidInput``, ``RateLimited`` ...).
     """
 
     def __init__(self, api_url: str | None = None, api_key: str | None = None, *, timeout: float = 30.0,

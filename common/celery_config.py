@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from common.errors import ConfigError
-from common.jobs.registry import JobSpec, all_specs
-from common.settings import Settings
+from gpuq.common.errors import ConfigError
+from gpuq.common.jobs.registry import JobSpec, all_specs
+from gpuq.common.settings import Settings
 
 TASK_NAME = "gpuq.run_job"
 # One message carrying several fresh jobs of one kind, model and priority (bulk submits; worker/groups.py).

@@ -5,10 +5,10 @@ from typing import Any
 
 from celery import Celery
 
-from common.celery_config import GROUP_TASK_NAME, PRIORITY_LEVELS, TASK_NAME, message_options
-from common.errors import ServiceUnavailable
-from common.jobs.registry import JobSpec
-from common.settings import get_settings
+from gpuq.common.celery_config import GROUP_TASK_NAME, PRIORITY_LEVELS, TASK_NAME, message_options
+from gpuq.common.errors import ServiceUnavailable
+from gpuq.common.jobs.registry import JobSpec
+from gpuq.common.settings import get_settings
 
 
 def publish(app: Celery, job_id: str, spec: JobSpec, priority: str, queue: str | None = None) -> None:

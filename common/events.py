@@ -8,9 +8,9 @@ from typing import Any, cast
 import redis
 import redis.asyncio as aioredis
 
-from common import keys
-from common.schemas import TERMINAL_EVENTS, JobEvent
-from common.settings import get_settings
+from gpuq.common import keys
+from gpuq.common.schemas import TERMINAL_EVENTS, JobEvent
+from gpuq.common.settings import get_settings
 
 
 def append(client: redis.Redis, job_id: str, type_: str, data: dict[str, Any]) -> str:

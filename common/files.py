@@ -18,8 +18,8 @@ from typing import BinaryIO, Literal
 
 from pydantic import BaseModel
 
-from common.errors import InvalidInput, NotFound, PayloadTooLarge
-from common.storage import safe_name
+from gpuq.common.errors import InvalidInput, NotFound, PayloadTooLarge
+from gpuq.common.storage import safe_name
 
 FileFormat = Literal["csv", "jsonl", "parquet", "image"]
 DATA_FORMATS: tuple[FileFormat, ...] = ("csv", "jsonl", "parquet")

@@ -21,9 +21,9 @@ from typing import cast
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from common import keys
-from common.redis_client import loop_redis
-from common.schemas import TERMINAL_EVENTS
+from gpuq.common import keys
+from gpuq.common.redis_client import loop_redis
+from gpuq.common.schemas import TERMINAL_EVENTS
 
 log = logging.getLogger(__name__)
 RECHECK_S = 2.0

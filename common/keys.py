@@ -1,7 +1,7 @@
 """Redis key layout, in one place so every reader and writer agrees."""
 from __future__ import annotations
 
-from common.settings import get_settings
+from gpuq.common.settings import get_settings
 
 
 def _p() -> str:

@@ -12,10 +12,10 @@ from typing import Any
 
 import redis
 
-from common import keys
-from common.celery_config import PRIORITY_LEVELS
-from common.jobs.registry import all_specs
-from common.settings import get_settings
+from gpuq.common import keys
+from gpuq.common.celery_config import PRIORITY_LEVELS
+from gpuq.common.jobs.registry import all_specs
+from gpuq.common.settings import get_settings
 
 # Must match transport_options() in common/celery_config.py: kombu keeps one list per priority step and
 # names the lists "<queue>" (step 0) and "<queue><sep><step>" with sep ":".

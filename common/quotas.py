@@ -5,10 +5,10 @@ import math
 
 import redis
 
-from common import keys
-from common.errors import RateLimited
-from common.schemas import TERMINAL_STATUSES
-from common.settings import Settings, TenantQuota
+from gpuq.common import keys
+from gpuq.common.errors import RateLimited
+from gpuq.common.schemas import TERMINAL_STATUSES
+from gpuq.common.settings import Settings, TenantQuota
 
 # The in-flight check comes first so a refused submit never spends a token. Time comes from the Redis
 # server, so every API replica refills the same bucket on the same clock.

@@ -10,10 +10,10 @@ from typing import Any, cast
 import orjson
 import redis
 
-from common import keys
-from common.errors import Conflict, NotFound
-from common.schemas import JobRecord
-from common.settings import get_settings
+from gpuq.common import keys
+from gpuq.common.errors import Conflict, NotFound
+from gpuq.common.schemas import JobRecord
+from gpuq.common.settings import get_settings
 
 # Fields stored as JSON in the hash; everything else is a plain string.
 _JSON_FIELDS = ("params", "inputs", "progress", "result", "error", "artifacts", "timings", "webhook",

@@ -25,7 +25,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
-from common.settings import Settings, get_settings
+from gpuq.common.settings import Settings, get_settings
 
 _COMMON: dict[str, Any] = {"decode_responses": True, "socket_connect_timeout": 5}
 # Every open SSE stream holds one connection while it blocks (waits for a result share one subscription);

@@ -8,8 +8,8 @@ from functools import lru_cache
 
 from cryptography.fernet import Fernet, InvalidToken
 
-from common.errors import ConfigError
-from common.settings import get_settings
+from gpuq.common.errors import ConfigError
+from gpuq.common.settings import get_settings
 
 SEALED_PREFIX = "sealed:"
 

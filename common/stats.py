@@ -13,7 +13,7 @@ from typing import Any, cast
 
 import redis
 
-from common import keys
+from gpuq.common import keys
 
 # Seconds. Queue waits range from milliseconds (idle GPU) to hours (a backlog of fine-tunes).
 WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0)

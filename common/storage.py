@@ -8,8 +8,8 @@ import shutil
 from pathlib import Path
 from typing import Protocol
 
-from common.errors import InvalidInput, NotFound
-from common.schemas import ArtifactInfo
+from gpuq.common.errors import InvalidInput, NotFound
+from gpuq.common.schemas import ArtifactInfo
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 

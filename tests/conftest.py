@@ -43,7 +43,7 @@ os.environ.update({
 
 
 def _model_roots() -> str:
-    from worker.devmodels import packaged_minilm_path
+    from gpuq.worker.devmodels import packaged_minilm_path
 
     return os.pathsep.join([str(MODEL_ROOT), str(packaged_minilm_path())])
 
@@ -54,11 +54,11 @@ os.environ["GPUQ_MODEL_ROOTS"] = _model_roots()
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """A real redis-server for the whole session."""
-    from common.embedded_redis import EmbeddedRedis
+    from gpuq.common.embedded_redis import EmbeddedRedis
 
     server = EmbeddedRedis(SESSION_DIR / "redis").start()
     os.environ["GPUQ_REDIS_URL"] = server.url
-    from common.settings import get_settings
+    from gpuq.common.settings import get_settings
 
     get_settings.cache_clear()
     yield server.url
@@ -68,7 +68,7 @@ def redis_url() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def models() -> dict[str, str]:
     """Tiny real models built from configs, plus the packaged all-MiniLM-L6-v2."""
-    from worker.devmodels import build_tiny_bert_classifier, build_tiny_gpt2, packaged_minilm_path
+    from gpuq.worker.devmodels import build_tiny_bert_classifier, build_tiny_gpt2, packaged_minilm_path
 
     return {"gpt2": str(build_tiny_gpt2(MODEL_ROOT / "gpt2")),
             "sentiment": str(build_tiny_bert_classifier(MODEL_ROOT / "bert-sentiment")),

@@ -13,8 +13,8 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any
 
-from cli.progress import render_bar
-from client import Client, GpuqError, JobEvent, JobRecord, _base
+from gpuq.cli.progress import render_bar
+from gpuq.client import Client, GpuqError, JobEvent, JobRecord, _base
 
 log = logging.getLogger(__name__)
 TEXT_TASKS = ["text-generation", "text-classification", "feature-extraction"]

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common.errors import ModelLoadError
-from common.jobs.adapterref import ADAPTER_CONFIG
-from worker import hub
-from worker.context import JobContext
+from gpuq.common.errors import ModelLoadError
+from gpuq.common.jobs.adapterref import ADAPTER_CONFIG
+from gpuq.worker import hub
+from gpuq.worker.context import JobContext
 
 log = logging.getLogger(__name__)
 _ATTR = "_gpuq_adapters"

@@ -12,16 +12,16 @@ import json
 import logging
 import time
 
-from common import keys
-from common.redis_client import get_redis
-from common.settings import get_settings
+from gpuq.common import keys
+from gpuq.common.redis_client import get_redis
+from gpuq.common.settings import get_settings
 
 log = logging.getLogger(__name__)
 
 
 def current_node() -> str:
     """This worker's node name (the Celery node; pool children inherit it through the environment)."""
-    from worker.runner import node_name
+    from gpuq.worker.runner import node_name
 
     return node_name()
 

@@ -334,8 +334,8 @@ def get_batcher() -> Batcher:
     global _BATCHER
     with _LOCK:
         if _BATCHER is None:
-            from common.settings import get_settings
-            from worker.outputs import emit_outputs
+            from gpuq.common.settings import get_settings
+            from gpuq.worker.outputs import emit_outputs
 
             _BATCHER = Batcher(emit_outputs, get_settings().batch_executors)
         return _BATCHER

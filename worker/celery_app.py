@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from celery import Celery
 
-from common import broker_transport
-from common.celery_config import celery_config, check_visibility_timeout
-from common.settings import Settings, get_settings
+from gpuq.common import broker_transport
+from gpuq.common.celery_config import celery_config, check_visibility_timeout
+from gpuq.common.settings import Settings, get_settings
 
 
 def default_concurrency(pool: str, settings: Settings) -> int:
@@ -44,4 +44,4 @@ def create_app() -> Celery:
 
 app = create_app()
 
-from worker import metrics_server, preload, signals, tasks  # noqa: E402,F401  (the task and the signal handlers)
+from gpuq.worker import metrics_server, preload, signals, tasks  # noqa: E402,F401  (the task and the signal handlers)

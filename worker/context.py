@@ -11,14 +11,14 @@ from typing import Any
 
 import redis
 
-from common import events, keys
-from common.errors import JobCancelled, JobInterrupted, JobTimeout
-from common.records import JobStore
-from common.schemas import ArtifactInfo
-from common.settings import Settings
-from common.storage import ArtifactStore
-from worker.models import ModelKey, ResidentModels, get_cache
-from worker.progress_writer import writer_for
+from gpuq.common import events, keys
+from gpuq.common.errors import JobCancelled, JobInterrupted, JobTimeout
+from gpuq.common.records import JobStore
+from gpuq.common.schemas import ArtifactInfo
+from gpuq.common.settings import Settings
+from gpuq.common.storage import ArtifactStore
+from gpuq.worker.models import ModelKey, ResidentModels, get_cache
+from gpuq.worker.progress_writer import writer_for
 
 
 @dataclass

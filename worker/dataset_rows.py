@@ -6,9 +6,9 @@ import base64
 from pathlib import Path
 from typing import Any
 
-from common.errors import InvalidInput
-from common.files import get_file_store
-from common.jobs.batch_inference import FILE_FORMATS
+from gpuq.common.errors import InvalidInput
+from gpuq.common.files import get_file_store
+from gpuq.common.jobs.batch_inference import FILE_FORMATS
 
 
 def _local(path: Path) -> Any:

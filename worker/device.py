@@ -4,7 +4,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from common.settings import get_settings
+from gpuq.common.settings import get_settings
 
 
 @lru_cache(maxsize=1)

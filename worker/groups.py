@@ -10,7 +10,7 @@ round trip writes every outcome (each job's own ``completed``/``failed`` event, 
 
 Safety is the single-job runner's: the message is acknowledged after every job in it has its outcome, so a
 worker lost mid-group loses nothing; the redelivered message finds those jobs running (attempts 1) and hands
-each to ``worker.runner.run_job``, whose lease check, attempts count and dead-lettering apply as for any job.
+each to ``gpuq.worker.runner.run_job``, whose lease check, attempts count and dead-lettering apply as for any job.
 Only fresh jobs (queued, never attempted, lease free) are claimed here; anything else goes the same way.
 """
 from __future__ import annotations
@@ -22,16 +22,16 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from typing import Any
 
-from common import stats
-from common.errors import JobCancelled, JobInterrupted, JobTimeout
-from common.jobs.registry import get_spec
-from common.settings import get_settings
-from worker import telemetry
-from worker.context import JobContext, now
-from worker.handlers import get_handler
-from worker.lease import Leases
-from worker.models import release_memory
-from worker.runner import (
+from gpuq.common import stats
+from gpuq.common.errors import JobCancelled, JobInterrupted, JobTimeout
+from gpuq.common.jobs.registry import get_spec
+from gpuq.common.settings import get_settings
+from gpuq.worker import telemetry
+from gpuq.worker.context import JobContext, now
+from gpuq.worker.handlers import get_handler
+from gpuq.worker.lease import Leases
+from gpuq.worker.models import release_memory
+from gpuq.worker.runner import (
     Change,
     Limits,
     classify,
@@ -46,7 +46,7 @@ from worker.runner import (
     unlist,
     worker_id,
 )
-from worker.watchdog import get_watchdog
+from gpuq.worker.watchdog import get_watchdog
 
 log = logging.getLogger(__name__)
 # Groups that arrive together (a burst of bulk submits) take turns reading and claiming their jobs and queueing

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from common.errors import JobError, TransientJobError
-from common.secrets import unseal
-from common.settings import get_settings
+from gpuq.common.errors import JobError, TransientJobError
+from gpuq.common.secrets import unseal
+from gpuq.common.settings import get_settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -12,7 +12,7 @@ import threading
 
 import redis
 
-from common import keys
+from gpuq.common import keys
 
 log = logging.getLogger(__name__)
 

@@ -28,14 +28,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, ProcessCol
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from common import keys
-from common.jobs.registry import all_specs
-from common.redis_client import get_redis
-from common.scrape import guarded
-from common.settings import get_settings
-from common.stats import HistogramData
-from worker.preload import boot_id
-from worker.telemetry import CACHE_COUNTERS, batch_histogram, run_histogram
+from gpuq.common import keys
+from gpuq.common.jobs.registry import all_specs
+from gpuq.common.redis_client import get_redis
+from gpuq.common.scrape import guarded
+from gpuq.common.settings import get_settings
+from gpuq.common.stats import HistogramData
+from gpuq.worker.preload import boot_id
+from gpuq.worker.telemetry import CACHE_COUNTERS, batch_histogram, run_histogram
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from common.errors import ResourceExhausted
-from worker.sizing import device_allocated, measure_bytes
+from gpuq.common.errors import ResourceExhausted
+from gpuq.worker.sizing import device_allocated, measure_bytes
 
 log = logging.getLogger(__name__)
 MiB = 1 << 20
@@ -254,9 +254,9 @@ def get_cache() -> ResidentModels:
     global _CACHE
     with _CACHE_LOCK:
         if _CACHE is None:
-            from common.settings import get_settings
-            from worker.device import device
-            from worker.sizing import default_budget
+            from gpuq.common.settings import get_settings
+            from gpuq.worker.device import device
+            from gpuq.worker.sizing import default_budget
 
             settings = get_settings()
             dev = device()
@@ -271,6 +271,6 @@ def peek_cache() -> ResidentModels | None:
 
 
 def _publish_held(models: list[str]) -> None:
-    from worker.affinity import publish_held
+    from gpuq.worker.affinity import publish_held
 
     publish_held(models)

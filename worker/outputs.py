@@ -4,10 +4,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from common import keys
-from common.redis_client import get_redis
-from common.settings import get_settings
-from worker.progress_writer import writer_for
+from gpuq.common import keys
+from gpuq.common.redis_client import get_redis
+from gpuq.common.settings import get_settings
+from gpuq.worker.progress_writer import writer_for
 
 
 def emit_outputs(events: list[tuple[str, dict[str, Any]]]) -> None:

@@ -24,11 +24,11 @@ from typing import Any
 
 from celery import signals
 
-from common.jobs.modelref import check_model_ref
-from common.jobs.registry import all_specs
-from common.redis_client import get_redis
-from common.settings import get_settings
-from worker.handlers import get_handler
+from gpuq.common.jobs.modelref import check_model_ref
+from gpuq.common.jobs.registry import all_specs
+from gpuq.common.redis_client import get_redis
+from gpuq.common.settings import get_settings
+from gpuq.worker.handlers import get_handler
 
 log = logging.getLogger(__name__)
 BOOT_ENV = "GPUQ_WORKER_BOOT"
@@ -95,7 +95,7 @@ def preloader(task: str) -> Callable[[str, str], None]:
 
 def preload_all(entries: list[str]) -> None:
     """Load every entry; publish the outcome for the parent's health check."""
-    from worker import telemetry
+    from gpuq.worker import telemetry
 
     r = get_redis()
     telemetry.publish_state(r, preload="loading", preload_boot=boot_id(), preload_error="")

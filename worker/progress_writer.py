@@ -30,7 +30,7 @@ from typing import Any
 
 import redis
 
-from common import keys
+from gpuq.common import keys
 
 log = logging.getLogger(__name__)
 

@@ -20,11 +20,11 @@ from typing import Any
 
 import redis
 
-from common import keys
-from common.celery_config import TASK_NAME, message_options, queue_lists
-from common.jobs.registry import get_spec
-from common.records import JobStore
-from common.settings import get_settings
+from gpuq.common import keys
+from gpuq.common.celery_config import TASK_NAME, message_options, queue_lists
+from gpuq.common.jobs.registry import get_spec
+from gpuq.common.records import JobStore
+from gpuq.common.settings import get_settings
 
 log = logging.getLogger(__name__)
 # kombu's Redis transport: the hash and index of delivered-but-unacknowledged messages (no global key prefix).

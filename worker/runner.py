@@ -17,21 +17,21 @@ from typing import Any
 
 import redis
 
-from common import dispatch, keys, stats
-from common.errors import (GpuqError, JobCancelled, JobError, JobInterrupted, JobTimeout, ResourceExhausted,
+from gpuq.common import dispatch, keys, stats
+from gpuq.common.errors import (GpuqError, JobCancelled, JobError, JobInterrupted, JobTimeout, ResourceExhausted,
                            WorkerLost)
-from common.jobs.registry import get_spec
-from common.records import JobStore, json_text
-from common.redis_client import get_redis
-from common.schemas import TERMINAL_STATUSES
-from common.settings import get_settings
-from common.storage import ArtifactStore, get_store
-from worker import telemetry
-from worker.context import JobContext, now
-from worker.handlers import get_handler
-from worker.lease import Lease
-from worker.models import release_memory
-from worker.taskevents import ProgressEvents
+from gpuq.common.jobs.registry import get_spec
+from gpuq.common.records import JobStore, json_text
+from gpuq.common.redis_client import get_redis
+from gpuq.common.schemas import TERMINAL_STATUSES
+from gpuq.common.settings import get_settings
+from gpuq.common.storage import ArtifactStore, get_store
+from gpuq.worker import telemetry
+from gpuq.worker.context import JobContext, now
+from gpuq.worker.handlers import get_handler
+from gpuq.worker.lease import Lease
+from gpuq.worker.models import release_memory
+from gpuq.worker.taskevents import ProgressEvents
 
 log = logging.getLogger(__name__)
 RESULT_ARTIFACT = "result.json"
@@ -140,7 +140,7 @@ def make_context(jobs: JobStore, raw: dict[str, Any], node: str, timings: dict[s
 def _guard(ctx: JobContext, queue: str, limits: Limits | None) -> AbstractContextManager[Any]:
     if limits is None:
         return nullcontext()
-    from worker.watchdog import get_watchdog
+    from gpuq.worker.watchdog import get_watchdog
 
     ctx.deadline = time.monotonic() + limits[0]
     return get_watchdog().watch(ctx.job_id, queue, *limits)
@@ -188,7 +188,7 @@ def hand_back(jobs: JobStore, ctx: JobContext, raw: dict[str, Any], why: str) ->
     fresh message lets another worker start within milliseconds; the original message is acked when the
     parent catches up, and if it is restored instead, the claim logic drops it as a duplicate.
     """
-    from worker.celery_app import app
+    from gpuq.worker.celery_app import app
 
     jobs.transition(ctx.job_id, ["running"], {"status": "queued"}, "log",
                     {"message": f"{why}; returned to the queue", "progress": ctx.last_progress})

@@ -12,12 +12,12 @@ from typing import Any
 from celery import signals
 from celery.exceptions import TimeLimitExceeded
 
-from common import keys
-from common.errors import JobTimeout
-from common.redis_client import get_redis
-from common.settings import get_settings
-from worker import affinity
-from worker.metrics_server import HEARTBEAT
+from gpuq.common import keys
+from gpuq.common.errors import JobTimeout
+from gpuq.common.redis_client import get_redis
+from gpuq.common.settings import get_settings
+from gpuq.worker import affinity
+from gpuq.worker.metrics_server import HEARTBEAT
 
 log = logging.getLogger(__name__)
 _stop = threading.Event()
@@ -29,7 +29,7 @@ _beat_lock = threading.Lock()  # a beat in flight cannot re-announce the worker 
 def _name_worker(sender: str | None = None, **_: Any) -> None:
     """Children inherit the node name, so job records say which worker ran them."""
     os.environ["GPUQ_WORKER_NAME"] = str(sender or socket.gethostname())
-    from worker.celery_app import app
+    from gpuq.worker.celery_app import app
 
     if app.conf.worker_pool == "threads":
         # Celery's two INFO lines per task (received, succeeded) cost a threads worker ~6% of its interpreter
@@ -40,8 +40,8 @@ def _name_worker(sender: str | None = None, **_: Any) -> None:
 
 
 def _beat(app: Any, node: str, queues: list[str], pool: str) -> None:
-    from worker.reaper import reap_once
-    from worker.sweeper import sweep_once
+    from gpuq.worker.reaper import reap_once
+    from gpuq.worker.sweeper import sweep_once
 
     settings = get_settings()
     info = {"node": node, "host": socket.gethostname(), "pid": os.getpid(), "queues": queues, "pool": pool,
@@ -69,8 +69,8 @@ def _beat(app: Any, node: str, queues: list[str], pool: str) -> None:
 
 @signals.worker_ready.connect
 def _start_heartbeat(sender: Any = None, **_: Any) -> None:
-    from worker.celery_app import app as celery_app
-    from worker.reaper import requeue_held
+    from gpuq.worker.celery_app import app as celery_app
+    from gpuq.worker.reaper import requeue_held
 
     queues = [q.name for q in sender.app.amqp.queues.consume_from.values()] if sender else []
     node = os.environ.get("GPUQ_WORKER_NAME", socket.gethostname())
@@ -79,7 +79,7 @@ def _start_heartbeat(sender: Any = None, **_: Any) -> None:
     app = sender.app if sender else celery_app
     pool = str(app.conf.worker_pool)
     if pool != "prefork":  # jobs run in this process: load pinned models here (prefork: in the child)
-        from worker.preload import start_preload
+        from gpuq.worker.preload import start_preload
 
         start_preload(wait=True)
     try:
@@ -141,7 +141,7 @@ def _hard_time_limit(task_id: str | None = None, exception: BaseException | None
     """The parent sees a hard time limit after killing the child; fail the job record there."""
     if not isinstance(exception, TimeLimitExceeded) or not task_id:
         return
-    from worker.runner import finish, job_store, node_name
+    from gpuq.worker.runner import finish, job_store, node_name
 
     jobs = job_store()
     raw = jobs.get_raw(task_id)
@@ -151,7 +151,7 @@ def _hard_time_limit(task_id: str | None = None, exception: BaseException | None
     status = finish(jobs, task_id, raw["queue"], "failed", timings, node=node_name(),
                     error=JobTimeout(f"job exceeded its hard time limit ({exception})").to_dict())
     if status == "failed" and raw["status"] in ("queued", "running"):  # counted once, by whoever failed it
-        from worker.telemetry import count_job
+        from gpuq.worker.telemetry import count_job
 
         pipe = jobs.r.pipeline(transaction=False)
         count_job(pipe, node_name(), raw["kind"], "failed")

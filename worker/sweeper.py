@@ -12,11 +12,11 @@ import time
 import redis
 from celery import Celery
 
-from common import dispatch, keys
-from common.jobs.registry import all_specs, get_spec
-from common.records import JobStore
-from common.settings import get_settings
-from worker.lease import holder
+from gpuq.common import dispatch, keys
+from gpuq.common.jobs.registry import all_specs, get_spec
+from gpuq.common.records import JobStore
+from gpuq.common.settings import get_settings
+from gpuq.worker.lease import holder
 
 log = logging.getLogger(__name__)
 

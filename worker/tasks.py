@@ -5,10 +5,10 @@ from typing import Any
 
 from celery.exceptions import Reject
 
-from common.celery_config import GROUP_TASK_NAME, TASK_NAME
-from common.jobs.registry import all_specs
-from common.settings import get_settings
-from worker.celery_app import app
+from gpuq.common.celery_config import GROUP_TASK_NAME, TASK_NAME
+from gpuq.common.jobs.registry import all_specs
+from gpuq.common.settings import get_settings
+from gpuq.worker.celery_app import app
 
 
 def _limits(request: Any) -> tuple[float, float | None] | None:
@@ -24,8 +24,8 @@ def _limits(request: Any) -> tuple[float, float | None] | None:
 @app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def run_job(self: Any, job_id: str) -> str:
     """Run gpuq job ``job_id`` (the message carries only the id; the record holds the request)."""
-    from worker.runner import Requeue
-    from worker.runner import run_job as execute
+    from gpuq.worker.runner import Requeue
+    from gpuq.worker.runner import run_job as execute
 
     try:
         return execute(str(job_id), _limits(self.request))
@@ -37,8 +37,8 @@ def run_job(self: Any, job_id: str) -> str:
 @app.task(name=GROUP_TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def run_group(self: Any, job_ids: list[str]) -> dict[str, str]:
     """Run a group of gpuq jobs (a bulk submit's chunk); acked once every job in it has its outcome."""
-    from worker.groups import run_group as execute
-    from worker.runner import Requeue
+    from gpuq.worker.groups import run_group as execute
+    from gpuq.worker.runner import Requeue
 
     try:
         return execute([str(j) for j in job_ids], _limits(self.request))

@@ -16,9 +16,9 @@ from typing import Any
 
 import redis
 
-from common import keys
-from common.stats import BATCH_BUCKETS, RUN_BUCKETS, RedisHistogram
-from worker.context import node_name
+from gpuq.common import keys
+from gpuq.common.stats import BATCH_BUCKETS, RUN_BUCKETS, RedisHistogram
+from gpuq.worker.context import node_name
 
 log = logging.getLogger(__name__)
 TTL_S = 7 * 86400  # per-node keys outlive a pod by a week, then go (node names churn with every pod)
@@ -117,7 +117,7 @@ def _queue_state(pipe: Any, node: str, gauges: bool = True) -> None:
 
 def _cache() -> Any:
     """The resident-model cache if this process has one (reporting must not create it: that imports torch)."""
-    from worker.models import peek_cache
+    from gpuq.worker.models import peek_cache
 
     return peek_cache()
 

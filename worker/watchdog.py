@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from celery.exceptions import SoftTimeLimitExceeded
 
-from common.errors import JobTimeout
+from gpuq.common.errors import JobTimeout
 
 log = logging.getLogger(__name__)
 HARD_GRACE_S = 30.0
@@ -85,7 +85,7 @@ class Watchdog:
                 self._fail(watch)
 
     def _fail(self, watch: _Watch) -> None:
-        from worker.runner import finish, job_store, node_name
+        from gpuq.worker.runner import finish, job_store, node_name
 
         self.fired_hard += 1
         log.error("job %s passed its hard time limit with its thread still busy; failing it", watch.job_id)

@@ -5,9 +5,9 @@ from typing import Any
 
 from fastapi import APIRouter, Depends
 
-from api.auth import require_admin
-from common.queues import queue_loads
-from common.redis_client import get_redis
+from gpuq.api.auth import require_admin
+from gpuq.common.queues import queue_loads
+from gpuq.common.redis_client import get_redis
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Depends(require_admin)])
 

@@ -8,10 +8,10 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from api.deps import SettingsDep, Tenant
-from common.errors import InvalidInput
-from common.files import FileInfo, FileStore, format_for, get_file_store
-from common.settings import get_settings
+from gpuq.api.deps import SettingsDep, Tenant
+from gpuq.common.errors import InvalidInput
+from gpuq.common.files import FileInfo, FileStore, format_for, get_file_store
+from gpuq.common.settings import get_settings
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
 UPLOAD_PATH = "/v1/files"

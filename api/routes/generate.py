@@ -11,12 +11,12 @@ from fastapi import APIRouter, Form, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from api import submission, waiting
-from api.deps import Jobs, SettingsDep, Tenant
-from common.errors import ConfigError, UpstreamJobFailed, WaitTimeout
-from common.records import JobStore
-from common.schemas import JobRequest
-from common.settings import Settings
+from gpuq.api import submission, waiting
+from gpuq.api.deps import Jobs, SettingsDep, Tenant
+from gpuq.common.errors import ConfigError, UpstreamJobFailed, WaitTimeout
+from gpuq.common.records import JobStore
+from gpuq.common.schemas import JobRequest
+from gpuq.common.settings import Settings
 
 router = APIRouter(tags=["generate"])
 Prompt = Annotated[str, Query(min_length=1, max_length=100_000, description="text to continue")]

@@ -6,9 +6,9 @@ import time
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from common import keys
-from common.redis_client import get_redis
-from common.settings import get_settings
+from gpuq.common import keys
+from gpuq.common.redis_client import get_redis
+from gpuq.common.settings import get_settings
 
 router = APIRouter(tags=["health"])
 

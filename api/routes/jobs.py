@@ -8,13 +8,13 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, Response, StreamingResponse
 
-from api import bulk, submission, waiting
-from api.deps import Artifacts, Jobs, SettingsDep, Tenant
-from common import events, keys
-from common.errors import InvalidInput
-from common.records import answers_json
-from common.redis_client import loop_redis
-from common.schemas import (TERMINAL_STATUSES, ArtifactInfo, BulkJobRequest, JobList, JobRecord, JobRequest,
+from gpuq.api import bulk, submission, waiting
+from gpuq.api.deps import Artifacts, Jobs, SettingsDep, Tenant
+from gpuq.common import events, keys
+from gpuq.common.errors import InvalidInput
+from gpuq.common.records import answers_json
+from gpuq.common.redis_client import loop_redis
+from gpuq.common.schemas import (TERMINAL_STATUSES, ArtifactInfo, BulkJobRequest, JobList, JobRecord, JobRequest,
                             JobStatus)
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])

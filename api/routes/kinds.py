@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.deps import Tenant
-from common.jobs.registry import all_specs
-from common.schemas import KindInfo, KindList
+from gpuq.api.deps import Tenant
+from gpuq.common.jobs.registry import all_specs
+from gpuq.common.schemas import KindInfo, KindList
 
 router = APIRouter(prefix="/v1/kinds", tags=["jobs"])
 

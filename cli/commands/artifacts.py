@@ -5,8 +5,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from cli import output
-from cli.commands.common import client_from
+from gpuq.cli import output
+from gpuq.cli.commands.common import client_from
 
 
 def add_parsers(sub: Any, parent: argparse.ArgumentParser, epilog: str) -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from client import Client, RetryPolicy
+from gpuq.client import Client, RetryPolicy
 
 # A person at a terminal hears about an unreachable API within a couple of seconds.
 CLI_RETRY = RetryPolicy(attempts=3, backoff_s=0.5, backoff_max_s=2.0)

@@ -13,11 +13,11 @@ from typing import Any
 
 import yaml
 
-from cli import output
-from cli.commands.common import client_from
-from cli.progress import Watcher, event_time
-from client import Client
-from common.schemas import TERMINAL_STATUSES, JobEvent, JobRecord
+from gpuq.cli import output
+from gpuq.cli.commands.common import client_from
+from gpuq.cli.progress import Watcher, event_time
+from gpuq.client import Client
+from gpuq.common.schemas import TERMINAL_STATUSES, JobEvent, JobRecord
 
 SUBMIT_EXAMPLES = """\
 examples:

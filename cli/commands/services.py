@@ -49,10 +49,10 @@ def add_parsers(sub: Any) -> None:
 def api(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from common.settings import get_settings
+    from gpuq.common.settings import get_settings
 
     s = get_settings()
-    uvicorn.run("api.main:create_app", factory=True, host=args.host or s.api_host,
+    uvicorn.run("gpuq.api.main:create_app", factory=True, host=args.host or s.api_host,
                 port=args.port or s.api_port, log_level=args.log_level, proxy_headers=True,
                 timeout_graceful_shutdown=10)
     return 0
@@ -71,10 +71,10 @@ def worker(args: argparse.Namespace) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from celery.utils.nodenames import default_nodename, host_format
 
-    from common import keys
-    from common.jobs.registry import all_specs
-    from common.settings import get_settings
-    from worker.celery_app import app, default_concurrency
+    from gpuq.common import keys
+    from gpuq.common.jobs.registry import all_specs
+    from gpuq.common.settings import get_settings
+    from gpuq.worker.celery_app import app, default_concurrency
 
     settings = get_settings()
     pool = args.pool or settings.worker_pool
@@ -94,15 +94,15 @@ def worker(args: argparse.Namespace) -> int:
 
 
 def webhooks(args: argparse.Namespace) -> int:
-    from common.settings import get_settings
-    from common.webhooks.sender import run_sender
+    from gpuq.common.settings import get_settings
+    from gpuq.common.webhooks.sender import run_sender
 
     return run_sender(get_settings())
 
 
 def flower(args: argparse.Namespace) -> int:
-    from common.settings import get_settings
-    from worker.celery_app import app
+    from gpuq.common.settings import get_settings
+    from gpuq.worker.celery_app import app
 
     s = get_settings()
     argv = ["flower", f"--port={args.port or s.flower_port}", f"--address={args.address}"]
@@ -113,8 +113,8 @@ def flower(args: argparse.Namespace) -> int:
 
 
 def ui(args: argparse.Namespace) -> int:
-    from common.settings import get_settings
-    from ui.app import serve
+    from gpuq.common.settings import get_settings
+    from gpuq.ui.app import serve
 
     s = get_settings()
     return serve(api_url=args.api_url, api_key=args.api_key, host=args.host, port=args.port or s.ui_port,
@@ -122,12 +122,12 @@ def ui(args: argparse.Namespace) -> int:
 
 
 def up(args: argparse.Namespace) -> int:
-    from cli.stack import run_stack
+    from gpuq.cli.stack import run_stack
 
     return run_stack(demo=args.demo, flower=not args.no_flower, once=args.once)
 
 
 def demo(args: argparse.Namespace) -> int:
-    from cli.demo import run_demo
+    from gpuq.cli.demo import run_demo
 
     return run_demo(api_url=args.api_url, api_key=args.api_key)

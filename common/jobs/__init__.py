@@ -1,6 +1,6 @@
 """Job kinds. Importing this package registers every built-in kind."""
 from __future__ import annotations
 
-from common.jobs import batch_inference, evaluate, finetune, image, inference, synthetic, tokenizer
+from gpuq.common.jobs import batch_inference, evaluate, finetune, image, inference, synthetic, tokenizer
 
 BUILTIN_KINDS = (inference, batch_inference, image, synthetic, finetune, tokenizer, evaluate)

@@ -5,11 +5,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-from common.errors import InvalidInput
-from common.jobs.datasource import DatasetId, Revision
-from common.jobs.modelref import check_model_ref, is_local
-from common.jobs.registry import Submitter
-from common.secrets import seal
+from gpuq.common.errors import InvalidInput
+from gpuq.common.jobs.datasource import DatasetId, Revision
+from gpuq.common.jobs.modelref import check_model_ref, is_local
+from gpuq.common.jobs.registry import Submitter
+from gpuq.common.secrets import seal
 
 ADAPTER_CONFIG = "adapter/adapter_config.json"  # where a fine-tune job stores its adapter among its artifacts
 
@@ -63,9 +63,9 @@ def check_adapter(ref: AdapterRef | None, who: Submitter, field: str = "params.a
 
 def _check_job(job_id: str, who: Submitter, field: str) -> None:
     """The job must be this tenant's succeeded fine-tune with an adapter among its artifacts."""
-    from common.records import JobStore
-    from common.redis_client import get_redis
-    from common.storage import get_store
+    from gpuq.common.records import JobStore
+    from gpuq.common.redis_client import get_redis
+    from gpuq.common.storage import get_store
 
     raw = JobStore(get_redis()).get_raw(job_id)
     if raw is None or raw.get("tenant") != who.tenant or raw.get("kind") != "finetune":

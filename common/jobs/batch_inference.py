@@ -13,11 +13,11 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from common.errors import InvalidInput
-from common.files import DATA_FORMATS, get_file_store
-from common.jobs.inference import InferenceParams
-from common.jobs.modelref import check_model_ref
-from common.jobs.registry import JobSpec, Submitter, Validated, register
+from gpuq.common.errors import InvalidInput
+from gpuq.common.files import DATA_FORMATS, get_file_store
+from gpuq.common.jobs.inference import InferenceParams
+from gpuq.common.jobs.modelref import check_model_ref
+from gpuq.common.jobs.registry import JobSpec, Submitter, Validated, register
 
 _PART = r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}"
 DatasetId = Annotated[str, Field(pattern=rf"^{_PART}(/{_PART})?$")]

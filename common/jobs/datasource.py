@@ -9,10 +9,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-from common.errors import InvalidInput
-from common.files import DATA_FORMATS, get_file_store
-from common.jobs.registry import Submitter
-from common.secrets import seal
+from gpuq.common.errors import InvalidInput
+from gpuq.common.files import DATA_FORMATS, get_file_store
+from gpuq.common.jobs.registry import Submitter
+from gpuq.common.secrets import seal
 
 Revision = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")]
 DatasetId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$")]

@@ -9,11 +9,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from common.errors import InvalidInput
-from common.jobs.adapterref import AdapterRef, check_adapter
-from common.jobs.datasource import DataSource, MetricName, Revision, check_data, seal_hub_token
-from common.jobs.modelref import check_model_ref
-from common.jobs.registry import JobSpec, Submitter, Validated, register
+from gpuq.common.errors import InvalidInput
+from gpuq.common.jobs.adapterref import AdapterRef, check_adapter
+from gpuq.common.jobs.datasource import DataSource, MetricName, Revision, check_data, seal_hub_token
+from gpuq.common.jobs.modelref import check_model_ref
+from gpuq.common.jobs.registry import JobSpec, Submitter, Validated, register
 
 CLASSIFICATION_METRICS = frozenset({"accuracy", "f1", "precision", "recall"})
 DEFAULT_METRICS: dict[str, list[str]] = {"sequence-classification": ["accuracy", "f1"],

@@ -10,11 +10,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-from common.errors import InvalidInput
-from common.jobs.datasource import DataSource, MetricName, Revision, check_data, seal_hub_token
-from common.jobs.hubpush import PushToHub, prepare_push
-from common.jobs.modelref import check_model_ref
-from common.jobs.registry import JobSpec, Submitter, Validated, register
+from gpuq.common.errors import InvalidInput
+from gpuq.common.jobs.datasource import DataSource, MetricName, Revision, check_data, seal_hub_token
+from gpuq.common.jobs.hubpush import PushToHub, prepare_push
+from gpuq.common.jobs.modelref import check_model_ref
+from gpuq.common.jobs.registry import JobSpec, Submitter, Validated, register
 
 # Must stay at least VISIBILITY_MARGIN_S below GPUQ_VISIBILITY_TIMEOUT_S (default 7200): the worker refuses to
 # start otherwise, because a longer job would be redelivered to a second worker while still running.

@@ -5,9 +5,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from common.errors import InvalidInput
-from common.jobs.registry import Submitter
-from common.secrets import seal
+from gpuq.common.errors import InvalidInput
+from gpuq.common.jobs.registry import Submitter
+from gpuq.common.secrets import seal
 
 REPO_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$"
 

@@ -11,12 +11,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from common.errors import InvalidInput
-from common.jobs.hubpush import PushToHub, prepare_push
-from common.jobs.modelref import check_model_ref, is_local
-from common.jobs.registry import JobSpec, Submitter, Validated, register
-from common.settings import Settings
-from common.storage import get_store, safe_name
+from gpuq.common.errors import InvalidInput
+from gpuq.common.jobs.hubpush import PushToHub, prepare_push
+from gpuq.common.jobs.modelref import check_model_ref, is_local
+from gpuq.common.jobs.registry import JobSpec, Submitter, Validated, register
+from gpuq.common.settings import Settings
+from gpuq.common.storage import get_store, safe_name
 
 # Names callers choose from; worker/diffusion/schedulers.py maps each to a diffusers scheduler class.
 SCHEDULERS = ("ddim", "ddpm", "pndm", "lms", "euler", "euler_a", "heun", "kdpm2", "dpmpp_2m",

@@ -10,12 +10,12 @@ from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
 
-from common.errors import InvalidInput
-from common.jobs.adapterref import AdapterRef, check_adapter
-from common.jobs.inputs import check_image_uploads, check_images, check_qa, check_texts
-from common.jobs.modelref import check_model_ref
-from common.jobs.registry import JobSpec, Submitter, Validated, register
-from common.settings import Settings
+from gpuq.common.errors import InvalidInput
+from gpuq.common.jobs.adapterref import AdapterRef, check_adapter
+from gpuq.common.jobs.inputs import check_image_uploads, check_images, check_qa, check_texts
+from gpuq.common.jobs.modelref import check_model_ref
+from gpuq.common.jobs.registry import JobSpec, Submitter, Validated, register
+from gpuq.common.settings import Settings
 
 Revision = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")]
 DType = Literal["auto", "float32", "float16", "bfloat16"]

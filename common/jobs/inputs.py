@@ -5,10 +5,10 @@ import base64
 import binascii
 from typing import Any
 
-from common.errors import InvalidInput
-from common.files import IMAGE_MAGIC, get_file_store
-from common.jobs.registry import Submitter
-from common.settings import Settings
+from gpuq.common.errors import InvalidInput
+from gpuq.common.files import IMAGE_MAGIC, get_file_store
+from gpuq.common.jobs.registry import Submitter
+from gpuq.common.settings import Settings
 
 MAX_TEXT_CHARS = 100_000
 

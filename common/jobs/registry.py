@@ -7,8 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from common.errors import InvalidInput
-from common.settings import Settings
+from gpuq.common.errors import InvalidInput
+from gpuq.common.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ def all_specs() -> list[JobSpec]:
 
 def load_builtin_kinds() -> None:
     """Import the built-in kind modules so they register themselves."""
-    from common.jobs import BUILTIN_KINDS  # noqa: F401  (import has the side effect)
+    from gpuq.common.jobs import BUILTIN_KINDS  # noqa: F401  (import has the side effect)
 
 
 def pydantic_to_invalid(exc: ValidationError, prefix: str, raw: object = None) -> InvalidInput:

@@ -10,8 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from common.errors import InvalidInput
-from common.jobs.registry import JobSpec, Submitter, Validated, register
+from gpuq.common.errors import InvalidInput
+from gpuq.common.jobs.registry import JobSpec, Submitter, Validated, register
 
 
 class SyntheticParams(BaseModel):

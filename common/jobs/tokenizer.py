@@ -10,9 +10,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from common.errors import InvalidInput
-from common.jobs.datasource import DataSource, check_data, seal_hub_token
-from common.jobs.registry import JobSpec, Submitter, Validated, register
+from gpuq.common.errors import InvalidInput
+from gpuq.common.jobs.datasource import DataSource, check_data, seal_hub_token
+from gpuq.common.jobs.registry import JobSpec, Submitter, Validated, register
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")
 

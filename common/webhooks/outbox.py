@@ -12,8 +12,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from common import keys
-from common.schemas import JobEvent
+from gpuq.common import keys
+from gpuq.common.schemas import JobEvent
 
 # Pop the head delivery (optionally into the dead-letter list) and schedule the next one, atomically, so a
 # delivery appended meanwhile is never left unscheduled.

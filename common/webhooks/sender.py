@@ -16,15 +16,15 @@ from typing import Any
 import httpx
 import redis.asyncio as aioredis
 
-from common import keys
-from common.errors import InvalidInput
-from common.events import parse_entry
-from common.records import decode_record
-from common.schemas import TERMINAL_EVENTS, JobEvent, WebhookSpec
-from common.settings import Settings
-from common.webhooks.outbox import Delivery, Outbox, payload
-from common.webhooks.signing import SIGNATURE_HEADER, sign
-from common.webhooks.ssrf import Target, check_webhook_url
+from gpuq.common import keys
+from gpuq.common.errors import InvalidInput
+from gpuq.common.events import parse_entry
+from gpuq.common.records import decode_record
+from gpuq.common.schemas import TERMINAL_EVENTS, JobEvent, WebhookSpec
+from gpuq.common.settings import Settings
+from gpuq.common.webhooks.outbox import Delivery, Outbox, payload
+from gpuq.common.webhooks.signing import SIGNATURE_HEADER, sign
+from gpuq.common.webhooks.ssrf import Target, check_webhook_url
 
 log = logging.getLogger(__name__)
 LEASE_S = 10.0
@@ -257,7 +257,7 @@ def run_sender(settings: Settings) -> int:
     """Entry point of ``gpuq webhooks``: run until SIGINT/SIGTERM."""
     import signal
 
-    from common.redis_client import get_async_redis
+    from gpuq.common.redis_client import get_async_redis
 
     async def main() -> None:
         client = get_async_redis()

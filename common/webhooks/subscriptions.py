@@ -5,11 +5,11 @@ import time
 
 import redis
 
-from common import keys
-from common.errors import InvalidInput
-from common.schemas import WebhookSpec
-from common.settings import Settings
-from common.webhooks.ssrf import check_webhook_url
+from gpuq.common import keys
+from gpuq.common.errors import InvalidInput
+from gpuq.common.schemas import WebhookSpec
+from gpuq.common.settings import Settings
+from gpuq.common.webhooks.ssrf import check_webhook_url
 
 
 def validate_webhook(spec: WebhookSpec, tenant: str, settings: Settings) -> WebhookSpec:

@@ -18,13 +18,13 @@ ENV PATH=/opt/gpuq/bin:$PATH
 COPY ops/docker/requirements-api.txt /tmp/requirements-api.txt
 RUN pip install -r /tmp/requirements-api.txt && pip check
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY common ./common
 COPY api ./api
 COPY cli ./cli
 COPY client ./client
 # worker/ ships too, without its model libraries: Flower imports the Celery app
-# (worker.celery_app), which must stay free of torch at import time.
+# (gpuq.worker.celery_app), which must stay free of torch at import time.
 COPY worker ./worker
 # --no-deps: pyproject.toml also names the worker's libraries; this image must not get them.
 RUN pip install --no-deps . \

@@ -26,7 +26,7 @@ ENV PATH=/opt/gpuq/bin:$PATH
 COPY ops/docker/requirements-worker.txt /tmp/requirements-worker.txt
 RUN pip install -r /tmp/requirements-worker.txt && pip check
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY common ./common
 COPY api ./api
 COPY cli ./cli

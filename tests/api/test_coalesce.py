@@ -14,12 +14,12 @@ import pytest
 import redis
 from celery import Celery
 
-from api.coalesce import Coalescer
-from common import dispatch
-from common.celery_config import celery_config, queue_lists
-from common.errors import ServiceUnavailable
-from common.jobs.registry import get_spec
-from common.settings import Settings
+from gpuq.api.coalesce import Coalescer
+from gpuq.common import dispatch
+from gpuq.common.celery_config import celery_config, queue_lists
+from gpuq.common.errors import ServiceUnavailable
+from gpuq.common.jobs.registry import get_spec
+from gpuq.common.settings import Settings
 
 SPEC = get_spec("inference")
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from api.routing import Router
-from common import keys
-from common.embedded_redis import EmbeddedRedis
-from common.jobs.registry import get_spec
-from common.settings import Settings
+from gpuq.api.routing import Router
+from gpuq.common import keys
+from gpuq.common.embedded_redis import EmbeddedRedis
+from gpuq.common.jobs.registry import get_spec
+from gpuq.common.settings import Settings
 
 NODES = ("a@host", "b@host")
 

@@ -19,7 +19,7 @@ def gpuq(api_url: str) -> Any:
     env = {**os.environ, "GPUQ_API_URL": api_url, "GPUQ_API_KEY": KEY_A}
 
     def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "cli.main", *args], env=env, cwd=ROOT, text=True,
+        return subprocess.run([sys.executable, "-m", "gpuq.cli.main", *args], env=env, cwd=ROOT, text=True,
                               capture_output=True, timeout=timeout)
     return run
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import io
 
-from cli.progress import Watcher, render_bar
-from common.schemas import JobEvent
+from gpuq.cli.progress import Watcher, render_bar
+from gpuq.common.schemas import JobEvent
 
 
 def test_bar_shows_steps_percent_loss_and_eta() -> None:

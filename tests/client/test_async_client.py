@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from client import AsyncClient, NotFound, RetryPolicy, WaitTimeout
+from gpuq.client import AsyncClient, NotFound, RetryPolicy, WaitTimeout
 from tests.conftest import KEY_A
 from tests.support.tcp_proxy import TcpProxy
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from client import (Client, InvalidInput, JobRecord, NotFound, RetryPolicy, ServiceUnavailable, Unauthorized,
+from gpuq.client import (Client, InvalidInput, JobRecord, NotFound, RetryPolicy, ServiceUnavailable, Unauthorized,
                     WaitTimeout)
-from common.embedded_redis import EmbeddedRedis, free_port
+from gpuq.common.embedded_redis import EmbeddedRedis, free_port
 from tests.conftest import KEY_A
 from tests.support.jobs import sse_events
 from tests.support.processes import start_api

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import typing
 
-from common.celery_config import VISIBILITY_MARGIN_S
-from common.jobs.datasource import MetricName
-from common.jobs.registry import get_spec
-from common.settings import Settings
+from gpuq.common.celery_config import VISIBILITY_MARGIN_S
+from gpuq.common.jobs.datasource import MetricName
+from gpuq.common.jobs.registry import get_spec
+from gpuq.common.settings import Settings
 
 
 def test_training_kinds_share_the_finetune_queue() -> None:
@@ -19,7 +19,7 @@ def test_finetune_time_limit_fits_the_default_visibility_timeout() -> None:
 
 
 def test_submit_side_metric_names_are_the_shipped_ones() -> None:
-    from worker.metrics import METRIC_NAMES
+    from gpuq.worker.metrics import METRIC_NAMES
 
     assert set(typing.get_args(MetricName)) == set(METRIC_NAMES)
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import redis
 
-from common import finished, keys
-from common.records import JobStore
+from gpuq.common import finished, keys
+from gpuq.common.records import JobStore
 
 
 @pytest.fixture()

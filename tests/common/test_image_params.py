@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from common.errors import InvalidInput
-from common.jobs.image import SCHEDULERS, SchedulerName, pick_weight_file, split_job_ref
-from common.jobs.registry import Submitter, get_spec
-from common.settings import Settings
+from gpuq.common.errors import InvalidInput
+from gpuq.common.jobs.image import SCHEDULERS, SchedulerName, pick_weight_file, split_job_ref
+from gpuq.common.jobs.registry import Submitter, get_spec
+from gpuq.common.settings import Settings
 
 
 @pytest.mark.parametrize(("names", "weight_name", "folder", "chosen"), [

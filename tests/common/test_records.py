@@ -11,9 +11,9 @@ import orjson
 import pytest
 import redis
 
-from common import keys
-from common.errors import NotFound
-from common.records import Answer, JobStore, answer_for, answers_json, json_text, to_record
+from gpuq.common import keys
+from gpuq.common.errors import NotFound
+from gpuq.common.records import Answer, JobStore, answer_for, answers_json, json_text, to_record
 
 
 @pytest.fixture()

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from common.celery_config import transport_options
-from common.redis_client import is_sentinel, parse_sentinel_url
-from common.settings import Settings
+from gpuq.common.celery_config import transport_options
+from gpuq.common.redis_client import is_sentinel, parse_sentinel_url
+from gpuq.common.settings import Settings
 
 URL = "sentinel://:s3cret@10.0.0.1:26379/2;sentinel://10.0.0.2:26380;sentinel://10.0.0.3"
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from common.celery_config import celery_config, check_visibility_timeout
-from common.errors import ConfigError
-from common.settings import Settings
+from gpuq.common.celery_config import celery_config, check_visibility_timeout
+from gpuq.common.errors import ConfigError
+from gpuq.common.settings import Settings
 
 
 def test_env_lists_and_pairs_are_parsed(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from common.errors import InvalidInput, NotFound
-from common.jobs.modelref import check_model_ref
-from common.storage import LocalArtifactStore
+from gpuq.common.errors import InvalidInput, NotFound
+from gpuq.common.jobs.modelref import check_model_ref
+from gpuq.common.storage import LocalArtifactStore
 
 
 @pytest.mark.parametrize("name", ["../x", "a/../../b", "/etc/passwd", "", ".hidden", "a//b", "a\\b", "x" * 600,

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from common.errors import InvalidInput
-from common.webhooks.signing import sign, verify_signature
-from common.webhooks.ssrf import check_webhook_url
+from gpuq.common.errors import InvalidInput
+from gpuq.common.webhooks.signing import sign, verify_signature
+from gpuq.common.webhooks.ssrf import check_webhook_url
 
 
 def _resolver(*addresses: str) -> Any:

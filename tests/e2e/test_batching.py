@@ -127,11 +127,11 @@ def test_watchdog_times_out_every_job_of_a_hung_group(stack: MiniStack, client: 
     """A group message (bulk submits, worker/groups.py) is watched as a whole: each of its jobs times out."""
     from celery import Celery
 
-    from api.submission import prepare
-    from common.celery_config import GROUP_TASK_NAME, celery_config
-    from common.records import JobStore
-    from common.schemas import JobRequest
-    from common.settings import Settings
+    from gpuq.api.submission import prepare
+    from gpuq.common.celery_config import GROUP_TASK_NAME, celery_config
+    from gpuq.common.records import JobStore
+    from gpuq.common.schemas import JobRequest
+    from gpuq.common.settings import Settings
 
     settings = Settings(redis_url=stack.redis.url)
     hung = JobRequest(kind="synthetic", model="none", params={"fail": "hang"})

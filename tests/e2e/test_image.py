@@ -133,8 +133,8 @@ def test_lora_changes_the_image_and_a_job_without_it_restores_the_base(client: h
 
 def test_lora_from_another_jobs_artifacts(client: httpx.Client, client_b: httpx.Client, sd: str,
                                           lora: str) -> None:
-    from common.settings import get_settings
-    from common.storage import get_store
+    from gpuq.common.settings import get_settings
+    from gpuq.common.storage import get_store
 
     # Stands in for a fine-tune job of tenant alpha that left its adapter among its artifacts.
     producer = "f" * 32

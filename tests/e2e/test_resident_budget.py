@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from common import keys
+from gpuq.common import keys
 from tests.conftest import KEY_A, MODEL_ROOT
 from tests.support.jobs import wait_status
 from tests.support.models import minilm_copy, tiny

@@ -12,7 +12,7 @@ import httpx
 import pytest
 import redis
 
-from common.webhooks.signing import verify_signature
+from gpuq.common.webhooks.signing import verify_signature
 from tests.conftest import WEBHOOK_SECRET_A
 from tests.support.jobs import run, submit, wait_status
 from tests.support.processes import Service

@@ -15,7 +15,7 @@ import psutil
 import pytest
 import redis
 
-from common.embedded_redis import EmbeddedRedis, free_port
+from gpuq.common.embedded_redis import EmbeddedRedis, free_port
 from tests.conftest import KEY_A, KEY_B
 from tests.support.processes import Service, start_api, start_worker, wait_for, worker_alive
 
@@ -54,8 +54,8 @@ class Stack:
         """A producer Celery app pointed at this stack's Redis."""
         from celery import Celery
 
-        from common.celery_config import celery_config
-        from common.settings import Settings
+        from gpuq.common.celery_config import celery_config
+        from gpuq.common.settings import Settings
 
         app = Celery("fault-producer")
         app.conf.update(celery_config(Settings(redis_url=self.env["GPUQ_REDIS_URL"])))

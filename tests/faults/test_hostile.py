@@ -129,8 +129,8 @@ def test_pickle_message_injected_into_queue_is_refused_and_worker_survives(stack
         def __reduce__(self) -> tuple[Any, ...]:
             return (Path.touch, (marker,))
 
-    from common.celery_config import transport_options
-    from common.settings import Settings
+    from gpuq.common.celery_config import transport_options
+    from gpuq.common.settings import Settings
 
     options = transport_options(Settings(redis_url=stack.env["GPUQ_REDIS_URL"]))
     with Connection(stack.env["GPUQ_REDIS_URL"], transport_options=options) as conn:

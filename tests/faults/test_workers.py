@@ -6,8 +6,8 @@ import subprocess
 import sys
 import time
 
-from common.dispatch import publish, publish_group
-from common.jobs.registry import get_spec
+from gpuq.common.dispatch import publish, publish_group
+from gpuq.common.jobs.registry import get_spec
 from tests.faults.conftest import Stack, wait_job
 from tests.support.jobs import sse_events
 from tests.support.processes import ROOT, wait_for
@@ -60,10 +60,10 @@ def test_whole_worker_host_lost_job_recovered_by_other_worker(stack: Stack, outc
 
 def test_worker_host_lost_mid_group_every_job_recovered_once(stack: Stack, outcome) -> None:
     """A group message (bulk submit) whose worker dies: each of its jobs finishes exactly once elsewhere."""
-    from api.submission import prepare
-    from common.records import JobStore
-    from common.schemas import JobRequest
-    from common.settings import Settings
+    from gpuq.api.submission import prepare
+    from gpuq.common.records import JobStore
+    from gpuq.common.schemas import JobRequest
+    from gpuq.common.settings import Settings
 
     stack.start_redis()
     stack.start_worker("doomed")
@@ -111,7 +111,7 @@ def test_duplicate_delivery_of_a_running_job_is_dropped(stack: Stack, outcome) -
 def test_visibility_timeout_shorter_than_a_job_time_limit_refuses_to_start(stack: Stack, outcome) -> None:
     stack.start_redis()
     env = {**stack.env, "GPUQ_JOB_TIME_LIMIT_S": "600", "GPUQ_VISIBILITY_TIMEOUT_S": "300"}
-    proc = subprocess.run([sys.executable, "-m", "cli.main", "worker", "--hostname", "bad@%h"], env=env,
+    proc = subprocess.run([sys.executable, "-m", "gpuq.cli.main", "worker", "--hostname", "bad@%h"], env=env,
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert "GPUQ_VISIBILITY_TIMEOUT_S=300 must exceed the longest job time limit" in proc.stderr

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from common.embedded_redis import free_port
+from gpuq.common.embedded_redis import free_port
 from tests.conftest import ARTIFACTS
 from tests.support.jobs import submit, wait_status
 from tests.support.processes import Service, wait_for

@@ -137,11 +137,11 @@ def test_api_dependency_set_runs_the_api_cli_and_flowers_celery_app(tmp_path: Pa
                 raise ModuleNotFoundError(f"{{name}} (from {{owners[top]}}) is not in requirements-api.txt")
 
         sys.meta_path.insert(0, Gate())
-        import cli.main
-        cli.main.build_parser()
-        import api.main
-        api.main.create_app()
-        import worker.celery_app
+        import gpuq.cli.main
+        gpuq.cli.main.build_parser()
+        import gpuq.api.main
+        gpuq.api.main.create_app()
+        import gpuq.worker.celery_app
         import flower.command
         import uvicorn
         print("ok")

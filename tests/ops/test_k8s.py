@@ -203,7 +203,7 @@ def test_trigger_authentication_reads_an_existing_secret_key() -> None:
 def test_secret_placeholders_are_refused_by_gpuq_in_prod() -> None:
     from pydantic import ValidationError
 
-    from common.settings import Settings
+    from gpuq.common.settings import Settings
 
     values = one(OBJECTS, "Secret", "gpuq-secrets")["stringData"]
     for field, env in [("api_keys", "GPUQ_API_KEYS"), ("admin_keys", "GPUQ_ADMIN_KEYS"),

@@ -11,7 +11,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from common.embedded_redis import free_port, redis_server_binary
+from gpuq.common.embedded_redis import free_port, redis_server_binary
 from tests.ops.manifests import OPS
 
 ENTRYPOINT = OPS / "redis-entrypoint.sh"

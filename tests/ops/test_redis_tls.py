@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from common.embedded_redis import free_port
+from gpuq.common.embedded_redis import free_port
 from tests.conftest import KEY_A
 from tests.support.jobs import run
 from tests.support.processes import start_api, start_worker, wait_for

@@ -14,7 +14,7 @@ import httpx
 import pytest
 import redis
 
-from common.embedded_redis import EmbeddedRedis, free_port, redis_server_binary
+from gpuq.common.embedded_redis import EmbeddedRedis, free_port, redis_server_binary
 from tests.conftest import KEY_A
 from tests.support.jobs import sse_events, wait_status
 from tests.support.processes import Service, start_api, start_worker, wait_for, worker_alive

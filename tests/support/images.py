@@ -18,7 +18,7 @@ PNG_1PX = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFB
 
 def tiny_sd(model_root: Path) -> Path:
     """The tiny Stable Diffusion pipeline, built once per root (lock-protected across processes)."""
-    from worker.devmodels import ensure_built
+    from gpuq.worker.devmodels import ensure_built
 
     return ensure_built(model_root, "sd")
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from worker.devmodels import ensure_built, packaged_minilm_path
+from gpuq.worker.devmodels import ensure_built, packaged_minilm_path
 
 
 def tiny(root: Path, name: str) -> str:
-    """Path of dev model ``name`` (see worker.devmodels.BUILDERS), built on first use."""
+    """Path of dev model ``name`` (see gpuq.worker.devmodels.BUILDERS), built on first use."""
     return str(ensure_built(root, name))
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from common.embedded_redis import free_port
+from gpuq.common.embedded_redis import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,14 +31,14 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str, interval:
 
 
 class Service:
-    """A gpuq service subprocess (``python -m cli.main VERB``) with its output in a log file."""
+    """A gpuq service subprocess (``python -m gpuq.cli.main VERB``) with its output in a log file."""
 
     def __init__(self, verb: str, env: dict[str, str], log_dir: Path, name: str, *args: str) -> None:
         self.name = name
         self.log_path = log_dir / f"{name}.log"
         self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cli.main", verb, *args],
+            [sys.executable, "-m", "gpuq.cli.main", verb, *args],
             env=env,
             cwd=ROOT,
             stdout=self._log,

@@ -15,8 +15,8 @@ import httpx
 import pytest
 import redis
 
-from common import keys
-from common.embedded_redis import EmbeddedRedis
+from gpuq.common import keys
+from gpuq.common.embedded_redis import EmbeddedRedis
 from tests.support.processes import Service, start_api, start_worker, wait_for
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from common.embedded_redis import free_port
+from gpuq.common.embedded_redis import free_port
 
 
 @dataclass

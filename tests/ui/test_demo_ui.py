@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from common.embedded_redis import free_port
+from gpuq.common.embedded_redis import free_port
 from tests.conftest import ARTIFACTS, KEY_A
 from tests.support.processes import Service, wait_for
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from worker.batching import Batcher, Limits
+from gpuq.worker.batching import Batcher, Limits
 
 
 class Model:

@@ -13,8 +13,8 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from common.errors import InvalidInput
-from worker.devmodels import (
+from gpuq.common.errors import InvalidInput
+from gpuq.worker.devmodels import (
     BUILDERS,
     NER_LABELS,
     NLI_LABELS,

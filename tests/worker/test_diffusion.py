@@ -9,18 +9,18 @@ from typing import Any
 
 import pytest
 
-from common.errors import JobCancelled, JobError, ResourceExhausted
-from common.jobs.image import SCHEDULERS
-from common.settings import Settings
+from gpuq.common.errors import JobCancelled, JobError, ResourceExhausted
+from gpuq.common.jobs.image import SCHEDULERS
+from gpuq.common.settings import Settings
 from tests.conftest import MODEL_ROOT
 from tests.support.images import build_lora, tiny_sd
-from worker.diffusion.adapters import adapter_name
-from worker.diffusion.memory import call_guarded, check_budget, is_oom
-from worker.diffusion.outputs import a1111_parameters, card, png_bytes, write_push_folder
-from worker.diffusion.plan import Plan, make_plan
-from worker.diffusion.preview import SD_FACTORS, SDXL_FACTORS, factors_for, preview_png
-from worker.diffusion.schedulers import SCHEDULERS as SCHEDULER_CLASSES
-from worker.diffusion.schedulers import make_scheduler
+from gpuq.worker.diffusion.adapters import adapter_name
+from gpuq.worker.diffusion.memory import call_guarded, check_budget, is_oom
+from gpuq.worker.diffusion.outputs import a1111_parameters, card, png_bytes, write_push_folder
+from gpuq.worker.diffusion.plan import Plan, make_plan
+from gpuq.worker.diffusion.preview import SD_FACTORS, SDXL_FACTORS, factors_for, preview_png
+from gpuq.worker.diffusion.schedulers import SCHEDULERS as SCHEDULER_CLASSES
+from gpuq.worker.diffusion.schedulers import make_scheduler
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,7 @@ def sd() -> Path:
 
 @pytest.fixture(scope="module")
 def rp(sd: Path) -> Any:
-    from worker.diffusion.pipeline import loader
+    from gpuq.worker.diffusion.pipeline import loader
 
     return loader(str(sd), None, "float32", False, Settings(image_adapter_cache_size=2), None)()
 

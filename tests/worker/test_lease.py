@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from common import keys
-from worker.lease import Lease, Leases, holder
+from gpuq.common import keys
+from gpuq.worker.lease import Lease, Leases, holder
 
 
 @pytest.fixture()

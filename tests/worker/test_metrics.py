@@ -46,7 +46,7 @@ def metrics(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleType]:
         mp.setenv("HF_MODULES_CACHE", str(cache / "modules"))
         mp.setenv("HF_METRICS_CACHE", str(cache / "metrics"))
         mp.setattr(socket.socket, "connect", _refuse_network(socket.socket.connect))
-        yield importlib.import_module("worker.metrics")
+        yield importlib.import_module("gpuq.worker.metrics")
 
 
 def _refuse_network(connect: Any) -> Any:

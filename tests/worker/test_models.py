@@ -7,9 +7,9 @@ import time
 import pytest
 import torch
 
-from common.errors import ResourceExhausted
-from worker.models import ModelKey, ResidentModels
-from worker.sizing import estimate_bytes, measure_bytes
+from gpuq.common.errors import ResourceExhausted
+from gpuq.worker.models import ModelKey, ResidentModels
+from gpuq.worker.sizing import estimate_bytes, measure_bytes
 
 MiB = 1 << 20
 
@@ -107,7 +107,7 @@ def test_held_models_are_published_on_every_change() -> None:
 
 
 def test_estimate_reads_safetensors_headers_in_the_target_dtype() -> None:
-    from worker.devmodels import packaged_minilm_path
+    from gpuq.worker.devmodels import packaged_minilm_path
 
     fp32 = estimate_bytes(str(packaged_minilm_path()), None, 4)
     fp16 = estimate_bytes(str(packaged_minilm_path()), None, 2)

@@ -8,9 +8,9 @@ import uuid
 import pytest
 import redis
 
-from common import keys
-from common.embedded_redis import free_port
-from worker.progress_writer import WATCH_S, ProgressWriter
+from gpuq.common import keys
+from gpuq.common.embedded_redis import free_port
+from gpuq.worker.progress_writer import WATCH_S, ProgressWriter
 
 
 @pytest.fixture()

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from datasets import Dataset
 
-from common.errors import JobError
-from worker.training import data, loop
+from gpuq.common.errors import JobError
+from gpuq.worker.training import data, loop
 
 
 def _splits(rows: list[dict[str, Any]]) -> data.Splits:
@@ -55,8 +55,8 @@ def test_label_names_come_from_params_base_model_or_data() -> None:
 
 
 def test_prompt_tokens_are_masked_from_the_loss(tmp_path: Path) -> None:
-    from worker.devmodels import build_tiny_gpt2
-    from worker.training.model import load_tokenizer
+    from gpuq.worker.devmodels import build_tiny_gpt2
+    from gpuq.worker.training.model import load_tokenizer
 
     tok = load_tokenizer(build_tiny_gpt2(tmp_path / "gpt2"))
     ds = Dataset.from_list([{"prompt": "the answer is", "completion": " blue"}])

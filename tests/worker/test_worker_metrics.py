@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from common.embedded_redis import free_port
+from gpuq.common.embedded_redis import free_port
 from tests.faults.conftest import Stack
 from tests.support.jobs import run
 from tests.support.processes import wait_for

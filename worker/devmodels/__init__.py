@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from worker.devmodels.catalog import (
+from gpuq.worker.devmodels.catalog import (
     BUILDERS,
     build_all,
     builder,
@@ -22,19 +22,19 @@ from worker.devmodels.catalog import (
 )
 
 _LAZY = {
-    "build_tiny_gpt2": "worker.devmodels.text",
-    "build_tiny_t5": "worker.devmodels.text",
-    "build_tiny_bert_classifier": "worker.devmodels.bert",
-    "build_tiny_bert_token_classifier": "worker.devmodels.bert",
-    "build_tiny_bert_masked_lm": "worker.devmodels.bert",
-    "build_tiny_bert_qa": "worker.devmodels.bert",
-    "build_tiny_bert_nli": "worker.devmodels.bert",
-    "SENTIMENT_LABELS": "worker.devmodels.bert",
-    "NER_LABELS": "worker.devmodels.bert",
-    "NLI_LABELS": "worker.devmodels.bert",
-    "build_tiny_vit": "worker.devmodels.vision",
-    "VIT_LABELS": "worker.devmodels.vision",
-    "build_tiny_sd": "worker.devmodels.diffusion",
+    "build_tiny_gpt2": "gpuq.worker.devmodels.text",
+    "build_tiny_t5": "gpuq.worker.devmodels.text",
+    "build_tiny_bert_classifier": "gpuq.worker.devmodels.bert",
+    "build_tiny_bert_token_classifier": "gpuq.worker.devmodels.bert",
+    "build_tiny_bert_masked_lm": "gpuq.worker.devmodels.bert",
+    "build_tiny_bert_qa": "gpuq.worker.devmodels.bert",
+    "build_tiny_bert_nli": "gpuq.worker.devmodels.bert",
+    "SENTIMENT_LABELS": "gpuq.worker.devmodels.bert",
+    "NER_LABELS": "gpuq.worker.devmodels.bert",
+    "NLI_LABELS": "gpuq.worker.devmodels.bert",
+    "build_tiny_vit": "gpuq.worker.devmodels.vision",
+    "VIT_LABELS": "gpuq.worker.devmodels.vision",
+    "build_tiny_sd": "gpuq.worker.devmodels.diffusion",
 }
 
 __all__ = [

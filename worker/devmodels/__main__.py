@@ -1,10 +1,10 @@
-"""``python -m worker.devmodels ROOT`` builds every tiny dev model under ROOT."""
+"""``python -m gpuq.worker.devmodels ROOT`` builds every tiny dev model under ROOT."""
 
 from __future__ import annotations
 
 import sys
 
-from worker.devmodels.catalog import main
+from gpuq.worker.devmodels.catalog import main
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -13,8 +13,8 @@ from transformers import (
     PreTrainedModel,
 )
 
-from worker.devmodels._save import save_all, seeded
-from worker.devmodels.tokenizing import bert_tokenizer
+from gpuq.worker.devmodels._save import save_all, seeded
+from gpuq.worker.devmodels.tokenizing import bert_tokenizer
 
 SENTIMENT_LABELS = ("NEGATIVE", "POSITIVE")
 NER_LABELS = ("O", "B-PER", "I-PER", "B-LOC", "I-LOC")

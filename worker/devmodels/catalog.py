@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from common.errors import ConfigError, InvalidInput
+from gpuq.common.errors import ConfigError, InvalidInput
 
 log = logging.getLogger(__name__)
 
@@ -22,15 +22,15 @@ Builder = Callable[[Path], Path]
 
 # name -> "module:function", resolved on first use: a warm root never pays for importing torch or diffusers.
 BUILDERS: dict[str, str] = {
-    "gpt2": "worker.devmodels.text:build_tiny_gpt2",
-    "bert-sentiment": "worker.devmodels.bert:build_tiny_bert_classifier",
-    "bert-ner": "worker.devmodels.bert:build_tiny_bert_token_classifier",
-    "bert-mlm": "worker.devmodels.bert:build_tiny_bert_masked_lm",
-    "bert-qa": "worker.devmodels.bert:build_tiny_bert_qa",
-    "bert-nli": "worker.devmodels.bert:build_tiny_bert_nli",
-    "t5": "worker.devmodels.text:build_tiny_t5",
-    "vit": "worker.devmodels.vision:build_tiny_vit",
-    "sd": "worker.devmodels.diffusion:build_tiny_sd",
+    "gpt2": "gpuq.worker.devmodels.text:build_tiny_gpt2",
+    "bert-sentiment": "gpuq.worker.devmodels.bert:build_tiny_bert_classifier",
+    "bert-ner": "gpuq.worker.devmodels.bert:build_tiny_bert_token_classifier",
+    "bert-mlm": "gpuq.worker.devmodels.bert:build_tiny_bert_masked_lm",
+    "bert-qa": "gpuq.worker.devmodels.bert:build_tiny_bert_qa",
+    "bert-nli": "gpuq.worker.devmodels.bert:build_tiny_bert_nli",
+    "t5": "gpuq.worker.devmodels.text:build_tiny_t5",
+    "vit": "gpuq.worker.devmodels.vision:build_tiny_vit",
+    "sd": "gpuq.worker.devmodels.diffusion:build_tiny_sd",
 }
 
 
@@ -114,8 +114,8 @@ def packaged_minilm_path() -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI: ``python -m worker.devmodels ROOT [--only NAME ...]`` builds the models and prints their paths."""
-    parser = argparse.ArgumentParser(prog="python -m worker.devmodels", description=main.__doc__)
+    """CLI: ``python -m gpuq.worker.devmodels ROOT [--only NAME ...]`` builds the models and prints their paths."""
+    parser = argparse.ArgumentParser(prog="python -m gpuq.worker.devmodels", description=main.__doc__)
     parser.add_argument("root", type=Path, help="folder to build the models under")
     parser.add_argument("--only", action="append", choices=sorted(BUILDERS), help="build just this model")
     args = parser.parse_args(argv)

@@ -7,8 +7,8 @@ from pathlib import Path
 from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from worker.devmodels._save import quiet_progress, seeded
-from worker.devmodels.tokenizing import clip_tokenizer, write_vocab_files
+from gpuq.worker.devmodels._save import quiet_progress, seeded
+from gpuq.worker.devmodels.tokenizing import clip_tokenizer, write_vocab_files
 
 TEXT_DIM = 32
 LATENT_SIZE = 32  # with a 2-level VAE (scale factor 2) the default image is 64x64

@@ -7,8 +7,8 @@ from typing import Any
 
 from transformers import GenerationConfig, GPT2Config, GPT2LMHeadModel, T5Config, T5ForConditionalGeneration
 
-from worker.devmodels._save import save_all, seeded
-from worker.devmodels.tokenizing import gpt2_tokenizer, t5_tokenizer, write_vocab_files
+from gpuq.worker.devmodels._save import save_all, seeded
+from gpuq.worker.devmodels.tokenizing import gpt2_tokenizer, t5_tokenizer, write_vocab_files
 
 GPT2_POSITIONS = 1024
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 from transformers import BertTokenizer, CLIPTokenizer, GPT2Tokenizer, T5Tokenizer
 
-from worker.devmodels.corpus import sentences
+from gpuq.worker.devmodels.corpus import sentences
 
 GPT2_EOS = "<|endoftext|>"
 CLIP_BOS, CLIP_EOS = "<|startoftext|>", "<|endoftext|>"

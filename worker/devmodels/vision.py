@@ -6,7 +6,7 @@ from pathlib import Path
 
 from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessorPil
 
-from worker.devmodels._save import save_all, seeded
+from gpuq.worker.devmodels._save import save_all, seeded
 
 IMAGE_SIZE = 32
 VIT_LABELS = ("cat", "dog", "bird", "fish")

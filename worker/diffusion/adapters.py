@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common.errors import InvalidInput, JobError
-from common.jobs.image import LORA_WEIGHT_FILE, pick_weight_file, split_job_ref
-from common.storage import ArtifactStore
+from gpuq.common.errors import InvalidInput, JobError
+from gpuq.common.jobs.image import LORA_WEIGHT_FILE, pick_weight_file, split_job_ref
+from gpuq.common.storage import ArtifactStore
 
 log = logging.getLogger(__name__)
 FIELD = "params.adapter.ref"
@@ -125,7 +125,7 @@ def _from_hub(repo_id: str, filename: str, revision: str | None, token: str | No
     """Download (or find in the HF cache) one weights file of a Hub repo."""
     from huggingface_hub import hf_hub_download
 
-    from worker.hub import with_retries
+    from gpuq.worker.hub import with_retries
 
     return Path(with_retries(lambda: hf_hub_download(repo_id, filename, revision=revision, token=token),
                              f"download LoRA {repo_id}/{filename}"))

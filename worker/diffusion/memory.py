@@ -4,9 +4,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
-from common.errors import ResourceExhausted
-from common.settings import Settings
-from worker.models import release_memory
+from gpuq.common.errors import ResourceExhausted
+from gpuq.common.settings import Settings
+from gpuq.worker.models import release_memory
 
 T = TypeVar("T")
 _OOM_MESSAGES = ("out of memory", "can't allocate memory", "cannot allocate memory")

@@ -5,12 +5,12 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from common.errors import ModelLoadError
-from common.settings import Settings
-from worker.device import device, torch_dtype
-from worker.diffusion.adapters import AdapterCache
-from worker.diffusion.plan import Plan
-from worker.diffusion.schedulers import make_scheduler
+from gpuq.common.errors import ModelLoadError
+from gpuq.common.settings import Settings
+from gpuq.worker.device import device, torch_dtype
+from gpuq.worker.diffusion.adapters import AdapterCache
+from gpuq.worker.diffusion.plan import Plan
+from gpuq.worker.diffusion.schedulers import make_scheduler
 
 log = logging.getLogger(__name__)
 TASK = "text-to-image"

@@ -4,8 +4,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from worker.context import JobContext
-from worker.diffusion.preview import factors_for, preview_png
+from gpuq.worker.context import JobContext
+from gpuq.worker.diffusion.preview import factors_for, preview_png
 
 
 class StepReporter:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib
 from typing import Any, Protocol
 
-from worker.context import JobContext
+from gpuq.worker.context import JobContext
 
 
 class Handler(Protocol):
@@ -14,6 +14,6 @@ class Handler(Protocol):
 
 
 def get_handler(kind: str) -> Handler:
-    """Import ``worker.handlers.<kind>`` lazily (inside the process that runs jobs)."""
-    module = importlib.import_module(f"worker.handlers.{kind}")
+    """Import ``gpuq.worker.handlers.<kind>`` lazily (inside the process that runs jobs)."""
+    module = importlib.import_module(f"gpuq.worker.handlers.{kind}")
     return module  # type: ignore[return-value]

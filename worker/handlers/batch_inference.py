@@ -13,12 +13,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from common.errors import GpuqError, InvalidInput
-from worker.batching import get_batcher
-from worker.context import JobContext
-from worker.dataset_rows import column_values, load_table
-from worker.handlers.inference import batch_key, limits_for, load_resident, model_key
-from worker.inference import LoadSpec, get_task
+from gpuq.common.errors import GpuqError, InvalidInput
+from gpuq.worker.batching import get_batcher
+from gpuq.worker.context import JobContext
+from gpuq.worker.dataset_rows import column_values, load_table
+from gpuq.worker.handlers.inference import batch_key, limits_for, load_resident, model_key
+from gpuq.worker.inference import LoadSpec, get_task
 
 ARTIFACT = "outputs.parquet"
 

@@ -5,14 +5,14 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from common.errors import JobError
-from common.jobs.evaluate import EvaluateParams
-from worker import adapters
-from worker.context import JobContext
-from worker.device import device, torch_dtype
-from worker.models import ModelKey
-from worker.training import data
-from worker.training.model import load_model, load_tokenizer, resolve_base
+from gpuq.common.errors import JobError
+from gpuq.common.jobs.evaluate import EvaluateParams
+from gpuq.worker import adapters
+from gpuq.worker.context import JobContext
+from gpuq.worker.device import device, torch_dtype
+from gpuq.worker.models import ModelKey
+from gpuq.worker.training import data
+from gpuq.worker.training.model import load_model, load_tokenizer, resolve_base
 
 _STORED_ONLY = ("sealed_hub_token", "adapter")
 
@@ -77,7 +77,7 @@ def _references(model: Any, values: list[Any], classifier: bool) -> list[Any]:
 
 def run(ctx: JobContext) -> Any:
     """Predict over the split, compute the metrics, keep predictions and metrics as artifacts."""
-    from worker.metrics import compute_metrics
+    from gpuq.worker.metrics import compute_metrics
 
     p = EvaluateParams.model_validate({k: v for k, v in ctx.params.items() if k not in _STORED_ONLY})
     classifier = p.task_type == "sequence-classification"

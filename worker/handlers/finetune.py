@@ -4,10 +4,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from common.jobs.finetune import FinetuneParams
-from worker.context import JobContext
-from worker.training import checkpoint, outputs
-from worker.training.model import resolve_base
+from gpuq.common.jobs.finetune import FinetuneParams
+from gpuq.worker.context import JobContext
+from gpuq.worker.training import checkpoint, outputs
+from gpuq.worker.training.model import resolve_base
 
 log = logging.getLogger(__name__)
 _STORED_ONLY = ("sealed_hub_token", "push_to_hub")  # sealed forms the submit-side model does not accept
@@ -26,9 +26,9 @@ def run(ctx: JobContext) -> Any:
         ctx.log(f"resuming from checkpoint at step {ckpt.step}", resumed_from_step=ckpt.step)
     base = resolve_base(ctx)
     if p.trainer == "dpo":
-        from worker.training import dpo as trainer
+        from gpuq.worker.training import dpo as trainer
     else:
-        from worker.training import sft as trainer  # type: ignore[no-redef]
+        from gpuq.worker.training import sft as trainer  # type: ignore[no-redef]
     trained = trainer.train(ctx, base, p, ckpt)
     result = outputs.publish(ctx, trained, p, ctx.model)
     checkpoint.drop_all(ctx)

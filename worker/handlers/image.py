@@ -10,16 +10,16 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from worker.context import JobContext
-from worker.device import device, torch_dtype
-from worker.diffusion.adapters import AdapterUse, resolve_weights
-from worker.diffusion.memory import call_guarded, check_budget
-from worker.diffusion.outputs import card, png_bytes, write_push_folder
-from worker.diffusion.pipeline import TASK, ResidentPipeline, loader
-from worker.diffusion.plan import Plan, make_plan
-from worker.diffusion.progress import StepReporter, artifact_url
-from worker.hub import push_folder, token_for
-from worker.models import ModelKey
+from gpuq.worker.context import JobContext
+from gpuq.worker.device import device, torch_dtype
+from gpuq.worker.diffusion.adapters import AdapterUse, resolve_weights
+from gpuq.worker.diffusion.memory import call_guarded, check_budget
+from gpuq.worker.diffusion.outputs import card, png_bytes, write_push_folder
+from gpuq.worker.diffusion.pipeline import TASK, ResidentPipeline, loader
+from gpuq.worker.diffusion.plan import Plan, make_plan
+from gpuq.worker.diffusion.progress import StepReporter, artifact_url
+from gpuq.worker.hub import push_folder, token_for
+from gpuq.worker.models import ModelKey
 
 
 def _resident(ctx: JobContext) -> ResidentPipeline:

@@ -8,15 +8,15 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
-from common.files import get_file_store
-from common.settings import Settings
-from worker import adapters, telemetry
-from worker.batching import Limits, Request, get_batcher
-from worker.context import JobContext
-from worker.device import device, torch_dtype
-from worker.inference import InferenceTask, LoadSpec, get_task
-from worker.models import ModelKey, get_cache
-from worker.sizing import estimate_bytes
+from gpuq.common.files import get_file_store
+from gpuq.common.settings import Settings
+from gpuq.worker import adapters, telemetry
+from gpuq.worker.batching import Limits, Request, get_batcher
+from gpuq.worker.context import JobContext
+from gpuq.worker.device import device, torch_dtype
+from gpuq.worker.inference import InferenceTask, LoadSpec, get_task
+from gpuq.worker.models import ModelKey, get_cache
+from gpuq.worker.sizing import estimate_bytes
 
 
 def model_key(spec: LoadSpec, task: InferenceTask) -> ModelKey:
@@ -56,7 +56,7 @@ def limits_for(model: str, settings: Settings) -> Limits:
 
 
 def _preload_tasks() -> frozenset[str]:
-    from worker.inference import ALIASES, TASKS
+    from gpuq.worker.inference import ALIASES, TASKS
 
     return frozenset(TASKS) | frozenset(ALIASES)
 

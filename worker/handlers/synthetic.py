@@ -5,8 +5,8 @@ import os
 import time
 from typing import Any
 
-from common.errors import JobError
-from worker.context import JobContext
+from gpuq.common.errors import JobError
+from gpuq.worker.context import JobContext
 
 
 def _work(step_ms: float, mode: str) -> None:

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from common.jobs.tokenizer import TokenizerParams
-from worker.context import JobContext
-from worker.training import data
+from gpuq.common.jobs.tokenizer import TokenizerParams
+from gpuq.worker.context import JobContext
+from gpuq.worker.training import data
 
 DEFAULT_SPECIALS = {"bpe": ["<|endoftext|>", "<pad>"], "wordpiece": ["[UNK]", "[PAD]", "[CLS]", "[SEP]", "[MASK]"],
                     "unigram": ["<unk>", "<pad>", "<s>", "</s>"]}

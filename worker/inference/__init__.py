@@ -1,7 +1,7 @@
 """Inference tasks, one module each, looked up by name (aliases resolve to the task they name)."""
 from __future__ import annotations
 
-from worker.inference import (
+from gpuq.worker.inference import (
     feature_extraction,
     fill_mask,
     image_classification,
@@ -12,7 +12,7 @@ from worker.inference import (
     token_classification,
     zero_shot,
 )
-from worker.inference.base import InferenceTask, LoadSpec
+from gpuq.worker.inference.base import InferenceTask, LoadSpec
 
 TASKS: dict[str, InferenceTask] = {
     task.name: task for task in (

@@ -12,7 +12,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from common.errors import InvalidInput
+from gpuq.common.errors import InvalidInput
 
 # Called by ``forward`` while generating: {row of the pass: new text}.
 Stream = Callable[[dict[int, str]], None]
@@ -62,7 +62,7 @@ def load_pretrained(spec: LoadSpec, auto_class: str, processor: str = "AutoToken
     mode."""
     import transformers
 
-    from worker.device import device, torch_dtype
+    from gpuq.worker.device import device, torch_dtype
 
     common: dict[str, Any] = {"revision": spec.revision, "trust_remote_code": False}
     tokenizer = getattr(transformers, processor).from_pretrained(spec.model, **common)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from worker.inference.base import SimpleTask, TextModel, bad_input, no_grad
+from gpuq.worker.inference.base import SimpleTask, TextModel, bad_input, no_grad
 
 
 @dataclass(frozen=True)

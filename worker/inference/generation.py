@@ -5,7 +5,7 @@ import uuid
 from collections.abc import Hashable
 from typing import Any
 
-from worker.inference.base import Stream
+from gpuq.worker.inference.base import Stream
 
 _ALWAYS = ("max_new_tokens", "min_new_tokens", "num_beams", "repetition_penalty", "no_repeat_ngram_size",
            "length_penalty")

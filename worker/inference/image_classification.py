@@ -5,8 +5,8 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from common.jobs.inputs import decode_image
-from worker.inference.base import (
+from gpuq.common.jobs.inputs import decode_image
+from gpuq.worker.inference.base import (
     LoadSpec,
     SimpleTask,
     TextModel,
@@ -15,7 +15,7 @@ from worker.inference.base import (
     load_pretrained,
     no_grad,
 )
-from worker.inference.text_classification import scores
+from gpuq.worker.inference.text_classification import scores
 
 MAX_IMAGE_BYTES = 20_000_000
 MAX_PIXELS = 50_000_000

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from worker.inference.base import LoadSpec, SimpleTask, TextModel, load_pretrained, no_grad
-from worker.inference.generation import generate_kwargs, generation_group, seed_for
+from gpuq.worker.inference.base import LoadSpec, SimpleTask, TextModel, load_pretrained, no_grad
+from gpuq.worker.inference.generation import generate_kwargs, generation_group, seed_for
 
 
 class Seq2Seq(SimpleTask):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from worker.inference.base import SimpleTask, TextModel, label_of, no_grad
+from gpuq.worker.inference.base import SimpleTask, TextModel, label_of, no_grad
 
 
 def scores(model: Any, logits: Any, function: str) -> Any:

@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from worker.inference.base import LoadSpec, SimpleTask, Stream, TextModel, load_pretrained, no_grad
-from worker.inference.generation import (
+from gpuq.worker.inference.base import LoadSpec, SimpleTask, Stream, TextModel, load_pretrained, no_grad
+from gpuq.worker.inference.generation import (
     cut_at_stop,
     generate_kwargs,
     generation_group,

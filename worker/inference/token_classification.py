@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from worker.inference.base import LoadSpec, SimpleTask, load_pretrained
+from gpuq.worker.inference.base import LoadSpec, SimpleTask, load_pretrained
 
 
 def _plain(entity: dict[str, Any]) -> dict[str, Any]:

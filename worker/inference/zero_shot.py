@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from common.errors import ModelLoadError
-from worker.inference.base import SimpleTask, TextModel, no_grad
+from gpuq.common.errors import ModelLoadError
+from gpuq.worker.inference.base import SimpleTask, TextModel, no_grad
 
 
 @dataclass(frozen=True)

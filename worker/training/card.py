@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from common.jobs.finetune import FinetuneParams
-from common.jobs.modelref import is_local
+from gpuq.common.jobs.finetune import FinetuneParams
+from gpuq.common.jobs.modelref import is_local
 
 PIPELINE_TAGS = {"causal-lm": "text-generation", "sequence-classification": "text-classification"}
 

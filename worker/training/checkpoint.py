@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from worker.context import JobContext
+from gpuq.worker.context import JobContext
 
 log = logging.getLogger(__name__)
 PREFIX = "checkpoints"

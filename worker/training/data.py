@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common.errors import JobError
-from common.files import get_file_store
-from common.jobs.datasource import pick_columns
-from worker import hub
-from worker.context import JobContext
+from gpuq.common.errors import JobError
+from gpuq.common.files import get_file_store
+from gpuq.common.jobs.datasource import pick_columns
+from gpuq.worker import hub
+from gpuq.worker.context import JobContext
 
 log = logging.getLogger(__name__)
 IGNORE_INDEX = -100  # label value the loss skips (prompt tokens, padding)

@@ -14,14 +14,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common.errors import JobCancelled, JobInterrupted
-from common.jobs.finetune import FinetuneParams, needed_columns
-from worker.context import JobContext
-from worker.device import device
-from worker.training import checkpoint, data
-from worker.training import model as models
-from worker.training.outputs import Trained
-from worker.training.sft import mixed_precision
+from gpuq.common.errors import JobCancelled, JobInterrupted
+from gpuq.common.jobs.finetune import FinetuneParams, needed_columns
+from gpuq.worker.context import JobContext
+from gpuq.worker.device import device
+from gpuq.worker.training import checkpoint, data
+from gpuq.worker.training import model as models
+from gpuq.worker.training.outputs import Trained
+from gpuq.worker.training.sft import mixed_precision
 
 _NUMERIC = (int, float)
 

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from common.errors import JobCancelled, JobInterrupted
-from worker.context import JobContext
+from gpuq.common.errors import JobCancelled, JobInterrupted
+from gpuq.worker.context import JobContext
 
 log = logging.getLogger(__name__)
 

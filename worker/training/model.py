@@ -4,10 +4,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from common.jobs.finetune import LoraSpec
-from common.jobs.modelref import is_local
-from worker import hub
-from worker.context import JobContext
+from gpuq.common.jobs.finetune import LoraSpec
+from gpuq.common.jobs.modelref import is_local
+from gpuq.worker import hub
+from gpuq.worker.context import JobContext
 
 AUTO_CLASSES = {"causal-lm": "AutoModelForCausalLM", "sequence-classification": "AutoModelForSequenceClassification",
                 "seq2seq": "AutoModelForSeq2SeqLM"}

@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common.jobs.finetune import FinetuneParams
-from worker import hub
-from worker.context import JobContext
-from worker.training import card
+from gpuq.common.jobs.finetune import FinetuneParams
+from gpuq.worker import hub
+from gpuq.worker.context import JobContext
+from gpuq.worker.training import card
 
 log = logging.getLogger(__name__)
 

@@ -5,12 +5,12 @@ import math
 from pathlib import Path
 from typing import Any
 
-from common.jobs.finetune import FinetuneParams, TrainingSpec, needed_columns
-from worker.context import JobContext
-from worker.device import device
-from worker.training import checkpoint, data, loop
-from worker.training import model as models
-from worker.training.outputs import Trained
+from gpuq.common.jobs.finetune import FinetuneParams, TrainingSpec, needed_columns
+from gpuq.worker.context import JobContext
+from gpuq.worker.device import device
+from gpuq.worker.training import checkpoint, data, loop
+from gpuq.worker.training import model as models
+from gpuq.worker.training.outputs import Trained
 
 MIXED = {"bf16": "bf16", "fp16": "fp16", "no": "no"}
 
@@ -29,7 +29,7 @@ def mixed_precision(requested: str) -> str:
 def _eval_fn(acc: Any, model: Any, loader: Any, task: str, metrics: list[str]) -> Any:
     import torch
 
-    from worker.metrics import compute_metrics
+    from gpuq.worker.metrics import compute_metrics
 
     def evaluate() -> dict[str, float]:
         model.eval()
