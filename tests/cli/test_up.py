@@ -12,7 +12,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.cli.upstack import Up
+from tests.support.upstack import Up
 from tests.support.jobs import submit, wait_status
 from tests.support.processes import wait_for
 

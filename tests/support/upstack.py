@@ -27,16 +27,23 @@ def up_env(**extra: str) -> dict[str, str]:
 
 
 class Up:
-    """``gpuq up`` as a user starts it, in ``cwd``; its output in files, every process it started tracked."""
+    """``gpuq up`` as a user starts it, in ``cwd``; its output in files, every process it started tracked.
 
-    def __init__(self, cwd: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    ``command`` (a shell line) starts it some other way, e.g. ``./scripts/up``, in a process group of its own
+    as a terminal would; signals then go to that group, as Ctrl-C does."""
+
+    def __init__(self, cwd: Path, *args: str, env: dict[str, str] | None = None, command: str | None = None,
+                 logs: Path | None = None) -> None:
         self.cwd, self.env = cwd, env or up_env()
         cwd.mkdir(parents=True, exist_ok=True)
-        self.out_path, self.err_path = cwd / "up.out", cwd / "up.err"
+        logs = logs or cwd
+        self.out_path, self.err_path = logs / "up.out", logs / "up.err"
         self._out: IO[bytes] = self.out_path.open("wb")
         self._err: IO[bytes] = self.err_path.open("wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "gpuq.cli.main", "up", *args], cwd=cwd, env=self.env,
-                                     stdout=self._out, stderr=self._err, stdin=subprocess.DEVNULL)
+        argv = ["bash", "-c", command] if command else [sys.executable, "-m", "gpuq.cli.main", "up", *args]
+        self.group = command is not None
+        self.proc = subprocess.Popen(argv, cwd=cwd, env=self.env, stdout=self._out, stderr=self._err,
+                                     stdin=subprocess.DEVNULL, start_new_session=self.group)
         self.seen: dict[int, psutil.Process] = {}
 
     @property
@@ -70,7 +77,10 @@ class Up:
         """Send ``sig`` to `gpuq up` alone (as a supervisor would) and return how long it took to exit."""
         self.track()
         start = time.monotonic()
-        self.proc.send_signal(sig)
+        if self.group:
+            os.killpg(self.proc.pid, sig)
+        else:
+            self.proc.send_signal(sig)
         self.proc.wait(90)
         return time.monotonic() - start
 
