@@ -103,15 +103,30 @@ def stack_env(settings: Settings, redis_url: str) -> dict[str, str]:
     return env
 
 
-def _wait_ready(url: str, supervisor: Supervisor, signals: Signals, timeout: float) -> None:
+def _workers_live(redis_url: str, nodes: list[str]) -> bool:
+    """Whether a live worker has announced itself for every node name prefix (``inference@``, ``jobs@``)."""
+    import redis
+
+    from gpuq.common import keys
+
+    with redis.Redis.from_url(redis_url, decode_responses=True, socket_timeout=2) as r:
+        live = r.zrangebyscore(keys.worker_expiry(), time.time(), "+inf")
+    return all(any(node.startswith(prefix) for node in live) for prefix in nodes)
+
+
+def _wait_ready(url: str, redis_url: str, nodes: list[str], supervisor: Supervisor, signals: Signals,
+                timeout: float) -> None:
+    """Until the API is ready and every worker is live: the banner promises a stack that runs jobs at once."""
+    import redis
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with signals.shielded():
             supervisor.check()
         try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200 and _workers_live(redis_url, nodes):
                 return
-        except httpx.HTTPError:
+        except (httpx.HTTPError, redis.RedisError):
             pass
         time.sleep(0.3)
     raise TimeoutError(f"the stack did not become ready within {timeout:g} s")
@@ -161,10 +176,13 @@ def run_stack(demo: bool, flower: bool, once: bool = False, verbose: bool = Fals
         env = stack_env(settings, redis_url)
         api_key = None if settings.api_keys else env["GPUQ_API_KEYS"].partition(":")[2]
         api_url = f"http://{settings.api_host}:{settings.api_port}"
-        for spec in topology.services(settings, env, flower):
+        services = topology.services(settings, env, flower)
+        for spec in services:
             with signals.shielded():
                 supervisor.start(spec)
-        _wait_ready(api_url, supervisor, signals, READY_TIMEOUT_S)
+        nodes = [spec.argv[spec.argv.index("--hostname") + 1].split("@")[0] + "@" for spec in services
+                 if "--hostname" in spec.argv]
+        _wait_ready(api_url, redis_url, nodes, supervisor, signals, READY_TIMEOUT_S)
         ready_s = time.monotonic() - started
         if demo:
             from gpuq.cli.demo import run_demo
