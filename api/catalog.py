@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import cast
 
 import redis
-
 from gpuq.common import catalog, keys
 from gpuq.common.catalog import ModelEntry
 from gpuq.common.errors import NotFound

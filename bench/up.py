@@ -26,10 +26,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.inference import KEY, Stack, body, run_bulk, run_jobs  # noqa: E402
-from bench.throughput import sentences  # noqa: E402
 from gpuq.common.embedded_redis import EmbeddedRedis  # noqa: E402
 from gpuq.worker.devmodels import packaged_minilm_path  # noqa: E402
+
+from bench.inference import KEY, Stack, body, run_bulk, run_jobs  # noqa: E402
+from bench.throughput import sentences  # noqa: E402
 from tests.support.upstack import Up, up_env  # noqa: E402
 
 TUNED = {"GPUQ_BATCH_MAX_SIZE": "64", "GPUQ_BATCH_EXECUTORS": "2", "GPUQ_TORCH_THREADS": "1",

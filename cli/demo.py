@@ -8,7 +8,6 @@ import time
 from typing import Any
 
 import httpx
-
 from gpuq.common.settings import get_settings
 
 

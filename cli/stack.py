@@ -18,7 +18,6 @@ from pathlib import Path
 from types import FrameType
 
 import httpx
-
 from gpuq.cli import devstate, topology
 from gpuq.cli.supervisor import GaveUp, Supervisor
 from gpuq.common.embedded_redis import EmbeddedRedis
@@ -106,7 +105,6 @@ def stack_env(settings: Settings, redis_url: str) -> dict[str, str]:
 def _workers_live(redis_url: str, nodes: list[str]) -> bool:
     """Whether a live worker has announced itself for every node name prefix (``inference@``, ``jobs@``)."""
     import redis
-
     from gpuq.common import keys
 
     with redis.Redis.from_url(redis_url, decode_responses=True, socket_timeout=2) as r:

@@ -18,11 +18,10 @@ import json
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal
-
-from pydantic import BaseModel, Field
+from typing import Literal
 
 from gpuq.common.schemas import JobRecord
+from pydantic import BaseModel, Field
 
 Source = Literal["root", "resident", "cache", "fine-tune"]
 Kind = Literal["model", "diffusers", "adapter"]

@@ -2,7 +2,7 @@
 from this checkout; 1 otherwise. Lets ./scripts/up and ./scripts/test skip a minute of pip on a warm venv."""
 from __future__ import annotations
 
-import importlib.metadata as metadata
+from importlib import metadata
 import sys
 import tomllib
 from pathlib import Path

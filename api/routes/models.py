@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-
 from gpuq.api import catalog
 from gpuq.api.deps import Jobs, SettingsDep, Tenant
 from gpuq.common.catalog import ModelEntry, ModelList

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from gpuq.cli import output
 from gpuq.cli.commands.common import client_from
 from gpuq.cli.progress import Watcher, event_time

@@ -52,7 +52,6 @@ def add_parsers(sub: Any) -> None:
 
 def api(args: argparse.Namespace) -> int:
     import uvicorn
-
     from gpuq.common.settings import get_settings
 
     s = get_settings()
@@ -74,7 +73,6 @@ def worker(args: argparse.Namespace) -> int:
     # worker's CPU there (bench/inference.py). Read when torch first loads; an operator's value wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from celery.utils.nodenames import default_nodename, host_format
-
     from gpuq.common import keys
     from gpuq.common.jobs.registry import all_specs
     from gpuq.common.settings import get_settings

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-
 from gpuq.common.catalog import fine_tune_id, parse_fine_tune_id
+
 from tests.support.datasets import completion_rows, upload
 from tests.support.jobs import run
 from tests.support.processes import wait_for

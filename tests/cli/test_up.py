@@ -12,9 +12,9 @@ import httpx
 import psutil
 import pytest
 
-from tests.support.upstack import Up
 from tests.support.jobs import submit, wait_status
 from tests.support.processes import wait_for
+from tests.support.upstack import Up
 
 LONG = {"kind": "synthetic", "model": "x", "params": {"steps": 600, "step_ms": 100}}
 STOP_BOUND_S = 30  # services first (soft shutdown 5 s), then Redis; far below the old 30 s hang + SIGKILL

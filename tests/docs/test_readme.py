@@ -21,7 +21,7 @@ from tests.support.processes import ROOT
 from tests.support.upstack import Up, up_env
 
 README = ROOT / "README.md"
-BLOCK = re.compile(r"^```(bash|python)\n(.*?)^```$", re.M | re.S)
+BLOCK = re.compile(r"^```(bash|python)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 LINKED = ("api", "cli", "client", "common", "ui", "worker")
 COPIED = ("scripts", "pyproject.toml", "setup.py", "README.md")
 
@@ -89,14 +89,14 @@ def test_the_quick_start_runs_as_written_against_gpuq_up(tmp_path: Path) -> None
     repo = checkout(tmp_path / "gpuq")
     env = up_env()
     # ./scripts/up would otherwise pip-install gpuq from this temporary checkout into the test's own venv.
-    warm = subprocess.run([sys.executable, "scripts/venv_ok.py", "models", "ui"], cwd=repo, env=env)
+    warm = subprocess.run([sys.executable, "scripts/venv_ok.py", "models", "ui"], cwd=repo, env=env, check=False)
     assert warm.returncode == 0, "the venv lacks what ./scripts/up installs: run ./scripts/test to install it"
     up = Up(repo, env=env, command=first, logs=tmp_path)
     try:
         up.wait_banner(timeout=600)
         rest = [*steps[1:], *api_examples()]
         (tmp_path / "readme.sh").write_text(script(rest))
-        ran = subprocess.run(["bash", str(tmp_path / "readme.sh")], cwd=repo, env=env, text=True,
+        ran = subprocess.run(["bash", str(tmp_path / "readme.sh")], cwd=repo, env=env, text=True, check=False,
                              capture_output=True, timeout=600)
         failed_at = (re.findall(r"=== README block .*", ran.stderr) or ["before the first block"])[-1]
         assert ran.returncode == 0, f"{failed_at}\n{ran.stdout[-3000:]}\n{ran.stderr[-3000:]}"

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import IO
 
 import psutil
-
 from gpuq.common.embedded_redis import free_port
+
 from tests.support.processes import ROOT
 
 
@@ -60,7 +60,7 @@ class Up:
         """The export line, once the banner is out; every process of the stack recorded."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            match = re.search(r"^export GPUQ_API_URL=\S+ GPUQ_API_KEY=(\S+)$", self.out(), re.M)
+            match = re.search(r"^export GPUQ_API_URL=\S+ GPUQ_API_KEY=(\S+)$", self.out(), re.MULTILINE)
             if match:
                 self.track()
                 return match.group(1)
