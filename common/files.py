@@ -71,9 +71,12 @@ def _inspect_csv(path: Path) -> tuple[int, list[str]]:
     try:
         reader = pacsv.open_csv(path)
         rows = sum(batch.num_rows for batch in reader)
-    except pa.ArrowException as exc:  # ArrowInvalid, ArrowTypeError, ...: what pyarrow says about bad bytes
+        columns = list(reader.schema.names)
+    # What bad bytes raise: pyarrow's errors (ArrowInvalid, ArrowTypeError, ...) and, for undecodable column
+    # names, UnicodeDecodeError; an ImportError is no parse error and stays a 500.
+    except (pa.ArrowException, ValueError) as exc:
         raise Unreadable(str(exc)) from None
-    return rows, list(reader.schema.names)
+    return rows, columns
 
 
 def _inspect_jsonl(path: Path) -> tuple[int, list[str]]:
@@ -100,7 +103,7 @@ def _inspect_parquet(path: Path) -> tuple[int, list[str]]:
 
     try:
         meta = pq.ParquetFile(path)
-    except pa.ArrowException as exc:
+    except (pa.ArrowException, ValueError) as exc:
         raise Unreadable(str(exc)) from None
     return meta.metadata.num_rows, list(meta.schema_arrow.names)
 
