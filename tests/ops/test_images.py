@@ -171,6 +171,7 @@ def test_api_dependency_set_parses_an_upload_of_every_format(tmp_path: Path) -> 
     pq.write_table(pa.table({"text": ["fine", "bad"]}), uploads / "rows.parquet")
     (uploads / "pixel.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(32))
     (uploads / "broken.parquet").write_bytes(b"not parquet at all")
+    (uploads / "binary.csv").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe" + bytes(16))  # undecodable header
     result = run_under_api_dependency_set(tmp_path, f"""
         import json, pathlib
         from starlette.testclient import TestClient
@@ -185,7 +186,8 @@ def test_api_dependency_set_parses_an_upload_of_every_format(tmp_path: Path) -> 
     assert result.returncode == 0, result.stderr[-3000:]
     answers = json.loads(result.stdout.strip().splitlines()[-1])
     assert answers == {"rows.csv": [201, 2, None], "rows.jsonl": [201, 2, None], "rows.parquet": [201, 2, None],
-                       "pixel.png": [201, 1, None], "broken.parquet": [422, None, "invalid_input"]}
+                       "pixel.png": [201, 1, None], "broken.parquet": [422, None, "invalid_input"],
+                       "binary.csv": [422, None, "invalid_input"]}
 
 
 def test_dockerignore_admits_exactly_what_the_dockerfiles_copy() -> None:
