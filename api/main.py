@@ -11,7 +11,8 @@ from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gpuq.api import metrics
-from gpuq.api.routes import admin, files, generate, health, jobs, kinds
+from gpuq.api.docs import install_docs
+from gpuq.api.routes import admin, files, generate, health, jobs, kinds, models
 from gpuq.common.errors import GpuqError, PayloadTooLarge, ServiceUnavailable
 from gpuq.common.settings import get_settings
 
@@ -115,14 +116,16 @@ class BodyLimit:
 def create_app() -> FastAPI:
     """Build the API app."""
     settings = get_settings()
-    app = FastAPI(title="gpuq", version="0.1.0",
+    app = FastAPI(title="gpuq", version="0.1.0", docs_url=None, redoc_url=None,
                   description="Distributed job queue for GPU workers: submit, stream, cancel, fetch artifacts.")
+    install_docs(app)  # Swagger UI and ReDoc from the API itself, not a CDN
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(jobs.deadletter_router)
     app.include_router(kinds.router)
     app.include_router(generate.router)
     app.include_router(files.router)
+    app.include_router(models.router)
     app.include_router(admin.router)
     app.include_router(metrics.router)
     app.add_exception_handler(GpuqError, _gpuq_error)

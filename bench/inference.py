@@ -60,8 +60,8 @@ def body(model: str, text: str) -> dict[str, Any]:
     return {"kind": "inference", "model": model, "inputs": text, "params": {"task": "feature-extraction"}}
 
 
-async def _run_jobs(url: str, bodies: list[dict[str, Any]],
-                    in_flight: int) -> tuple[float, list[dict[str, Any]]]:
+async def _run_jobs(url: str, bodies: list[dict[str, Any]], in_flight: int,
+                    key: str = KEY) -> tuple[float, list[dict[str, Any]]]:
     """(jobs/s, final records) with ``in_flight`` requests outstanding, each waiting for its job to finish.
 
     aiohttp rather than httpx, and orjson to parse answers: the client shares the two cores with the system
@@ -71,7 +71,7 @@ async def _run_jobs(url: str, bodies: list[dict[str, Any]],
     """
     import aiohttp
 
-    headers = {"Authorization": f"Bearer {KEY}", "Prefer": "wait=60"}
+    headers = {"Authorization": f"Bearer {key}", "Prefer": "wait=60"}
     records: list[dict[str, Any]] = []
     connector = aiohttp.TCPConnector(limit=in_flight)
     async with aiohttp.ClientSession(url, headers=headers, connector=connector,
@@ -100,17 +100,18 @@ async def _run_jobs(url: str, bodies: list[dict[str, Any]],
         return len(bodies) / (time.perf_counter() - start), records
 
 
-def run_jobs(url: str, bodies: list[dict[str, Any]], in_flight: int) -> tuple[float, list[dict[str, Any]]]:
-    return asyncio.run(_run_jobs(url, bodies, in_flight))
+def run_jobs(url: str, bodies: list[dict[str, Any]], in_flight: int,
+             key: str = KEY) -> tuple[float, list[dict[str, Any]]]:
+    return asyncio.run(_run_jobs(url, bodies, in_flight, key))
 
 
 async def _run_bulk(url: str, bodies: list[dict[str, Any]], in_flight: int,
-                    per_request: int) -> tuple[float, list[dict[str, Any]]]:
+                    per_request: int, key: str = KEY) -> tuple[float, list[dict[str, Any]]]:
     """(jobs/s, final records) submitting ``per_request`` jobs per ``POST /v1/jobs/batch`` with ``Prefer: wait``,
     with ``in_flight`` jobs outstanding in all (``in_flight // per_request`` requests at a time)."""
     import aiohttp
 
-    headers = {"Authorization": f"Bearer {KEY}", "Prefer": "wait=60"}
+    headers = {"Authorization": f"Bearer {key}", "Prefer": "wait=60"}
     records: list[dict[str, Any]] = []
     chunks = [bodies[i:i + per_request] for i in range(0, len(bodies), per_request)]
     async with aiohttp.ClientSession(url, headers=headers, timeout=aiohttp.ClientTimeout(total=600)) as session:
@@ -141,8 +142,8 @@ async def _run_bulk(url: str, bodies: list[dict[str, Any]], in_flight: int,
 
 
 def run_bulk(url: str, bodies: list[dict[str, Any]], in_flight: int,
-             per_request: int) -> tuple[float, list[dict[str, Any]]]:
-    return asyncio.run(_run_bulk(url, bodies, in_flight, per_request))
+             per_request: int, key: str = KEY) -> tuple[float, list[dict[str, Any]]]:
+    return asyncio.run(_run_bulk(url, bodies, in_flight, per_request, key))
 
 
 class BareCelery:

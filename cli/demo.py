@@ -8,7 +8,6 @@ import time
 from typing import Any
 
 import httpx
-
 from gpuq.common.settings import get_settings
 
 
@@ -16,9 +15,10 @@ def _models() -> dict[str, str]:
     from gpuq.worker.devmodels import build_tiny_bert_classifier, build_tiny_gpt2, packaged_minilm_path
 
     root = get_settings().data_dir.resolve() / "models"
+    minilm = root / "all-MiniLM-L6-v2"  # where `gpuq up` lays the packaged model out
     return {"sentiment": str(build_tiny_bert_classifier(root / "bert-sentiment")),
             "gpt2": str(build_tiny_gpt2(root / "gpt2")),
-            "minilm": str(packaged_minilm_path())}
+            "minilm": str(minilm if minilm.is_dir() else packaged_minilm_path())}
 
 
 def demo_jobs(models: dict[str, str]) -> list[dict[str, Any]]:

@@ -6,13 +6,14 @@ import sys
 from collections.abc import Callable
 
 from gpuq.cli import output
-from gpuq.cli.commands import artifacts, jobs, services
+from gpuq.cli.commands import artifacts, files, jobs, models, services
 from gpuq.cli.commands.common import connection_options
 
 DESCRIPTION = """\
 gpuq: a job queue for GPU workers.
 
-Run it all locally:      gpuq up --demo
+Run it all locally:      gpuq up --demo          (then, in another shell: eval "$(gpuq env)")
+What can I run?          gpuq models
 Submit and follow a job: gpuq submit --kind inference --model MODEL --input "text" \\
                               --param task=text-generation --watch
 See your jobs:           gpuq ls
@@ -30,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     parent = connection_options()
     jobs.add_parsers(sub, parent, output.EXIT_CODES_HELP)
     artifacts.add_parsers(sub, parent, output.EXIT_CODES_HELP)
+    files.add_parsers(sub, parent, output.EXIT_CODES_HELP)
+    models.add_parsers(sub, parent, output.EXIT_CODES_HELP)
     services.add_parsers(sub)
     return parser
 
@@ -50,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ngpuq: interrupted", file=sys.stderr)
         return output.EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return output.reader_went_away()
 
 
 if __name__ == "__main__":

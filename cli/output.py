@@ -17,6 +17,7 @@ EXIT_TIMEOUT = 4
 EXIT_REFUSED = 5
 EXIT_UNAVAILABLE = 6
 EXIT_INTERRUPTED = 130
+EXIT_PIPE_CLOSED = 141  # 128 + SIGPIPE, what `yes | head` reports for `yes`
 
 EXIT_CODES_HELP = """\
 exit codes:
@@ -28,11 +29,22 @@ exit codes:
   5    the API refused the request (bad input, bad key, unknown job, quota exceeded)
   6    the API is unreachable or unavailable
   130  interrupted (Ctrl-C)
+  141  the reader of the output went away (`gpuq ls | head`)
 """
 
 
 class UsageError(Exception):
     """A command line that cannot work (exit code 2), found after argparse accepted it."""
+
+
+def reader_went_away() -> int:
+    """stdout's reader closed the pipe (``| head``): stop quietly, as a pipeline's writer should."""
+    import os
+
+    # Python flushes stdout once more at exit; point it at /dev/null so that flush cannot fail too.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return EXIT_PIPE_CLOSED
 
 
 def outcome_code(job: JobRecord) -> int:

@@ -12,6 +12,7 @@ import httpx
 
 from gpuq.client import _base
 from gpuq.client._base import Call, RetryPolicy
+from gpuq.common.catalog import ModelEntry, ModelList
 from gpuq.common.errors import ServiceUnavailable, WaitTimeout
 from gpuq.common.schemas import (TERMINAL_EVENTS, TERMINAL_STATUSES, ArtifactInfo, JobEvent, JobList, JobRecord,
                             KindInfo, KindList, WebhookSpec)
@@ -128,6 +129,11 @@ class AsyncClient:
         resp = await self._send(Call("GET", "/v1/kinds"))
         return KindList.model_validate(resp.json()).kinds
 
+    async def models(self) -> list[ModelEntry]:
+        """The models this deployment can serve (``GET /v1/models``): ids usable as a job's ``model``."""
+        resp = await self._send(Call("GET", "/v1/models"))
+        return ModelList.model_validate(resp.json()).data
+
     async def generate(self, prompt: str) -> str:
         """Text from ``GET /generate`` (the deployment's default text-generation model)."""
         resp = await self._send(Call("GET", "/generate", {"prompt": prompt}, timeout=_base.LONG_POLL_S + 30))
@@ -142,6 +148,12 @@ class AsyncClient:
         def files(stack: ExitStack) -> dict[str, Any]:
             return {"file": (name or path.name, stack.enter_context(path.open("rb")), content_type)}
         return _base.as_dict(await self._send(Call("POST", "/v1/files", idempotent=False), files))
+
+    async def list_files(self) -> list[dict[str, Any]]:
+        """The caller's uploaded files, newest first."""
+        resp = await self._send(Call("GET", "/v1/files"))
+        files: list[dict[str, Any]] = resp.json()
+        return files
 
     async def artifacts(self, job_id: str) -> Artifacts:
         """The job's artifacts (name, size, sha256)."""

@@ -33,8 +33,12 @@ def free_port() -> int:
 class EmbeddedRedis:
     """A redis-server child process on loopback with AOF persistence in ``data_dir``."""
 
-    def __init__(self, data_dir: Path, port: int | None = None, extra: list[str] | None = None) -> None:
+    def __init__(self, data_dir: Path, port: int | None = None, extra: list[str] | None = None,
+                 start_new_session: bool = False) -> None:
         self.data_dir = data_dir
+        # A session of its own keeps the terminal's Ctrl-C away from it: `gpuq up` stops it last, after the
+        # services that need it to shut down cleanly.
+        self.start_new_session = start_new_session
         self.port = port or free_port()
         self.extra = extra or []
         self.proc: subprocess.Popen[bytes] | None = None
@@ -49,7 +53,8 @@ class EmbeddedRedis:
         args = [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir",
                 str(self.data_dir), "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
                 "--maxmemory-policy", "noeviction", "--protected-mode", "yes", *self.extra]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     start_new_session=self.start_new_session)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:

@@ -60,12 +60,23 @@ def format_for(name: str, declared: str | None = None) -> FileFormat:
     return FORMATS[suffix]
 
 
+class Unreadable(ValueError):
+    """The file's bytes do not parse as its format (the caller's bad file, a 422)."""
+
+
 def _inspect_csv(path: Path) -> tuple[int, list[str]]:
+    import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    reader = pacsv.open_csv(path)
-    rows = sum(batch.num_rows for batch in reader)
-    return rows, list(reader.schema.names)
+    try:
+        reader = pacsv.open_csv(path)
+        rows = sum(batch.num_rows for batch in reader)
+        columns = list(reader.schema.names)
+    # What bad bytes raise: pyarrow's errors (ArrowInvalid, ArrowTypeError, ...) and, for undecodable column
+    # names, UnicodeDecodeError; an ImportError is no parse error and stays a 500.
+    except (pa.ArrowException, ValueError) as exc:
+        raise Unreadable(str(exc)) from None
+    return rows, columns
 
 
 def _inspect_jsonl(path: Path) -> tuple[int, list[str]]:
@@ -78,18 +89,22 @@ def _inspect_jsonl(path: Path) -> tuple[int, list[str]]:
             try:
                 row = json.loads(line)
             except ValueError as exc:
-                raise ValueError(f"line {number} is not JSON: {exc}") from None
+                raise Unreadable(f"line {number} is not JSON: {exc}") from None
             if not isinstance(row, dict):
-                raise ValueError(f"line {number} is not a JSON object")  # noqa: TRY004 - bad content, not a bad call
+                raise Unreadable(f"line {number} is not a JSON object")
             columns.update(dict.fromkeys(row))
             rows += 1
     return rows, list(columns)
 
 
 def _inspect_parquet(path: Path) -> tuple[int, list[str]]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    meta = pq.ParquetFile(path)
+    try:
+        meta = pq.ParquetFile(path)
+    except (pa.ArrowException, ValueError) as exc:
+        raise Unreadable(str(exc)) from None
     return meta.metadata.num_rows, list(meta.schema_arrow.names)
 
 
@@ -97,7 +112,7 @@ def _inspect_image(path: Path) -> tuple[int, list[str]]:
     with path.open("rb") as fh:
         head = fh.read(16)
     if not head.startswith(IMAGE_MAGIC):
-        raise ValueError("not a PNG, JPEG, GIF, BMP, TIFF or WebP image")
+        raise Unreadable("not a PNG, JPEG, GIF, BMP, TIFF or WebP image")
     return 1, []
 
 
@@ -108,7 +123,7 @@ def inspect(path: Path, fmt: FileFormat) -> tuple[int, list[str]]:
     """(rows, columns) of a data file; 422 naming ``file`` when it does not parse as ``fmt``."""
     try:
         rows, columns = _INSPECT[fmt](path)
-    except Exception as exc:  # noqa: BLE001 - any parse failure is the caller's bad file
+    except Unreadable as exc:  # only a parse failure is the caller's; a missing library is the server's 500
         raise InvalidInput(f"file: not a readable {fmt} file: {str(exc)[:300]}", field="file") from None
     if rows == 0:
         raise InvalidInput("file: holds no rows", field="file")

@@ -164,6 +164,10 @@ class Settings(BaseSettings):
     # for company when other submits are in flight (0: a message per job).
     submit_coalesce_ms: float = Field(default=10.0, ge=0, le=1000)
 
+    # --- model catalog (GET /v1/models): the HF hub cache listed as cached models ---
+    # Unset: HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub (what huggingface_hub uses).
+    hub_cache_dir: Path | None = None
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _parse_api_keys(cls, value: object) -> object:
@@ -242,6 +246,16 @@ class Settings(BaseSettings):
     def files_root(self) -> Path:
         """Where uploaded data files live: GPUQ_FILES_DIR, else a sibling of the artifact store."""
         return self.files_dir or self.artifact_dir.parent / "files"
+
+    @property
+    def hub_cache(self) -> Path:
+        """The HF hub cache directory this process sees (GPUQ_HUB_CACHE_DIR, else huggingface_hub's own rule)."""
+        if self.hub_cache_dir is not None:
+            return self.hub_cache_dir
+        if os.environ.get("HF_HUB_CACHE"):
+            return Path(os.environ["HF_HUB_CACHE"])
+        home = os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
+        return Path(home) / "hub"
 
     @property
     def resolved_redis_url(self) -> str:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +42,19 @@ def list_artifacts(args: argparse.Namespace) -> int:
 
 
 def download(args: argparse.Namespace) -> int:
-    args.output_dir.mkdir(parents=True, exist_ok=True)
     with client_from(args) as gpuq:
-        paths = gpuq.download_artifacts(args.job_id, args.output_dir, args.names or None)
+        available = {a.name for a in gpuq.artifacts(args.job_id)}
+        wanted = set(args.names) & available if args.names else available
+        if not wanted:
+            status = gpuq.get(args.job_id).status
+            what = "none of " + ", ".join(map(repr, args.names)) if args.names else "nothing"
+            print(f"gpuq: job {args.job_id} ({status}) has {what} to download"
+                  + (f"; it has {', '.join(sorted(available))}" if available else ""), file=sys.stderr)
+            if args.json:
+                output.emit_json({"downloaded": [], "missing": sorted(args.names)})
+            return output.EXIT_REFUSED
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+        paths = gpuq.download_artifacts(args.job_id, args.output_dir, sorted(wanted))
     missing = sorted(set(args.names) - {p.name for p in paths})
     if args.json:
         output.emit_json({"downloaded": [str(p) for p in paths], "missing": missing})
@@ -51,5 +62,5 @@ def download(args: argparse.Namespace) -> int:
         for path in paths:
             print(path)
         for name in missing:
-            print(f"gpuq: job {args.job_id} has no artifact {name!r}")
+            print(f"gpuq: job {args.job_id} has no artifact {name!r}", file=sys.stderr)
     return output.EXIT_REFUSED if missing else output.EXIT_OK

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from gpuq.cli import output
 from gpuq.cli.commands.common import client_from
 from gpuq.cli.progress import Watcher, event_time
@@ -21,7 +20,7 @@ from gpuq.common.schemas import TERMINAL_STATUSES, JobEvent, JobRecord
 
 SUBMIT_EXAMPLES = """\
 examples:
-  gpuq submit --kind inference --model ./models/gpt2 --input "Once upon a time" \\
+  gpuq submit --kind inference --model gpt2 --input "Once upon a time" \\
        --param task=text-generation --param max_new_tokens=32 --param stream=true --watch
   gpuq submit -f job.yaml --priority high --wait --timeout 300
   gpuq submit -f job.json --json | jq -r .id
@@ -40,7 +39,7 @@ def add_parsers(sub: Any, parent: argparse.ArgumentParser, epilog: str) -> None:
                        "exits with its outcome).")
     p.add_argument("-f", "--file", type=Path, help="job file (YAML or JSON) with the request body")
     p.add_argument("--kind", help="job kind, e.g. inference (see the API's /v1/kinds)")
-    p.add_argument("--model", help="Hub model id or a directory under GPUQ_MODEL_ROOTS")
+    p.add_argument("--model", help="a model id from `gpuq models`: a name under GPUQ_MODEL_ROOTS or a Hub id")
     p.add_argument("--input", dest="inputs", action="append", metavar="TEXT",
                    help="an input text; repeat for several")
     p.add_argument("--inputs-json", metavar="JSON", help="inputs as JSON (any shape the kind accepts)")
@@ -84,6 +83,7 @@ def add_parsers(sub: Any, parent: argparse.ArgumentParser, epilog: str) -> None:
     p.add_argument("--status", choices=["queued", "running", "succeeded", "failed", "cancelled"])
     p.add_argument("--kind")
     p.add_argument("--limit", type=int, default=20)
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the job ids")
     p.set_defaults(func=ls)
 
     p = sub.add_parser("cancel", parents=[parent], formatter_class=fmt, epilog=epilog, help="cancel a job")
@@ -146,7 +146,12 @@ def submit(args: argparse.Namespace) -> int:
         if args.watch:
             return _watch(gpuq, job.id, args.timeout, args.json)
         if args.wait:
-            return _finish(gpuq.wait(job.id, timeout=args.timeout), args.json)
+            try:
+                return _finish(gpuq.wait(job.id, timeout=args.timeout), args.json)
+            except KeyboardInterrupt:
+                print(f"\ngpuq: job {job.id} keeps running; `gpuq watch {job.id}` to re-attach, "
+                      f"`gpuq cancel {job.id}` to stop it", file=sys.stderr)
+                return output.EXIT_INTERRUPTED
     if args.json:
         output.emit_json(output.record_json(job))
     elif args.quiet:
@@ -163,6 +168,16 @@ def watch(args: argparse.Namespace) -> int:
 
 
 def _watch(gpuq: Client, job_id: str, timeout: float | None, as_json: bool) -> int:
+    try:
+        return _follow(gpuq, job_id, timeout, as_json)
+    except KeyboardInterrupt:
+        # Stopping to watch is not cancelling: say so, and how to do either.
+        print(f"\ngpuq: job {job_id} keeps running; `gpuq watch {job_id}` to re-attach, "
+              f"`gpuq cancel {job_id}` to stop it", file=sys.stderr)
+        return output.EXIT_INTERRUPTED
+
+
+def _follow(gpuq: Client, job_id: str, timeout: float | None, as_json: bool) -> int:
     view = Watcher()
     deadline = None if timeout is None else time.monotonic() + timeout
     for event in _events_until(gpuq, job_id, deadline):
@@ -267,12 +282,15 @@ def ls(args: argparse.Namespace) -> int:
     if args.json:
         output.emit_json([output.record_json(j) for j in jobs])
         return output.EXIT_OK
+    if args.quiet:
+        print("\n".join(j.id for j in jobs))
+        return output.EXIT_OK
     if not jobs:
         print("no jobs yet: submit one with `gpuq submit --help`")
         return output.EXIT_OK
-    rows = [[j.id, j.kind, j.status, j.priority, _short(j.model), output.ago(j.timings.submitted_at)]
-            for j in jobs]
-    print(output.table(rows, ["ID", "KIND", "STATUS", "PRIORITY", "MODEL", "SUBMITTED"]))
+    rows = [[j.id, j.kind, str(j.params.get("task") or "-"), j.status, j.priority, _short(j.model),
+             output.ago(j.timings.submitted_at)] for j in jobs]
+    print(output.table(rows, ["ID", "KIND", "TASK", "STATUS", "PRIORITY", "MODEL", "SUBMITTED"]))
     return output.EXIT_OK
 
 

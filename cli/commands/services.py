@@ -1,5 +1,5 @@
 """Commands that run gpuq's processes: ``api``, ``worker``, ``webhooks``, ``flower``, ``ui``, ``up``,
-``demo``."""
+``demo``; and ``env``, the export line for the stack ``up`` runs."""
 from __future__ import annotations
 
 import argparse
@@ -13,7 +13,11 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--demo", action="store_true", help="build tiny local models and run demo jobs")
     p.add_argument("--no-flower", action="store_true", help="do not start Flower")
     p.add_argument("--once", action="store_true", help="with --demo: stop the stack after the demo")
+    p.add_argument("--verbose", action="store_true",
+                   help="services log to this terminal instead of var/logs/<service>.log")
     p.set_defaults(func=up)
+    p = sub.add_parser("env", help="print the export line for the local stack (eval \"$(gpuq env)\")")
+    p.set_defaults(func=env)
     p = sub.add_parser("demo", help="run demo jobs against a running API")
     p.add_argument("--api-url", default=None)
     p.add_argument("--api-key", default=None)
@@ -48,7 +52,6 @@ def add_parsers(sub: Any) -> None:
 
 def api(args: argparse.Namespace) -> int:
     import uvicorn
-
     from gpuq.common.settings import get_settings
 
     s = get_settings()
@@ -70,7 +73,6 @@ def worker(args: argparse.Namespace) -> int:
     # worker's CPU there (bench/inference.py). Read when torch first loads; an operator's value wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from celery.utils.nodenames import default_nodename, host_format
-
     from gpuq.common import keys
     from gpuq.common.jobs.registry import all_specs
     from gpuq.common.settings import get_settings
@@ -124,7 +126,27 @@ def ui(args: argparse.Namespace) -> int:
 def up(args: argparse.Namespace) -> int:
     from gpuq.cli.stack import run_stack
 
-    return run_stack(demo=args.demo, flower=not args.no_flower, once=args.once)
+    return run_stack(demo=args.demo, flower=not args.no_flower, once=args.once, verbose=args.verbose)
+
+
+def env(args: argparse.Namespace) -> int:
+    """The ``export`` line `gpuq up` prints last, rebuilt from the settings and the dev key under var/."""
+    import sys
+
+    from gpuq.cli import devstate
+    from gpuq.common.settings import get_settings
+
+    s = get_settings()
+    path = devstate.api_key_path(s.data_dir.resolve())
+    if s.api_keys:
+        key = next(iter(s.api_keys))
+    elif path.is_file():
+        key = path.read_text().strip()
+    else:
+        print(f"gpuq: no dev key at {path} yet: start the stack with `gpuq up` first", file=sys.stderr)
+        return 1
+    print(f"export GPUQ_API_URL=http://{s.api_host}:{s.api_port} GPUQ_API_KEY={key}")
+    return 0
 
 
 def demo(args: argparse.Namespace) -> int:

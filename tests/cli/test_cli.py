@@ -110,3 +110,58 @@ def test_help_documents_exit_codes_and_configuration(gpuq: Any) -> None:
     top = gpuq("--help")
     assert "exit codes:" in top.stdout and "GPUQ_API_KEY" in top.stdout
     assert "4    gave up waiting" in gpuq("watch", "--help").stdout
+
+
+def test_ls_has_a_task_column_and_survives_a_closed_pipe(gpuq: Any, api_url: str) -> None:
+    for _ in range(3):
+        gpuq("submit", "--kind", "synthetic", "--model", "cli", "--param", "steps=1", "-q")
+    table = gpuq("ls", "--limit", "3")
+    assert table.stdout.splitlines()[0].split()[:3] == ["ID", "KIND", "TASK"]
+    env = {**os.environ, "GPUQ_API_URL": api_url, "GPUQ_API_KEY": KEY_A}
+    for command in ("ls --limit 50", "logs " + gpuq("ls", "-q", "--limit", "1").stdout.strip()):
+        piped = subprocess.run(f"{sys.executable} -m gpuq.cli.main {command} | head -1", shell=True, env=env, check=False,
+                               cwd=ROOT, text=True, capture_output=True, timeout=120)
+        assert piped.returncode == 0 and "Traceback" not in piped.stderr and "BrokenPipe" not in piped.stderr
+
+
+def test_download_with_nothing_to_download_says_so_and_creates_nothing(gpuq: Any, tmp_path: Path) -> None:
+    job = json.loads(gpuq("submit", "--kind", "synthetic", "--model", "cli", "--wait", "--json").stdout)
+    got = gpuq("artifacts", "download", job["id"], "-o", str(tmp_path / "out"))
+    assert got.returncode == 5 and "has nothing to download" in got.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_files_upload_prints_the_id_a_job_can_use(gpuq: Any, tmp_path: Path) -> None:
+    data = tmp_path / "rows.csv"
+    data.write_text("text\nfirst\nsecond\n")
+    file_id = gpuq("files", "upload", str(data), "-q").stdout.strip()
+    assert file_id.startswith("file-")
+    assert file_id in gpuq("files", "ls").stdout
+    described = gpuq("files", "upload", str(data))
+    assert "2 rows" in described.stdout and "columns text" in described.stdout
+    missing = gpuq("files", "upload", str(tmp_path / "nope.csv"))
+    assert missing.returncode == 2 and "no such file" in missing.stderr
+
+
+def test_models_lists_what_jobs_can_name(gpuq: Any, models: dict[str, str]) -> None:
+    table = gpuq("models")
+    assert table.returncode == 0 and table.stdout.startswith("ID")
+    assert any(line.split()[:2] == ["gpt2", "root"] for line in table.stdout.splitlines())
+    assert "gpt2" in [m["id"] for m in json.loads(gpuq("models", "--json").stdout)]
+
+
+def test_ctrl_c_in_watch_says_the_job_goes_on_and_how_to_reattach_or_cancel(gpuq: Any, api_url: str) -> None:
+    import signal
+    import time
+
+    job_id = gpuq("submit", "--kind", "synthetic", "--model", "cli", "--param", "steps=300", "--param",
+                  "step_ms=50", "-q").stdout.strip()
+    env = {**os.environ, "GPUQ_API_URL": api_url, "GPUQ_API_KEY": KEY_A}
+    watch = subprocess.Popen([sys.executable, "-m", "gpuq.cli.main", "watch", job_id], env=env, cwd=ROOT,
+                             text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(3)
+    watch.send_signal(signal.SIGINT)
+    _, err = watch.communicate(timeout=30)
+    assert watch.returncode == 130
+    assert f"job {job_id} keeps running; `gpuq watch {job_id}` to re-attach, `gpuq cancel {job_id}` to stop it" in err
+    assert gpuq("cancel", job_id).returncode == 0

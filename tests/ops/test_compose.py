@@ -12,7 +12,7 @@ import yaml
 from tests.ops.manifests import OPS, ROOT, clean_env, compose_command, duration_s
 
 EXAMPLE_ENV = OPS / "compose.env.example"
-WORKER_PREFIX = "worker-gpu"
+WORKER_PREFIX = "worker-"
 
 
 def compose_config(*args: str, env_file: str = str(EXAMPLE_ENV)) -> subprocess.CompletedProcess[str]:
@@ -32,12 +32,13 @@ def rendered() -> dict[str, Any]:
 
 
 def workers(project: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The per-GPU worker services."""
+    """The worker services (one per GPU, one role each)."""
     return {name: svc for name, svc in project["services"].items() if name.startswith(WORKER_PREFIX)}
 
 
 def test_compose_config_validates_the_stack_with_the_example_env(rendered: dict[str, Any]) -> None:
-    assert set(rendered["services"]) == {"redis", "api", "worker-gpu0", "worker-gpu1", "flower", "prometheus"}
+    assert set(rendered["services"]) == {"redis", "api", "worker-inference-gpu0", "worker-jobs-gpu1", "flower",
+                                         "prometheus"}
     assert rendered["name"] == "gpuq"
 
 
@@ -90,8 +91,22 @@ def test_each_worker_reserves_its_own_gpu_and_sees_it_as_device_0(rendered: dict
         seen.append(device["device_ids"][0])
         # Only the reserved GPU is mapped into the container, where CUDA numbers it 0.
         assert svc["environment"]["CUDA_VISIBLE_DEVICES"] == "0", name
-        assert name == f"{WORKER_PREFIX}{device['device_ids'][0]}", "service name should say which GPU"
+        assert name.endswith(f"-gpu{device['device_ids'][0]}"), "service name should say which GPU"
     assert sorted(seen) == ["0", "1"]
+
+
+def test_inference_and_long_jobs_run_on_workers_of_their_own(rendered: dict[str, Any]) -> None:
+    """Per-queue services: a threads-pool inference worker that batches, a prefork one for image and finetune."""
+    def option(command: list[str], flag: str) -> str:
+        return command[command.index(flag) + 1]
+
+    roles = {name: (option(svc["command"], "--queues"), option(svc["command"], "--pool"))
+             for name, svc in workers(rendered).items()}
+    assert roles == {"worker-inference-gpu0": ("inference", "threads"), "worker-jobs-gpu1": ("image,finetune", "prefork")}
+    inference = rendered["services"]["worker-inference-gpu0"]["environment"]
+    assert inference["GPUQ_TASK_EVENTS"] == "false" and inference["GPUQ_BATCH_EXECUTORS"] == "1"
+    queues = [q for queues, _ in roles.values() for q in queues.split(",")]
+    assert sorted(queues) == ["finetune", "image", "inference"], "every queue has exactly one worker service"
 
 
 def test_worker_node_names_are_unique(rendered: dict[str, Any]) -> None:

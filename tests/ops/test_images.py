@@ -2,6 +2,7 @@
 that api/, cli/, common/ and Flower's Celery app run without the worker's model libraries."""
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -110,13 +111,13 @@ def test_api_requirements_hold_no_worker_only_library() -> None:
     assert not disagree, f"the two images pin different versions: {disagree}"
 
 
-def test_api_dependency_set_runs_the_api_cli_and_flowers_celery_app(tmp_path: Path) -> None:
-    """Import what the API image runs with every module outside requirements-api.txt blocked."""
+def run_under_api_dependency_set(tmp_path: Path, body: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run ``body`` with every module outside requirements-api.txt blocked (what the API image can import)."""
     script = tmp_path / "gate.py"
     # Project packages count only where the image COPYs them in.
     copied = sorted({rest.split()[-1].strip("./") for word, rest in instructions(DOCKER / "api.Dockerfile")
                      if word == "COPY" and not rest.startswith("--from") and not rest.split()[0].endswith(
-                         (".txt", ".toml", ".md"))} | {"tests"})
+                         (".txt", ".toml", ".md"))} | {"tests", "gpuq"})  # gpuq: the one installed package
     script.write_text(textwrap.dedent(f"""
         import importlib.abc, importlib.metadata, sys
         ALLOWED = {sorted(API_PINS)!r}
@@ -142,6 +143,15 @@ def test_api_dependency_set_runs_the_api_cli_and_flowers_celery_app(tmp_path: Pa
                 raise ModuleNotFoundError(f"{{name}} (from {{owners[top]}}) is not in requirements-api.txt")
 
         sys.meta_path.insert(0, Gate())
+    """) + textwrap.dedent(body))
+    full_env = {"GPUQ_REDIS_URL": "redis://127.0.0.1:1/0", "PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", **env}
+    return subprocess.run([sys.executable, str(script)], check=False, capture_output=True, text=True,
+                          cwd=ROOT, env=full_env, timeout=120)
+
+
+def test_api_dependency_set_runs_the_api_cli_and_flowers_celery_app(tmp_path: Path) -> None:
+    """Import what the API image runs with every module outside requirements-api.txt blocked."""
+    result = run_under_api_dependency_set(tmp_path, """
         import gpuq.cli.main
         gpuq.cli.main.build_parser()
         import gpuq.api.main
@@ -150,11 +160,39 @@ def test_api_dependency_set_runs_the_api_cli_and_flowers_celery_app(tmp_path: Pa
         import flower.command
         import uvicorn
         print("ok")
-    """))
-    env = {"GPUQ_REDIS_URL": "redis://127.0.0.1:1/0", "PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
-    result = subprocess.run([sys.executable, str(script)], check=False, capture_output=True, text=True,
-                            cwd=ROOT, env=env, timeout=120)
+    """)
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
+
+
+def test_api_dependency_set_parses_an_upload_of_every_format(tmp_path: Path) -> None:
+    """POST /v1/files of csv, jsonl, parquet and an image through the real app, under the API's packages alone."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    uploads = tmp_path / "uploads"
+    uploads.mkdir()
+    (uploads / "rows.csv").write_text("text,label\nfine,1\nbad,0\n")
+    (uploads / "rows.jsonl").write_text('{"text": "fine"}\n{"text": "bad"}\n')
+    pq.write_table(pa.table({"text": ["fine", "bad"]}), uploads / "rows.parquet")
+    (uploads / "pixel.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(32))
+    (uploads / "broken.parquet").write_bytes(b"not parquet at all")
+    (uploads / "binary.csv").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe" + bytes(16))  # undecodable header
+    result = run_under_api_dependency_set(tmp_path, f"""
+        import json, pathlib
+        from starlette.testclient import TestClient
+        import gpuq.api.main
+        client = TestClient(gpuq.api.main.create_app(), headers={{"Authorization": "Bearer k-0123"}})
+        out = {{}}
+        for path in sorted(pathlib.Path({str(uploads)!r}).iterdir()):
+            resp = client.post("/v1/files", files={{"file": (path.name, path.read_bytes())}})
+            out[path.name] = [resp.status_code, resp.json().get("rows"), resp.json().get("error", {{}}).get("type")]
+        print(json.dumps(out))
+    """, GPUQ_API_KEYS="t:k-0123", GPUQ_FILES_DIR=str(tmp_path / "files"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    answers = json.loads(result.stdout.strip().splitlines()[-1])
+    assert answers == {"rows.csv": [201, 2, None], "rows.jsonl": [201, 2, None], "rows.parquet": [201, 2, None],
+                       "pixel.png": [201, 1, None], "broken.parquet": [422, None, "invalid_input"],
+                       "binary.csv": [422, None, "invalid_input"]}
 
 
 def test_dockerignore_admits_exactly_what_the_dockerfiles_copy() -> None:

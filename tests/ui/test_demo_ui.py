@@ -1,7 +1,6 @@
 """The demo UI (``gpuq ui``) driven in headless Chromium: type a prompt, click Submit, see the result."""
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,12 +9,8 @@ import pytest
 
 from gpuq.common.embedded_redis import free_port
 from tests.conftest import ARTIFACTS, KEY_A
+from tests.support.browser import chromium
 from tests.support.processes import Service, wait_for
-
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
-                                reason="needs chromium and chromedriver (apt-get install chromium chromium-driver; "
-                                ".ci/run installs them)")
 
 
 @pytest.fixture(scope="module")
@@ -33,17 +28,7 @@ def ui_url(service_env: dict[str, str], log_dir: Path, api_url: str, models: dic
 
 @pytest.fixture()
 def browser() -> Iterator[object]:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service as DriverService
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--no-first-run", "--window-size=1280,1400"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=DriverService(str(CHROMEDRIVER)), options=options)
-    driver.set_page_load_timeout(60)
+    driver = chromium(window="1280,1400")
     yield driver
     driver.quit()
 
