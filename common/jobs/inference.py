@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
 
 from gpuq.common.errors import InvalidInput
 from gpuq.common.jobs.adapterref import AdapterRef, check_adapter
+from gpuq.common.jobs.chat import check_conversations
 from gpuq.common.jobs.inputs import check_image_uploads, check_images, check_qa, check_texts
 from gpuq.common.jobs.modelref import check_model_ref
 from gpuq.common.jobs.registry import JobSpec, Submitter, Validated, register
@@ -106,6 +107,16 @@ class TextGenerationParams(_Generate):
             raise InvalidInput("params.stream: token streaming needs num_beams 1", field="params.stream")
 
 
+class ChatParams(TextGenerationParams):
+    """``inputs``: a list of conversations (``[{role, content}, ...]``), rendered by the model's own chat
+    template with the assistant's turn open."""
+
+    task: Literal["chat"]  # type: ignore[assignment]
+
+    def check_inputs(self, inputs: Any, settings: Settings) -> Any:
+        return check_conversations(inputs, settings)
+
+
 class SummarizationParams(_Generate):
     task: Literal["summarization"]
 
@@ -162,12 +173,12 @@ class ImageClassificationParams(_Common):
 TASK_MODELS: tuple[type[_Common], ...] = (
     TextClassificationParams, TokenClassificationParams, QuestionAnsweringParams, TextGenerationParams,
     SummarizationParams, TranslationParams, Text2TextParams, ZeroShotParams, FillMaskParams,
-    FeatureExtractionParams, ImageClassificationParams,
+    FeatureExtractionParams, ImageClassificationParams, ChatParams,
 )
 TaskParams = Annotated[
     TextClassificationParams | TokenClassificationParams | QuestionAnsweringParams | TextGenerationParams
     | SummarizationParams | TranslationParams | Text2TextParams | ZeroShotParams | FillMaskParams
-    | FeatureExtractionParams | ImageClassificationParams,
+    | FeatureExtractionParams | ImageClassificationParams | ChatParams,
     Field(discriminator="task"),
 ]
 # Every accepted ``task`` value (aliases included), for docs and the worker's registry test.
