@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
 from gpuq.common.errors import InvalidInput
 from gpuq.common.jobs.adapterref import AdapterRef, check_adapter
 from gpuq.common.jobs.chat import check_conversations
-from gpuq.common.jobs.inputs import check_image_uploads, check_images, check_qa, check_texts
+from gpuq.common.jobs.inputs import check_image_uploads, check_images, check_qa, check_texts, check_token_ids
 from gpuq.common.jobs.modelref import check_model_ref
 from gpuq.common.jobs.registry import JobSpec, Submitter, Validated, register
 from gpuq.common.settings import Settings
@@ -157,6 +157,12 @@ class FeatureExtractionParams(_Common):
     task: Literal["feature-extraction"]
     normalize: bool = False
     pooling: Literal["mean", "cls"] = "mean"
+    token_ids: bool = False  # inputs are lists of the model's token ids rather than texts
+    count_tokens: bool = False  # each result is {"embedding", "tokens"}: how many tokens the model read
+
+    def check_inputs(self, inputs: Any, settings: Settings) -> Any:
+        """Texts, or with ``token_ids`` a list of token id lists."""
+        return check_token_ids(inputs, settings) if self.token_ids else check_texts(inputs, settings)
 
 
 class ImageClassificationParams(_Common):
