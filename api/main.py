@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse, Response
 from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gpuq.api import metrics
+from gpuq.api import metrics, openai
 from gpuq.api.routes import admin, files, generate, health, jobs, kinds
 from gpuq.common.errors import GpuqError, PayloadTooLarge, ServiceUnavailable
 from gpuq.common.settings import get_settings
@@ -124,6 +124,7 @@ def create_app() -> FastAPI:
     app.include_router(generate.router)
     app.include_router(files.router)
     app.include_router(admin.router)
+    app.include_router(openai.router)
     app.include_router(metrics.router)
     app.add_exception_handler(GpuqError, _gpuq_error)
     app.add_exception_handler(RedisError, _redis_error)

@@ -1,0 +1,162 @@
+"""The models this deployment serves, as OpenAI's model list with gpuq's fields, and what a model id names.
+
+``list_models`` is the one listing function: directories under ``GPUQ_MODEL_ROOTS`` (by root-relative name),
+models resident on live workers (with the workers), and the tenant's finished fine-tunes as ``ft:`` ids. A
+catalog module of its own (Hub cache included) replaces it by being called from here.
+
+``resolve`` turns an OpenAI ``model`` into a gpuq model reference: a root-relative name into its directory, an
+``ft:<base>:<tenant>:<suffix>:<job id>`` id into its base model plus the fine-tune's adapter (usable at once in
+chat/completions), anything else as the native API takes it. An unknown model is 404 ``model_not_found``.
+"""
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+from gpuq.common import keys
+from gpuq.common.errors import InvalidInput, NotFound
+from gpuq.common.jobs.modelref import check_model_ref, is_local
+from gpuq.common.records import JobStore
+from gpuq.common.settings import Settings
+
+FT_PREFIX = "ft:"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$")
+_JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+_MARKERS = ("config.json", "model_index.json", "adapter_config.json")
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """An OpenAI model id as gpuq runs it."""
+
+    id: str  # as the caller named it, echoed in answers
+    model: str  # the gpuq model reference
+    adapter: dict[str, Any] | None = None  # a fine-tune's adapter on ``model``
+
+
+def not_found(model_id: str) -> NotFound:
+    """404 for a model this deployment does not serve."""
+    return NotFound(f"model {model_id!r} not found (GET /v1/models lists what this deployment serves)",
+                    field="model", code="model_not_found")
+
+
+def resolve(model_id: str, tenant: str, jobs: JobStore, settings: Settings) -> Resolved:
+    """The gpuq model reference (and adapter) an OpenAI ``model`` names; 404 when it names none."""
+    if model_id.startswith(FT_PREFIX):
+        return _finetune(model_id, tenant, jobs)
+    local = under_roots(model_id, settings.model_roots)
+    if local is not None:
+        return Resolved(model_id, str(local))
+    if is_local(model_id):
+        try:
+            return Resolved(model_id, check_model_ref(model_id, settings.model_roots))
+        except InvalidInput:
+            raise not_found(model_id) from None
+    if _HUB_ID.match(model_id) and (settings.openai_hub_models or model_id in resident(jobs)):
+        return Resolved(model_id, model_id)
+    raise not_found(model_id)
+
+
+def under_roots(name: str, roots: list[Path]) -> Path | None:
+    """The directory a root-relative model name stands for, in the first root that has it."""
+    if is_local(name) or ".." in name.split("/"):
+        return None
+    for root in roots:
+        path = root / name
+        if path.is_dir():
+            return path.resolve()
+    return None
+
+
+def display_id(model: str, roots: list[Path]) -> str:
+    """A model reference as the catalog names it: root-relative when it lies under a root."""
+    path = Path(model)
+    for root in roots:
+        base = root.resolve()
+        if path.is_absolute() and path != base and path.is_relative_to(base):
+            return path.relative_to(base).as_posix()
+    return model
+
+
+def finetune_id(base: str, tenant: str, job_id: str, suffix: str, roots: list[Path]) -> str:
+    """The ``ft:`` model id of a finished fine-tune, in OpenAI's shape (``ft:<base>:<owner>:<suffix>:<id>``)."""
+    return f"{FT_PREFIX}{display_id(base, roots)}:{tenant}:{suffix}:{job_id}"
+
+
+def _finetune(model_id: str, tenant: str, jobs: JobStore) -> Resolved:
+    job_id = model_id.rsplit(":", 1)[-1]
+    raw = jobs.get_raw(job_id) if _JOB_ID.match(job_id) else None
+    if not raw or raw.get("tenant") != tenant or raw.get("kind") != "finetune" or raw.get("status") != "succeeded":
+        raise not_found(model_id)
+    return Resolved(model_id, str(raw["model"]), {"job": job_id})
+
+
+def resident(jobs: JobStore) -> dict[str, list[str]]:
+    """Model references resident on live workers -> the workers holding them."""
+    live = cast(list[str], jobs.r.zrangebyscore(keys.worker_expiry(), time.time(), "+inf"))
+    pipe = jobs.r.pipeline(transaction=False)
+    for node in live:
+        pipe.smembers(keys.worker_models(node))
+    held: dict[str, list[str]] = {}
+    for node, models in zip(live, pipe.execute()):
+        for model in models:
+            held.setdefault(str(model), []).append(node)
+    return held
+
+
+def list_models(tenant: str, jobs: JobStore, settings: Settings) -> list[dict[str, Any]]:
+    """Every model the tenant can name: OpenAI's model objects with gpuq's fields (``source``, ``path``,
+    ``workers``; fine-tunes: ``base``, ``job_id``)."""
+    roots, found = settings.model_roots, {}
+    for path in _directories(roots):
+        found[str(path)] = _entry(display_id(str(path), roots), int(path.stat().st_mtime), "local", path=str(path))
+    for model, workers in resident(jobs).items():
+        entry = found.setdefault(model, _entry(display_id(model, roots), int(time.time()), "resident"))
+        entry["workers"] = sorted(workers)
+    models = list(found.values())
+    return models + _finetunes(tenant, jobs, settings)
+
+
+def get_model(model_id: str, tenant: str, jobs: JobStore, settings: Settings) -> dict[str, Any]:
+    """One model object; 404 when the catalog does not list it."""
+    for entry in list_models(tenant, jobs, settings):
+        if entry["id"] == model_id or entry.get("path") == model_id:
+            return entry
+    raise not_found(model_id)
+
+
+def _entry(model_id: str, created: int, source: str, **extra: Any) -> dict[str, Any]:
+    return {"id": model_id, "object": "model", "created": created, "owned_by": "gpuq", "source": source, **extra}
+
+
+def _directories(roots: list[Path]) -> list[Path]:
+    """Model directories: a root that is one, else folders one or two levels under it (``name``, ``org/name``)."""
+    out: list[Path] = []
+    for root in roots:
+        root = root.resolve()
+        if _is_model(root):
+            out.append(root)
+            continue
+        for child in sorted(p for p in root.glob("*") if p.is_dir() and not p.name.startswith(".")):
+            if _is_model(child):
+                out.append(child)
+            else:
+                out.extend(g for g in sorted(child.glob("*")) if g.is_dir() and _is_model(g))
+    return out
+
+
+def _is_model(path: Path) -> bool:
+    return any((path / marker).is_file() for marker in _MARKERS)
+
+
+def _finetunes(tenant: str, jobs: JobStore, settings: Settings) -> list[dict[str, Any]]:
+    out = []
+    for record in jobs.list_jobs(tenant, settings.max_list_limit, "succeeded", "finetune"):
+        suffix = str(jobs.r.hget(keys.openai_finetune(record.id), "suffix") or "")
+        out.append(_entry(finetune_id(record.model, tenant, record.id, suffix, settings.model_roots),
+                          int(record.timings.finished_at or 0), "finetune", owned_by=tenant, base=record.model,
+                          job_id=record.id))
+    return out
