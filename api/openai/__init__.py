@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from gpuq.api.openai import embeddings
+from gpuq.api.openai import embeddings, images
 from gpuq.api.openai.generation import routes as generation
 
 router = APIRouter()
-for family in (generation, embeddings):
+for family in (generation, embeddings, images):
     router.include_router(family.router)

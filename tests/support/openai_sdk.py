@@ -12,12 +12,12 @@ CHAT_MODEL = "gpt2-chat"  # root-relative: the catalog's name for the tiny GPT-2
 
 def sync_client(api_url: str, key: str, **options: object) -> openai.OpenAI:
     """``openai.OpenAI`` on the API's ``/v1``."""
-    return openai.OpenAI(base_url=f"{api_url}/v1", api_key=key, timeout=120, **options)  # type: ignore[arg-type]
+    return openai.OpenAI(base_url=f"{api_url}/v1", api_key=key, **{"timeout": 120, **options})  # type: ignore[arg-type]
 
 
 def async_client(api_url: str, key: str, **options: object) -> openai.AsyncOpenAI:
     """``openai.AsyncOpenAI`` on the API's ``/v1``."""
-    return openai.AsyncOpenAI(base_url=f"{api_url}/v1", api_key=key, timeout=120, **options)  # type: ignore[arg-type]
+    return openai.AsyncOpenAI(base_url=f"{api_url}/v1", api_key=key, **{"timeout": 120, **options})  # type: ignore[arg-type]
 
 
 def chat_model(root: Path) -> str:
