@@ -15,7 +15,7 @@ def choices_of(result: Any) -> list[dict[str, Any]]:
     """Every sequence of a result, in choice order."""
     out: list[dict[str, Any]] = []
     for item in result if isinstance(result, list) else [result]:
-        out.extend(item["choices"] if "choices" in item else [item])
+        out.extend(item.get("choices", [item]))
     return out
 
 
