@@ -143,6 +143,14 @@ class AsyncClient:
             return {"file": (name or path.name, stack.enter_context(path.open("rb")), content_type)}
         return _base.as_dict(await self._send(Call("POST", "/v1/files", idempotent=False), files))
 
+    async def files(self) -> list[dict[str, Any]]:
+        """The caller's uploaded files, newest first (``GET /v1/files``)."""
+        return _base.listed(await self._send(Call("GET", "/v1/files")))
+
+    async def models(self) -> list[dict[str, Any]]:
+        """The models this deployment serves (``GET /v1/models``): id, source, path, workers, ..."""
+        return _base.listed(await self._send(Call("GET", "/v1/models")))
+
     async def artifacts(self, job_id: str) -> Artifacts:
         """The job's artifacts (name, size, sha256)."""
         resp = await self._send(Call("GET", f"/v1/jobs/{job_id}/artifacts"))

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from gpuq.api.openai import embeddings, images
+from gpuq.api.openai import embeddings, images, models
+from gpuq.api.openai.batches import routes as batches
 from gpuq.api.openai.generation import routes as generation
 
 router = APIRouter()
-for family in (generation, embeddings, images):
+for family in (generation, embeddings, images, models, batches):
     router.include_router(family.router)

@@ -16,7 +16,7 @@ from gpuq.api.openai import retries
 from gpuq.api.submission import Submitted
 from gpuq.common.errors import Conflict, GpuqError, InvalidInput, UpstreamJobFailed, WaitTimeout
 from gpuq.common.records import JobStore
-from gpuq.common.schemas import TERMINAL_STATUSES, JobRecord, JobRequest
+from gpuq.common.schemas import TERMINAL_STATUSES, ErrorInfo, JobRecord, JobRequest
 from gpuq.common.settings import Settings
 
 Params = Callable[[str], str]  # gpuq field ("params.max_new_tokens", "inputs.0") -> OpenAI parameter
@@ -66,22 +66,30 @@ async def finished(job_id: str, tenant: str, params: Params) -> tuple[JobRecord,
 
 def stored_result(record: JobRecord, text: str | None) -> Any:
     """A result as the worker stored it: inline, or (a large one) as the job's ``result.json`` artifact."""
+    return decoded_result(record.tenant, record.id, text)
+
+
+def decoded_result(tenant: str, job_id: str, text: str | None) -> Any:
+    """A stored result's JSON text decoded, fetched from the job's artifacts when it was stored there."""
     value = orjson.loads(text) if text else None
     if isinstance(value, dict) and set(value) == {"artifact", "bytes", "sha256"}:
-        path = artifact_store().local_path(record.tenant, record.id, str(value["artifact"]))
-        return orjson.loads(path.read_bytes())
+        return orjson.loads(artifact_store().local_path(tenant, job_id, str(value["artifact"])).read_bytes())
     return value
 
 
 def failure(record: JobRecord, params: Params) -> GpuqError:
     """What a job that did not succeed means to an OpenAI client (never retried: the job already ran)."""
-    if record.status == "cancelled":
-        return Conflict(f"job {record.id} was cancelled", field=None)
-    error = record.error
+    return failure_of(record.id, record.status, record.error, params)
+
+
+def failure_of(job_id: str, status: str, error: ErrorInfo | None, params: Params) -> GpuqError:
+    """``failure`` from a job's id, status and error."""
+    if status == "cancelled":
+        return Conflict(f"job {job_id} was cancelled", field=None)
     if error is not None and error.type == "invalid_input":
         return renamed(InvalidInput(error.message, field=error.field), params)
-    why = f"{error.type}: {error.message}" if error else record.status
-    return UpstreamJobFailed(f"job {record.id} {record.status}: {why}", job_id=record.id)
+    why = f"{error.type}: {error.message}" if error else status
+    return UpstreamJobFailed(f"job {job_id} {status}: {why}", job_id=job_id)
 
 
 def cancel_quietly(jobs: JobStore, job_id: str, tenant: str) -> None:

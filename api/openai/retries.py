@@ -41,15 +41,26 @@ def attempt_of(request: Request, route: str, body: dict[str, Any]) -> Attempt:
     return Attempt(None, digest, count.strip() not in ("", "0"))
 
 
-def earlier(r: redis.Redis, tenant: str, attempt: Attempt) -> str | None:
-    """The object a retried SDK call's first attempt made, if it is known."""
-    if not (attempt.retry and attempt.fingerprint):
+def earlier(r: redis.Redis, tenant: str, attempt: Attempt, keyed: bool = False) -> str | None:
+    """The object a retried SDK call's first attempt made, if it is known; with ``keyed``, also the object an
+    ``Idempotency-Key`` named (for objects that are not a single job, whose submit honours the key itself)."""
+    name = _name(attempt, keyed)
+    if name is None or (name == attempt.fingerprint and not attempt.retry):
         return None
-    found = r.get(keys.openai_retry(tenant, attempt.fingerprint))
+    found = r.get(keys.openai_retry(tenant, name))
     return cast(str, found) if found else None
 
 
-def remember(r: redis.Redis, tenant: str, attempt: Attempt, object_id: str, settings: Settings) -> None:
-    """Leave an SDK call's fingerprint behind for its retries."""
-    if attempt.fingerprint:
-        r.set(keys.openai_retry(tenant, attempt.fingerprint), object_id, ex=settings.openai_retry_window_s)
+def remember(r: redis.Redis, tenant: str, attempt: Attempt, object_id: str, settings: Settings,
+             keyed: bool = False) -> None:
+    """Leave an SDK call's fingerprint (with ``keyed``, its Idempotency-Key) behind for its retries."""
+    name = _name(attempt, keyed)
+    if name is not None:
+        ttl = max(settings.openai_retry_window_s, settings.idempotency_ttl_s if name != attempt.fingerprint else 0)
+        r.set(keys.openai_retry(tenant, name), object_id, ex=ttl)
+
+
+def _name(attempt: Attempt, keyed: bool) -> str | None:
+    if keyed and attempt.idempotency_key:
+        return "key:" + hashlib.sha256(attempt.idempotency_key.encode()).hexdigest()[:32]
+    return attempt.fingerprint
