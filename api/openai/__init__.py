@@ -11,8 +11,9 @@ from fastapi import APIRouter
 
 from gpuq.api.openai import embeddings, images, models
 from gpuq.api.openai.batches import routes as batches
+from gpuq.api.openai.fine_tuning import routes as fine_tuning
 from gpuq.api.openai.generation import routes as generation
 
 router = APIRouter()
-for family in (generation, embeddings, images, models, batches):
+for family in (generation, embeddings, images, models, batches, fine_tuning):
     router.include_router(family.router)
