@@ -66,8 +66,11 @@ def under_roots(name: str, roots: list[Path]) -> Path | None:
         return None
     for root in roots:
         path = root / name
-        if path.is_dir():
-            return path.resolve()
+        try:
+            if path.is_dir():
+                return path.resolve()
+        except OSError:  # a name too long for the filesystem names no directory
+            return None
     return None
 
 
