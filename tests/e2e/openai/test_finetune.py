@@ -4,33 +4,21 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import openai
 import pytest
 
-from tests.conftest import KEY_A, KEY_B, MODEL_ROOT
+from tests.conftest import KEY_A, KEY_B
 from tests.support.jobs import wait_status
-from tests.support.openai_sdk import chat_model, sync_client
+from tests.support.openai_sdk import sync_client
 
 CHAT_ROWS = [{"messages": [{"role": "user", "content": f"what colour is the sky {i}?"},
                            {"role": "assistant", "content": " blue and calm"}]} for i in range(12)]
 PREFERENCE_ROWS = [{"input": {"messages": [{"role": "user", "content": f"sky {i}?"}]},
                     "preferred_output": [{"role": "assistant", "content": " blue"}],
                     "non_preferred_output": [{"role": "assistant", "content": " green"}]} for i in range(6)]
-
-
-@pytest.fixture(scope="module")
-def model(models: dict[str, str]) -> str:
-    return chat_model(MODEL_ROOT)
-
-
-@pytest.fixture()
-def oai(api_url: str) -> Iterator[openai.OpenAI]:
-    with sync_client(api_url, KEY_A, max_retries=0) as client:
-        yield client
 
 
 def _upload(oai: openai.OpenAI, rows: list[dict[str, Any]]) -> str:

@@ -2,30 +2,18 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import openai
 import pytest
 
-from tests.conftest import KEY_A, MODEL_ROOT
+from tests.conftest import KEY_A
 from tests.support.jobs import submit, wait_status
-from tests.support.openai_sdk import async_client, chat_model, sync_client
+from tests.support.openai_sdk import async_client
 
 GREEDY: dict[str, Any] = {"temperature": 0, "max_tokens": 12}
 MESSAGES = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "where is the queue"}]
-
-
-@pytest.fixture(scope="module")
-def model(models: dict[str, str]) -> str:
-    return chat_model(MODEL_ROOT)
-
-
-@pytest.fixture()
-def oai(api_url: str) -> Iterator[openai.OpenAI]:
-    with sync_client(api_url, KEY_A) as client:
-        yield client
 
 
 def test_chat_completion_is_a_gpuq_job_with_usage_and_finish_reason(oai: openai.OpenAI, client: httpx.Client,
@@ -119,3 +107,32 @@ def test_closing_a_stream_cancels_its_job(oai: openai.OpenAI, client: httpx.Clie
         assert job["status"] == "cancelled" and job["cancel_requested"]
     finally:
         client.post(f"/v1/jobs/{blocker['id']}/cancel")
+
+
+def test_logprobs_come_back_where_the_task_reports_them(oai: openai.OpenAI, model: str) -> None:
+    from gpuq.api.openai.generation.jobs import LOGPROBS
+
+    if not LOGPROBS:  # the generation task reports no log-probabilities yet: a clear 400, not a silent null
+        with pytest.raises(openai.BadRequestError) as caught:
+            oai.chat.completions.create(model=model, messages=MESSAGES, logprobs=True, top_logprobs=2, **GREEDY)
+        assert caught.value.param == "logprobs"  # type: ignore[attr-defined]
+        return
+    answer = oai.chat.completions.create(model=model, messages=MESSAGES, logprobs=True, top_logprobs=2, **GREEDY)
+    content = answer.choices[0].logprobs.content  # type: ignore[union-attr]
+    assert content is not None and len(content) == 12 and all(len(t.top_logprobs) == 2 for t in content)
+    text = oai.completions.create(model=model, prompt="the worker", logprobs=2, **GREEDY).choices[0]
+    assert text.logprobs is not None and len(text.logprobs.tokens or []) == 12
+
+
+def test_async_completions_stream_with_usage_and_user(api_url: str, model: str) -> None:
+    async def scenario() -> tuple[str, str, int]:
+        async with async_client(api_url, KEY_A) as aoai:
+            whole = await aoai.completions.create(model=model, prompt="a queue", user="u-1", **GREEDY)
+            stream = await aoai.completions.create(model=model, prompt="a queue", stream=True, user="u-1",
+                                                   stream_options={"include_usage": True}, **GREEDY)
+            chunks = [c async for c in stream]
+            usage = chunks[-1].usage.completion_tokens if chunks[-1].usage else 0
+            return whole.choices[0].text, "".join(c.choices[0].text for c in chunks if c.choices), usage
+
+    whole, streamed, usage = asyncio.run(scenario())
+    assert streamed == whole and usage == 12

@@ -3,21 +3,14 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Iterator
 
 import openai
 import pytest
 
 from tests.conftest import KEY_A
-from tests.support.openai_sdk import async_client, sync_client
+from tests.support.openai_sdk import async_client
 
 SENTENCES = ["A man is eating food.", "A man is eating a piece of bread.", "A man is riding a horse."]
-
-
-@pytest.fixture()
-def oai(api_url: str) -> Iterator[openai.OpenAI]:
-    with sync_client(api_url, KEY_A) as client:
-        yield client
 
 
 def _cos(a: list[float], b: list[float]) -> float:

@@ -1,9 +1,9 @@
 """/v1/files, /v1/models and the Batch API through the official openai SDK (and gpuq's own client)."""
 from __future__ import annotations
 
+import asyncio
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -11,26 +11,9 @@ import openai
 import pytest
 
 from gpuq.client import Client
-from tests.conftest import KEY_A, KEY_B, MODEL_ROOT
+from tests.conftest import KEY_A
 from tests.support.jobs import submit
-from tests.support.openai_sdk import chat_model, sync_client
-
-
-@pytest.fixture(scope="module")
-def model(models: dict[str, str]) -> str:
-    return chat_model(MODEL_ROOT)
-
-
-@pytest.fixture()
-def oai(api_url: str) -> Iterator[openai.OpenAI]:
-    with sync_client(api_url, KEY_A, max_retries=0) as client:
-        yield client
-
-
-@pytest.fixture()
-def oai_b(api_url: str) -> Iterator[openai.OpenAI]:
-    with sync_client(api_url, KEY_B, max_retries=0) as client:
-        yield client
+from tests.support.openai_sdk import async_client
 
 
 def _jsonl(rows: list[dict[str, Any]]) -> bytes:
@@ -80,6 +63,7 @@ def test_a_batch_file_that_is_not_batch_requests_is_refused_at_upload(oai: opena
 
 def test_models_list_the_catalog_for_both_clients(oai: openai.OpenAI, api_url: str, model: str,
                                                   models: dict[str, str]) -> None:
+    oai.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}], max_tokens=1)
     ids = [m.id for m in oai.models.list()]
     assert model in ids and "gpt2" in ids and models["minilm"] in ids
     assert oai.models.retrieve(model).owned_by == "gpuq"
@@ -88,6 +72,7 @@ def test_models_list_the_catalog_for_both_clients(oai: openai.OpenAI, api_url: s
     with Client(api_url, api_key=KEY_A) as native:
         listed = {m["id"]: m for m in native.models()}
     assert listed[model]["source"] == "local" and listed[model]["path"].endswith(model)
+    assert listed[model]["workers"]  # resident on the session's worker since the call above
 
 
 def test_chat_batch_writes_output_and_error_files_as_openai_does(oai: openai.OpenAI, oai_b: openai.OpenAI,
@@ -145,3 +130,21 @@ def test_cancelled_batch_stops_its_jobs(oai: openai.OpenAI, client: httpx.Client
     assert {e["error"]["code"] for e in errors} == {"batch_cancelled"}
     with pytest.raises(openai.ConflictError):
         oai.batches.cancel(batch.id)
+
+
+def test_async_client_drives_files_models_batches_and_fine_tuning(api_url: str, model: str) -> None:
+    async def scenario() -> tuple[str, list[str], list[str]]:
+        async with async_client(api_url, KEY_A) as aoai:
+            upload = await aoai.files.create(file=("a.jsonl", _jsonl([_chat_line("a1", model)])), purpose="batch")
+            batch = await aoai.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions",
+                                              completion_window="24h")
+            while batch.status not in ("completed", "cancelled", "failed"):
+                await asyncio.sleep(0.2)
+                batch = await aoai.batches.retrieve(batch.id)
+            output = await aoai.files.content(batch.output_file_id or "")
+            models = [m.id async for m in aoai.models.list()]
+            tunes = [j.id async for j in aoai.fine_tuning.jobs.list()]
+            return batch.status, [json.loads(x)["custom_id"] for x in output.text.splitlines()], models + tunes
+
+    status, custom_ids, listed = asyncio.run(scenario())
+    assert status == "completed" and custom_ids == ["a1"] and model in listed

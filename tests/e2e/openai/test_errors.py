@@ -11,23 +11,12 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import KEY_A, KEY_B, MODEL_ROOT
+from tests.conftest import KEY_A, KEY_B
 from tests.support.jobs import submit, wait_status
-from tests.support.openai_sdk import chat_model, sync_client
+from tests.support.openai_sdk import sync_client
 from tests.support.processes import start_api
 
 MESSAGES = [{"role": "user", "content": "hello"}]
-
-
-@pytest.fixture(scope="module")
-def model(models: dict[str, str]) -> str:
-    return chat_model(MODEL_ROOT)
-
-
-@pytest.fixture()
-def oai(api_url: str) -> Iterator[openai.OpenAI]:
-    with sync_client(api_url, KEY_A, max_retries=0) as client:
-        yield client
 
 
 @pytest.fixture(scope="module")
