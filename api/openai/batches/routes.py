@@ -22,6 +22,7 @@ from gpuq.api.openai.batches.store import BatchStore, new_id
 from gpuq.api.openai.errors import OpenAIRoute
 from gpuq.api.openai.respond import json_answer
 from gpuq.api.routes.files import file_store
+from gpuq.common.errors import RateLimited, ServiceUnavailable
 from gpuq.common.records import JobStore
 from gpuq.common.settings import Settings
 
@@ -85,8 +86,15 @@ def _create(body: BatchCreate, request: Request, tenant: str, jobs: JobStore, se
 
 
 def _view(batch_id: str, tenant: str, jobs: JobStore, settings: Settings) -> dict[str, Any]:
-    store = BatchStore(jobs.r, settings)
-    return run.view(store, store.get(batch_id, tenant), file_store(), settings)
+    store, files = BatchStore(jobs.r, settings), file_store()
+    batch = store.get(batch_id, tenant)
+    if batch.get("jobs") is None:  # its launch was refused (over quota, the broker down): try again now
+        try:
+            run.launch(store, batch, jobs, files, settings)
+        except (RateLimited, ServiceUnavailable):
+            pass
+        batch = store.get(batch_id, tenant)
+    return run.view(store, batch, files, settings)
 
 
 def _page(tenant: str, jobs: JobStore, settings: Settings, limit: int, after: str | None) -> dict[str, Any]:
