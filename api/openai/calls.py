@@ -4,11 +4,13 @@ OpenAI client expects. Each route family maps gpuq's field names back to its own
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
 import orjson
 from fastapi import Request
+from redis.exceptions import RedisError
 
 from gpuq.api import submission, waiting
 from gpuq.api.deps import artifact_store
@@ -19,6 +21,7 @@ from gpuq.common.records import JobStore
 from gpuq.common.schemas import TERMINAL_STATUSES, ErrorInfo, JobRecord, JobRequest
 from gpuq.common.settings import Settings
 
+log = logging.getLogger(__name__)
 Params = Callable[[str], str]  # gpuq field ("params.max_new_tokens", "inputs.0") -> OpenAI parameter
 
 
@@ -98,3 +101,5 @@ def cancel_quietly(jobs: JobStore, job_id: str, tenant: str) -> None:
         jobs.request_cancel(job_id, tenant)
     except GpuqError:
         pass
+    except RedisError as exc:  # the job goes on; nobody is left to tell
+        log.warning("could not cancel job %s of a gone client: %s", job_id, exc)

@@ -72,6 +72,7 @@ class OpenAIRoute(APIRoute):
     shared = False
 
     def get_route_handler(self) -> Handler:
+        """The route's handler, answering the error tree, validation and Redis errors in OpenAI's shape."""
         handler = super().get_route_handler()
         shared = self.shared
 

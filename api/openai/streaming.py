@@ -29,11 +29,14 @@ KEEP_ALIVE_EVERY = 15  # idle reads between keep-alive comments
 class Chunks(Protocol):
     """A route family's chunks: at once, per ``output`` event, and from the finished job's result."""
 
-    def opening(self) -> list[dict[str, Any]]: ...
+    def opening(self) -> list[dict[str, Any]]:
+        """Chunks sent at once, before the job's first event."""
 
-    def output(self, data: dict[str, Any]) -> list[dict[str, Any]]: ...
+    def output(self, data: dict[str, Any]) -> list[dict[str, Any]]:
+        """Chunks for one ``output`` event."""
 
-    def closing(self, result: Any) -> list[dict[str, Any]]: ...
+    def closing(self, result: Any) -> list[dict[str, Any]]:
+        """The last chunks, from the finished job's result."""
 
 
 def respond(request: Request, done: Submitted, tenant: str, jobs: JobStore, chunks: Chunks,

@@ -79,12 +79,14 @@ class _Stream:
         self.sent = [""] * n_choices
 
     def chunk(self, choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+        """One chunk object (``usage: null`` on every chunk but the last when usage was asked for)."""
         body = {**self.head, "choices": choices, **extra}
         if self.usage and "usage" not in body:
             body["usage"] = None
         return body
 
     def output(self, data: dict[str, Any]) -> list[dict[str, Any]]:
+        """The chunk of one ``output`` event (``{index, choice?, text}``)."""
         k = int(data.get("index", 0)) * per_input(self.n) + int(data.get("choice", 0))
         text = str(data.get("text", ""))
         if not text or not 0 <= k < self.n_choices:
@@ -93,6 +95,7 @@ class _Stream:
         return [self.chunk([self.delta(k, text)])]
 
     def closing(self, result: Any) -> list[dict[str, Any]]:
+        """The last chunks, from the finished job's result."""
         ends = []
         for k, choice in enumerate(choices_of(result)[:self.n_choices]):
             final = str(choice.get("generated_text", ""))
@@ -104,6 +107,7 @@ class _Stream:
         return out
 
     def delta(self, k: int, text: str) -> dict[str, Any]:
+        """Choice ``k`` of a chunk carrying ``text``."""
         raise NotImplementedError
 
 
@@ -113,10 +117,12 @@ class ChatStream(_Stream):
     object_name = "chat.completion.chunk"
 
     def opening(self) -> list[dict[str, Any]]:
+        """The first chunk, sent before any token: each choice's role."""
         return [self.chunk([{"index": k, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
                              "finish_reason": None} for k in range(self.n_choices)])]
 
     def delta(self, k: int, text: str) -> dict[str, Any]:
+        """A chat choice delta."""
         return {"index": k, "delta": {"content": text} if text else {}, "logprobs": None, "finish_reason": None}
 
 
@@ -131,6 +137,7 @@ class CompletionStream(_Stream):
         self.echoed = echoed
 
     def opening(self) -> list[dict[str, Any]]:
+        """With ``echo``, a first chunk carrying each prompt; else none."""
         if not self.echoed:
             return []
         for k in range(self.n_choices):
@@ -138,4 +145,5 @@ class CompletionStream(_Stream):
         return [self.chunk([self.delta(k, self.sent[k]) for k in range(self.n_choices)])]
 
     def delta(self, k: int, text: str) -> dict[str, Any]:
+        """A completion choice's text."""
         return {"index": k, "text": text, "logprobs": None, "finish_reason": None}
