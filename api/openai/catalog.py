@@ -4,8 +4,11 @@
 models resident on live workers (with the workers), and the tenant's finished fine-tunes as ``ft:`` ids. A
 catalog module of its own (Hub cache included) replaces it by being called from here.
 
+Entries carry the fields of the catalog's ``ModelEntry`` (``source`` root / resident / fine-tune, ``path``,
+``model_root``, ``resident_on``, ``parent``, ``job_id``), so gpuq's client parses them either way.
+
 ``resolve`` turns an OpenAI ``model`` into a gpuq model reference: a root-relative name into its directory, an
-``ft:<base>:<tenant>:<suffix>:<job id>`` id into its base model plus the fine-tune's adapter (usable at once in
+``ft:<base>:<tenant>:<job id>`` id into its base model plus the fine-tune's adapter (usable at once in
 chat/completions), anything else as the native API takes it. An unknown model is 404 ``model_not_found``.
 """
 from __future__ import annotations
@@ -84,9 +87,10 @@ def display_id(model: str, roots: list[Path]) -> str:
     return model
 
 
-def finetune_id(base: str, tenant: str, job_id: str, suffix: str, roots: list[Path]) -> str:
-    """The ``ft:`` model id of a finished fine-tune, in OpenAI's shape (``ft:<base>:<owner>:<suffix>:<id>``)."""
-    return f"{FT_PREFIX}{display_id(base, roots)}:{tenant}:{suffix}:{job_id}"
+def finetune_id(base: str, tenant: str, job_id: str, roots: list[Path]) -> str:
+    """The ``ft:<base>:<tenant>:<job id>`` model id of a finished fine-tune (the catalog's, as OpenAI's
+    ``ft:<base>:<owner>:...:<id>``; the job id last, which is all ``resolve`` reads)."""
+    return f"{FT_PREFIX}{display_id(base, roots)}:{tenant}:{job_id}"
 
 
 def _finetune(model_id: str, tenant: str, jobs: JobStore) -> Resolved:
@@ -112,13 +116,14 @@ def resident(jobs: JobStore) -> dict[str, list[str]]:
 
 def list_models(tenant: str, jobs: JobStore, settings: Settings) -> list[dict[str, Any]]:
     """Every model the tenant can name: OpenAI's model objects with gpuq's fields (``source``, ``path``,
-    ``workers``; fine-tunes: ``base``, ``job_id``)."""
+    ``model_root``, ``resident_on``; fine-tunes: ``parent``, ``job_id``)."""
     roots, found = settings.model_roots, {}
-    for path in _directories(roots):
-        found[str(path)] = _entry(display_id(str(path), roots), int(path.stat().st_mtime), "local", path=str(path))
+    for root, path in _directories(roots):
+        found[str(path)] = _entry(display_id(str(path), roots), int(path.stat().st_mtime), "root", path=str(path),
+                                  model_root=str(root))
     for model, workers in resident(jobs).items():
         entry = found.setdefault(model, _entry(display_id(model, roots), int(time.time()), "resident"))
-        entry["workers"] = sorted(workers)
+        entry["resident_on"] = sorted(workers)
     models = list(found.values())
     return models + _finetunes(tenant, jobs, settings)
 
@@ -132,22 +137,23 @@ def get_model(model_id: str, tenant: str, jobs: JobStore, settings: Settings) ->
 
 
 def _entry(model_id: str, created: int, source: str, **extra: Any) -> dict[str, Any]:
-    return {"id": model_id, "object": "model", "created": created, "owned_by": "gpuq", "source": source, **extra}
+    return {"id": model_id, "object": "model", "created": created, "owned_by": "gpuq", "source": source,
+            "resident_on": [], **extra}
 
 
-def _directories(roots: list[Path]) -> list[Path]:
-    """Model directories: a root that is one, else folders one or two levels under it (``name``, ``org/name``)."""
-    out: list[Path] = []
-    for root in roots:
-        root = root.resolve()
+def _directories(roots: list[Path]) -> list[tuple[Path, Path]]:
+    """(root, model directory): a root that is one, else folders one or two levels under it (``name``,
+    ``org/name``)."""
+    out: list[tuple[Path, Path]] = []
+    for root in (r.resolve() for r in roots):
         if _is_model(root):
-            out.append(root)
+            out.append((root, root))
             continue
         for child in sorted(p for p in root.glob("*") if p.is_dir() and not p.name.startswith(".")):
             if _is_model(child):
-                out.append(child)
+                out.append((root, child))
             else:
-                out.extend(g for g in sorted(child.glob("*")) if g.is_dir() and _is_model(g))
+                out.extend((root, g) for g in sorted(child.glob("*")) if g.is_dir() and _is_model(g))
     return out
 
 
@@ -156,10 +162,7 @@ def _is_model(path: Path) -> bool:
 
 
 def _finetunes(tenant: str, jobs: JobStore, settings: Settings) -> list[dict[str, Any]]:
-    out = []
-    for record in jobs.list_jobs(tenant, settings.max_list_limit, "succeeded", "finetune"):
-        suffix = str(jobs.r.hget(keys.openai_finetune(record.id), "suffix") or "")
-        out.append(_entry(finetune_id(record.model, tenant, record.id, suffix, settings.model_roots),
-                          int(record.timings.finished_at or 0), "finetune", owned_by=tenant, base=record.model,
-                          job_id=record.id))
-    return out
+    roots = settings.model_roots
+    return [_entry(finetune_id(record.model, tenant, record.id, roots), int(record.timings.finished_at or 0),
+                   "fine-tune", owned_by=tenant, parent=display_id(record.model, roots), job_id=record.id)
+            for record in jobs.list_jobs(tenant, settings.max_list_limit, "succeeded", "finetune")]

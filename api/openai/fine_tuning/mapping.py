@@ -127,8 +127,8 @@ def job_object(record: JobRecord, side: dict[str, Any], settings: Settings) -> d
     return {
         "id": JOB_PREFIX + record.id, "object": "fine_tuning.job", "created_at": int(timings.submitted_at or 0),
         "error": {"code": error.type, "message": error.message, "param": error.field} if error else None,
-        "fine_tuned_model": finetune_id(record.model, record.tenant, record.id, side.get("suffix", ""),
-                                        settings.model_roots) if done else None,
+        "fine_tuned_model": finetune_id(record.model, record.tenant, record.id, settings.model_roots)
+        if done else None,
         "finished_at": int(timings.finished_at) if timings.finished_at else None,
         "hyperparameters": {k: v for k, v in hyper.items() if k != "beta"},
         "model": side.get("model") or record.model, "organization_id": record.tenant, "result_files": [],

@@ -77,7 +77,7 @@ def list_events(job_id: str, tenant: Tenant, jobs: Jobs, after: After = None, li
 def list_checkpoints(job_id: str, tenant: Tenant, jobs: Jobs, settings: SettingsDep, limit: Limit = 10) -> Response:
     """Checkpoints, newest first: those the job holds while it trains, the final adapter once it succeeded."""
     record = _record(jobs, job_id, tenant)
-    found = _checkpoints(record, _side(jobs, record.id), settings)
+    found = _checkpoints(record, settings)
     return json_answer({"object": "list", "data": found[:limit], "has_more": len(found) > limit,
                         "first_id": found[0]["id"] if found else None, "last_id": found[-1]["id"] if found else None})
 
@@ -128,12 +128,12 @@ def _event(event: JobEvent) -> dict[str, Any]:
     return {**body, "message": str(message)}
 
 
-def _checkpoints(record: JobRecord, side: dict[str, Any], settings: Settings) -> list[dict[str, Any]]:
+def _checkpoints(record: JobRecord, settings: Settings) -> list[dict[str, Any]]:
     store = artifact_store()
     found = []
     steps = sorted({int(a.name.split("/")[1].removeprefix("step-")) for a in store.list(record.tenant, record.id)
                     if a.name.startswith("checkpoints/step-") and a.name.endswith("/state.json")}, reverse=True)
-    model = catalog.finetune_id(record.model, record.tenant, record.id, side.get("suffix", ""), settings.model_roots)
+    model = catalog.finetune_id(record.model, record.tenant, record.id, settings.model_roots)
     if record.status == "succeeded":
         metrics = _final_metrics(record)
         found.append(_checkpoint(record, model, int(metrics.get("steps") or 0), metrics))

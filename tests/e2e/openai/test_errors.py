@@ -52,7 +52,7 @@ def test_wrong_key_is_authentication_error(api_url: str, model: str) -> None:
 
 
 def test_unknown_model_is_not_found(oai: openai.OpenAI, strict_url: str) -> None:
-    for name in ("no/such/model/here", "ft:gpt2:alpha::" + "0" * 32):
+    for name in ("no/such/model/here", "ft:gpt2:alpha:" + "0" * 32):
         with pytest.raises(openai.NotFoundError) as caught:
             oai.chat.completions.create(model=name, messages=MESSAGES)
         assert caught.value.code == "model_not_found" and caught.value.param == "model"  # type: ignore[attr-defined]

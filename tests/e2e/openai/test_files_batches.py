@@ -44,7 +44,7 @@ def test_files_round_trip_through_both_clients(oai: openai.OpenAI, oai_b: openai
     assert created.id in [f.id for f in oai.files.list(purpose="fine-tune")]
     assert oai.files.content(created.id).read() == content
     with Client(api_url, api_key=KEY_A) as native:
-        mine = next(f for f in native.files() if f["id"] == created.id)
+        mine = next(f for f in native.list_files() if f["id"] == created.id)
         assert (mine["format"], mine["rows"], mine["columns"]) == ("jsonl", 3, ["prompt", "completion"])
     for call in (oai_b.files.retrieve, oai_b.files.content, oai_b.files.delete):
         with pytest.raises(openai.NotFoundError):
@@ -69,10 +69,10 @@ def test_models_list_the_catalog_for_both_clients(oai: openai.OpenAI, api_url: s
     assert oai.models.retrieve(model).owned_by == "gpuq"
     with pytest.raises(openai.NotFoundError):
         oai.models.retrieve("no-such-model")
-    with Client(api_url, api_key=KEY_A) as native:
-        listed = {m["id"]: m for m in native.models()}
-    assert listed[model]["source"] == "local" and listed[model]["path"].endswith(model)
-    assert listed[model]["workers"]  # resident on the session's worker since the call above
+    listed = {m["id"]: m for m in httpx.get(f"{api_url}/v1/models", headers={"Authorization": f"Bearer {KEY_A}"}
+                                            ).json()["data"]}
+    assert listed[model]["source"] == "root" and listed[model]["path"].endswith(model)
+    assert listed[model]["resident_on"]  # resident on the session's worker since the call above
 
 
 def test_chat_batch_writes_output_and_error_files_as_openai_does(oai: openai.OpenAI, oai_b: openai.OpenAI,

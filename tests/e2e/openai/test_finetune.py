@@ -45,7 +45,8 @@ def tuned(api_url: str, model: str) -> Any:
 def test_fine_tuning_job_maps_hyperparameters_onto_a_finetune_job(tuned: Any, client: httpx.Client,
                                                                   model: str) -> None:
     assert tuned.object == "fine_tuning.job" and tuned.model == model and tuned.seed == 3
-    assert tuned.fine_tuned_model.startswith(f"ft:{model}:alpha:blue:")
+    assert tuned.fine_tuned_model == f"ft:{model}:alpha:{tuned.id.removeprefix('ftjob-')}"
+    assert tuned.user_provided_suffix == "blue"
     assert (tuned.hyperparameters.n_epochs, tuned.hyperparameters.batch_size) == (2, 4)
     assert tuned.hyperparameters.learning_rate_multiplier == pytest.approx(50)
     assert tuned.method.type == "supervised"
