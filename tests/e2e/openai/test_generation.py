@@ -68,7 +68,7 @@ def test_n_choices_and_seed_reproduce_sampled_answers(oai: openai.OpenAI, model:
     first, again = oai.chat.completions.create(**ask), oai.chat.completions.create(**ask)
     assert [c.index for c in first.choices] == [0, 1]
     assert [c.message.content for c in first.choices] == [c.message.content for c in again.choices]
-    assert first.usage is not None and first.usage.completion_tokens == 16
+    assert first.usage is not None and 0 < first.usage.completion_tokens <= 16  # a sample may end early
 
 
 def test_completions_stream_and_not_with_several_prompts(oai: openai.OpenAI, model: str) -> None:
