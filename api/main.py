@@ -10,9 +10,9 @@ from fastapi.responses import JSONResponse, Response
 from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gpuq.api import metrics
+from gpuq.api import metrics, openai
 from gpuq.api.docs import install_docs
-from gpuq.api.routes import admin, files, generate, health, jobs, kinds, models
+from gpuq.api.routes import admin, files, generate, health, jobs, kinds
 from gpuq.common.errors import GpuqError, PayloadTooLarge, ServiceUnavailable
 from gpuq.common.settings import get_settings
 
@@ -125,8 +125,8 @@ def create_app() -> FastAPI:
     app.include_router(kinds.router)
     app.include_router(generate.router)
     app.include_router(files.router)
-    app.include_router(models.router)
     app.include_router(admin.router)
+    app.include_router(openai.router)
     app.include_router(metrics.router)
     app.add_exception_handler(GpuqError, _gpuq_error)
     app.add_exception_handler(RedisError, _redis_error)

@@ -199,6 +199,13 @@ def as_dict(resp: httpx.Response) -> dict[str, Any]:
     return body if isinstance(body, dict) else {"value": body}
 
 
+def listed(resp: httpx.Response) -> list[dict[str, Any]]:
+    """The items of a list answer: an OpenAI-style page (``{"object": "list", "data": [...]}``) or a bare array."""
+    body = resp.json()
+    items = body.get("data", []) if isinstance(body, dict) else body
+    return [item for item in items if isinstance(item, dict)]
+
+
 def target_path(dest: Path, name: str) -> Path:
     """Where a download lands: inside ``dest`` when it is a directory, else ``dest`` itself."""
     target = dest / name if dest.is_dir() else dest

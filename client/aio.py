@@ -150,10 +150,9 @@ class AsyncClient:
         return _base.as_dict(await self._send(Call("POST", "/v1/files", idempotent=False), files))
 
     async def list_files(self) -> list[dict[str, Any]]:
-        """The caller's uploaded files, newest first."""
-        resp = await self._send(Call("GET", "/v1/files"))
-        files: list[dict[str, Any]] = resp.json()
-        return files
+        """The caller's uploaded files, newest first (``GET /v1/files``: an OpenAI list page, or a bare list
+        from an older server)."""
+        return _base.listed(await self._send(Call("GET", "/v1/files")))
 
     async def artifacts(self, job_id: str) -> Artifacts:
         """The job's artifacts (name, size, sha256)."""

@@ -149,10 +149,9 @@ class Client:
         return _base.as_dict(self._send(Call("POST", "/v1/files", idempotent=False), files))
 
     def list_files(self) -> list[dict[str, Any]]:
-        """The caller's uploaded files, newest first."""
-        resp = self._send(Call("GET", "/v1/files"))
-        files: list[dict[str, Any]] = resp.json()
-        return files
+        """The caller's uploaded files, newest first (``GET /v1/files``: an OpenAI list page, or a bare list
+        from an older server)."""
+        return _base.listed(self._send(Call("GET", "/v1/files")))
 
     def artifacts(self, job_id: str) -> Artifacts:
         """The job's artifacts (name, size, sha256)."""

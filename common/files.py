@@ -13,6 +13,7 @@ import re
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO, Literal
 
@@ -45,6 +46,9 @@ class FileInfo(BaseModel):
     rows: int | None = None
     columns: list[str] = []
     created_at: float
+    # What the file is for, as the OpenAI files API names it (batch, fine-tune, batch_output, ...); None for a
+    # plain gpuq upload.
+    purpose: str | None = None
 
 
 def format_for(name: str, declared: str | None = None) -> FileFormat:
@@ -141,8 +145,9 @@ class FileStore:
             raise NotFound(f"file {file_id!r} not found", field="file_id")
         return self.root / safe_name(tenant) / file_id
 
-    def save(self, tenant: str, name: str, source: BinaryIO, fmt: FileFormat, max_bytes: int) -> FileInfo:
-        """Copy an upload into the store (size-limited, hashed, parsed) and describe it."""
+    def save(self, tenant: str, name: str, source: BinaryIO, fmt: FileFormat, max_bytes: int,
+             purpose: str | None = None, check: Callable[[Path], None] | None = None) -> FileInfo:
+        """Copy an upload into the store (size-limited, hashed, parsed, then ``check``ed) and describe it."""
         file_id = f"file-{uuid.uuid4().hex}"
         final = self._dir(tenant, file_id)
         staging = final.with_name(f".{file_id}.tmp")
@@ -151,8 +156,10 @@ class FileStore:
             data = staging / f"data.{fmt}"
             size, digest = _copy_limited(source, data, max_bytes)
             rows, columns = inspect(data, fmt)
+            if check is not None:
+                check(data)
             info = FileInfo(id=file_id, name=Path(name).name[:255] or f"data.{fmt}", size=size, sha256=digest,
-                            format=fmt, rows=rows, columns=columns, created_at=time.time())
+                            format=fmt, rows=rows, columns=columns, created_at=time.time(), purpose=purpose)
             (staging / "meta.json").write_text(info.model_dump_json())
             staging.rename(final)
         except BaseException:
@@ -182,6 +189,15 @@ class FileStore:
         """Path of the file's data (for workers)."""
         info = self.get(tenant, file_id)
         return self._dir(tenant, file_id) / f"data.{info.format}"
+
+    def delete(self, tenant: str, file_id: str) -> None:
+        """Remove the file (NotFound when missing or another tenant's); jobs already holding it keep running
+        only if they have read it."""
+        self.get(tenant, file_id)
+        folder = self._dir(tenant, file_id)
+        trash = folder.with_name(f".{file_id}.deleted")
+        folder.rename(trash)  # atomic: a reader sees the whole file or none
+        shutil.rmtree(trash, ignore_errors=True)
 
     def list(self, tenant: str) -> list[FileInfo]:
         """The tenant's files, newest first."""

@@ -154,3 +154,24 @@ def reaper_lock() -> str:
 def own_queue(queue: str, node: str) -> str:
     """A worker's private queue for jobs of ``queue`` routed to it by affinity."""
     return f"{queue}@{node}"
+
+
+# OpenAI-compatible API (api/openai/): retried SDK calls, batches, fine-tuning jobs' OpenAI-only fields.
+def openai_retry(tenant: str, fingerprint: str) -> str:
+    """The object (job id, batch id) the first attempt of an SDK call with this request fingerprint made."""
+    return f"{_p()}:oai:retry:{tenant}:{fingerprint}"
+
+
+def openai_batch(batch_id: str) -> str:
+    """Hash: one OpenAI batch (its request, member jobs and output files)."""
+    return f"{_p()}:oai:batch:{batch_id}"
+
+
+def openai_batches(tenant: str) -> str:
+    """Sorted set of a tenant's batch ids by creation time."""
+    return f"{_p()}:oai:batches:{tenant}"
+
+
+def openai_finetune(job_id: str) -> str:
+    """Hash: what an OpenAI fine-tuning request said that the finetune job's params do not hold."""
+    return f"{_p()}:oai:ft:{job_id}"

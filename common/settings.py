@@ -168,6 +168,15 @@ class Settings(BaseSettings):
     # Unset: HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub (what huggingface_hub uses).
     hub_cache_dir: Path | None = None
 
+    # OpenAI-compatible API (/v1/chat/completions, /v1/embeddings, ...): how long a call that answers with its
+    # job's result waits for it (then 504, and the SDK's retry waits on the same job), how long an SDK retry
+    # finds the job its first attempt made, max_tokens when a chat completion names none, and whether a call may
+    # name a Hub model the catalog does not list (pulled on first use; off: unlisted models are 404).
+    openai_wait_s: float = Field(default=600.0, gt=0, le=3600)
+    openai_retry_window_s: int = Field(default=900, ge=1)
+    openai_max_tokens_default: int = Field(default=256, ge=1)
+    openai_hub_models: bool = True
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _parse_api_keys(cls, value: object) -> object:

@@ -94,12 +94,14 @@ class FinetuneParams(_Strict):
 
 
 def needed_columns(params: FinetuneParams) -> list[list[str]]:
-    """The canonical columns this job reads, as alternatives: the first one the data has is used."""
+    """The canonical columns this job reads, as alternatives: the first one the data has is used. OpenAI's
+    fine-tuning formats (``messages``; ``input`` + ``preferred_output`` + ``non_preferred_output``) are turned
+    into the first alternative by the worker, through the base model's chat template."""
     if params.trainer == "dpo":
-        return [["prompt", "chosen", "rejected"]]
+        return [["prompt", "chosen", "rejected"], ["input", "preferred_output", "non_preferred_output"]]
     if params.task_type == "sequence-classification":
         return [["text", "label"]]
-    return [["prompt", "completion"], ["text"]]
+    return [["prompt", "completion"], ["text"], ["messages"]]
 
 
 def check(model: str, inputs: Any, parsed: Any, who: Submitter) -> Validated:

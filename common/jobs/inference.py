@@ -12,7 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
 
 from gpuq.common.errors import InvalidInput
 from gpuq.common.jobs.adapterref import AdapterRef, check_adapter
-from gpuq.common.jobs.inputs import check_image_uploads, check_images, check_qa, check_texts
+from gpuq.common.jobs.chat import check_conversations
+from gpuq.common.jobs.inputs import check_image_uploads, check_images, check_qa, check_texts, check_token_ids
 from gpuq.common.jobs.modelref import check_model_ref
 from gpuq.common.jobs.registry import JobSpec, Submitter, Validated, register
 from gpuq.common.settings import Settings
@@ -106,6 +107,16 @@ class TextGenerationParams(_Generate):
             raise InvalidInput("params.stream: token streaming needs num_beams 1", field="params.stream")
 
 
+class ChatParams(TextGenerationParams):
+    """``inputs``: a list of conversations (``[{role, content}, ...]``), rendered by the model's own chat
+    template with the assistant's turn open."""
+
+    task: Literal["chat"]  # type: ignore[assignment]
+
+    def check_inputs(self, inputs: Any, settings: Settings) -> Any:
+        return check_conversations(inputs, settings)
+
+
 class SummarizationParams(_Generate):
     task: Literal["summarization"]
 
@@ -146,6 +157,12 @@ class FeatureExtractionParams(_Common):
     task: Literal["feature-extraction"]
     normalize: bool = False
     pooling: Literal["mean", "cls"] = "mean"
+    token_ids: bool = False  # inputs are lists of the model's token ids rather than texts
+    count_tokens: bool = False  # each result is {"embedding", "tokens"}: how many tokens the model read
+
+    def check_inputs(self, inputs: Any, settings: Settings) -> Any:
+        """Texts, or with ``token_ids`` a list of token id lists."""
+        return check_token_ids(inputs, settings) if self.token_ids else check_texts(inputs, settings)
 
 
 class ImageClassificationParams(_Common):
@@ -162,12 +179,12 @@ class ImageClassificationParams(_Common):
 TASK_MODELS: tuple[type[_Common], ...] = (
     TextClassificationParams, TokenClassificationParams, QuestionAnsweringParams, TextGenerationParams,
     SummarizationParams, TranslationParams, Text2TextParams, ZeroShotParams, FillMaskParams,
-    FeatureExtractionParams, ImageClassificationParams,
+    FeatureExtractionParams, ImageClassificationParams, ChatParams,
 )
 TaskParams = Annotated[
     TextClassificationParams | TokenClassificationParams | QuestionAnsweringParams | TextGenerationParams
     | SummarizationParams | TranslationParams | Text2TextParams | ZeroShotParams | FillMaskParams
-    | FeatureExtractionParams | ImageClassificationParams,
+    | FeatureExtractionParams | ImageClassificationParams | ChatParams,
     Field(discriminator="task"),
 ]
 # Every accepted ``task`` value (aliases included), for docs and the worker's registry test.

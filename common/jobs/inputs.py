@@ -44,6 +44,21 @@ def check_texts(inputs: Any, settings: Settings) -> str | list[str]:
     return inputs
 
 
+MAX_TOKEN_IDS = 100_000
+
+
+def check_token_ids(inputs: Any, settings: Settings) -> list[list[int]]:
+    """A non-empty list of non-empty lists of token ids (non-negative integers)."""
+    if not isinstance(inputs, list) or not all(isinstance(t, list) for t in inputs):
+        raise InvalidInput("inputs: expected a list of token id lists", field="inputs")
+    for i, ids in enumerate(as_list(inputs, "a list of token ids", settings)):
+        if not ids or len(ids) > MAX_TOKEN_IDS:
+            raise InvalidInput(f"inputs.{i}: expected 1 to {MAX_TOKEN_IDS} token ids", field=f"inputs.{i}")
+        if not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in ids):
+            raise InvalidInput(f"inputs.{i}: token ids are non-negative integers", field=f"inputs.{i}")
+    return inputs
+
+
 def check_qa(inputs: Any, settings: Settings) -> dict[str, str] | list[dict[str, str]]:
     """``{"question": str, "context": str}`` or a non-empty list of them."""
     items = as_list(inputs, "an object {question, context}", settings)

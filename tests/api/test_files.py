@@ -23,7 +23,7 @@ def test_upload_describes_the_file_and_lists_it(client: httpx.Client, fmt: str) 
     assert info["sha256"] == hashlib.sha256(body).hexdigest()
     assert info["columns"] == ["sentence", "y"]
     assert client.get(f"/v1/files/{info['id']}").json() == info
-    assert info["id"] in [f["id"] for f in client.get("/v1/files").json()]
+    assert info["id"] in [f["id"] for f in client.get("/v1/files").json()["data"]]
 
 
 def test_declared_format_wins_over_the_extension(client: httpx.Client) -> None:
@@ -36,7 +36,7 @@ def test_declared_format_wins_over_the_extension(client: httpx.Client) -> None:
 def test_another_tenants_file_is_not_found_and_not_listed(client: httpx.Client, client_b: httpx.Client) -> None:
     file_id = upload(client, sentiment_rows(10))
     assert client_b.get(f"/v1/files/{file_id}").status_code == 404
-    assert file_id not in [f["id"] for f in client_b.get("/v1/files").json()]
+    assert file_id not in [f["id"] for f in client_b.get("/v1/files").json()["data"]]
     assert client.get("/v1/files/file-nope").status_code == 404
 
 
@@ -60,12 +60,12 @@ def test_missing_file_field_is_422(client: httpx.Client) -> None:
 
 
 def test_upload_over_the_size_limit_is_413_and_leaves_nothing(client: httpx.Client) -> None:
-    before = len(client.get("/v1/files").json())
+    before = len(client.get("/v1/files").json()["data"])
     big = encode([{"text": "x" * 1000} for _ in range(1100)], "jsonl")  # ~1.1 MB > GPUQ_MAX_UPLOAD_BYTES
     resp = client.post("/v1/files", files={"file": ("big.jsonl", big)})
     assert resp.status_code == 413
     assert resp.json()["error"]["type"] == "payload_too_large"
-    assert len(client.get("/v1/files").json()) == before
+    assert len(client.get("/v1/files").json()["data"]) == before
 
 
 def test_uploads_are_not_bound_by_the_json_body_limit(client: httpx.Client) -> None:

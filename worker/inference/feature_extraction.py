@@ -1,9 +1,14 @@
-"""feature-extraction: sentence embeddings, mean or CLS pooled, optionally L2-normalised."""
+"""feature-extraction: sentence embeddings, mean or CLS pooled, optionally L2-normalised.
+
+An input is a text or (``token_ids``) a list of the model's token ids, passed to the model as given. With
+``count_tokens`` each result is ``{"embedding", "tokens"}``: the tokens the model read, which only the worker
+can count (the API never loads a tokenizer).
+"""
 from __future__ import annotations
 
 from typing import Any
 
-from gpuq.worker.inference.base import SimpleTask, TextModel, no_grad
+from gpuq.worker.inference.base import SimpleTask, TextModel, bad_input, no_grad
 
 
 class FeatureExtraction(SimpleTask):
@@ -14,27 +19,44 @@ class FeatureExtraction(SimpleTask):
     def group(self, params: dict[str, Any]) -> Any:
         return params.get("pooling", "mean")
 
-    def forward(self, resident: TextModel, items: list[str], params: dict[str, Any],
-                stream: Any) -> list[Any]:
+    def prepare(self, resident: TextModel, inputs: list[Any], params: dict[str, Any]) -> list[Any]:
+        vocab = int(getattr(resident.model.config, "vocab_size", 0) or 0)
+        for i, item in enumerate(inputs):
+            if isinstance(item, list) and vocab and max(item) >= vocab:
+                raise bad_input(i, f"token id {max(item)} is outside the model's vocabulary of {vocab}")
+        return list(inputs)
 
-        enc = resident.tokenizer(items, padding=True, truncation=True, return_tensors="pt")
-        enc = enc.to(resident.device)
+    def forward(self, resident: TextModel, items: list[Any], params: dict[str, Any],
+                stream: Any) -> list[Any]:
+        enc = self._encode(resident, items).to(resident.device)
         with no_grad():
             hidden = resident.model(**enc).last_hidden_state.float()
+            mask = enc["attention_mask"]
             if params.get("pooling", "mean") == "cls":
                 emb = hidden[:, 0]
             else:
-                mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                emb = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            return list(emb.cpu())
+                weights = mask.unsqueeze(-1).to(hidden.dtype)
+                emb = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+            return list(zip(emb.cpu(), mask.sum(1).tolist()))
+
+    @staticmethod
+    def _encode(resident: TextModel, items: list[Any]) -> Any:
+        tok = resident.tokenizer
+        if all(isinstance(i, str) for i in items):
+            return tok(items, padding=True, truncation=True, return_tensors="pt")
+        limit = min(int(getattr(tok, "model_max_length", 512) or 512), 1_000_000)
+        ids = [tok(i, truncation=True)["input_ids"] if isinstance(i, str) else i[:limit] for i in items]
+        return tok.pad({"input_ids": ids}, padding=True, return_tensors="pt")
 
     def finish(self, resident: TextModel, raw: Any, params: dict[str, Any]) -> Any:
         import torch
 
+        emb, tokens = raw
         if params.get("normalize"):
-            raw = torch.nn.functional.normalize(raw, p=2, dim=0)
+            emb = torch.nn.functional.normalize(emb, p=2, dim=0)
         # Seven decimals halve the JSON; rounding in float64 keeps each value's shortest repr short.
-        return torch.round(raw.double(), decimals=7).tolist()
+        values = torch.round(emb.double(), decimals=7).tolist()
+        return {"embedding": values, "tokens": int(tokens)} if params.get("count_tokens") else values
 
 
 TASK = FeatureExtraction()

@@ -1,4 +1,9 @@
-"""text-generation: a causal LM continues each prompt; optional stop strings and token streaming."""
+"""text-generation: a causal LM continues each prompt; optional stop strings and token streaming.
+
+Each input's result carries ``generated_text``, ``finish_reason`` (``stop``: end of sequence or a stop string;
+``length``: ``max_new_tokens``) and ``usage`` (``prompt_tokens``, ``completion_tokens``): counts only the worker
+can make, since the API never loads a tokenizer.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,6 +12,7 @@ from typing import Any
 from gpuq.worker.inference.base import LoadSpec, SimpleTask, Stream, TextModel, load_pretrained, no_grad
 from gpuq.worker.inference.generation import (
     cut_at_stop,
+    eos_ids,
     generate_kwargs,
     generation_group,
     make_streamer,
@@ -51,12 +57,22 @@ class TextGeneration(SimpleTask):
         seed_for(params)
         with no_grad():
             out = resident.model.generate(**enc, pad_token_id=tok.pad_token_id, **kwargs)
-        texts = tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        width, eos = enc["input_ids"].shape[1], eos_ids(resident.model)
+        prompt_tokens = enc["attention_mask"].sum(-1).tolist()
         results = []
-        for item, text in zip(items, texts):
-            text = cut_at_stop(text, stops)[0]
-            results.append({"generated_text": item.prompt + text if item.full_text else text})
+        for i, item in enumerate(items):
+            row = out[i, width:].tolist()
+            ended = next((k for k, t in enumerate(row) if t in eos), None)
+            tokens = row if ended is None else row[:ended]
+            text, stopped = cut_at_stop(tok.decode(tokens, skip_special_tokens=True), stops)
+            results.append({**self.shape(item, text), "finish_reason": "stop" if stopped or ended is not None
+                            else "length",
+                            "usage": {"prompt_tokens": int(prompt_tokens[i]), "completion_tokens": len(tokens)}})
         return results
+
+    def shape(self, item: Item, text: str) -> dict[str, Any]:
+        """One input's result fields from its generated text."""
+        return {"generated_text": item.prompt + text if item.full_text else text}
 
 
 TASK = TextGeneration()

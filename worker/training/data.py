@@ -57,6 +57,50 @@ def load_rows(ctx: JobContext, data: dict[str, Any]) -> Splits:
     return Splits(_split(dsd, data.get("split", "train"), what), _split(dsd, evals, what) if evals else None)
 
 
+CHAT_COLUMNS = ["messages"]
+PREFERENCE_COLUMNS = ["input", "preferred_output", "non_preferred_output"]
+
+
+def from_conversations(rows: Splits, tokenizer: Any) -> Splits:
+    """OpenAI's fine-tuning rows as gpuq's columns, through the base model's chat template: a chat row
+    (``messages``) becomes ``prompt`` (the conversation before its last turn, the assistant's turn open) and
+    ``completion`` (that last assistant turn); a preference row (``input.messages``, ``preferred_output``,
+    ``non_preferred_output``) becomes ``prompt``, ``chosen`` and ``rejected``. Other rows pass unchanged."""
+    return Splits(*(None if s is None else _conversations(s, tokenizer) for s in (rows.train, rows.eval)))
+
+
+def _conversations(ds: Any, tokenizer: Any) -> Any:
+    columns = set(ds.column_names)
+    if "messages" in columns and not columns & {"prompt", "text"}:
+        return ds.map(lambda row: _chat_row(row["messages"], tokenizer), remove_columns=ds.column_names)
+    if set(PREFERENCE_COLUMNS) <= columns and "prompt" not in columns:
+        return ds.map(lambda row: _preference_row(row, tokenizer), remove_columns=ds.column_names)
+    return ds
+
+
+def _chat_row(messages: list[dict[str, Any]], tokenizer: Any) -> dict[str, str]:
+    if not messages or messages[-1].get("role") != "assistant":
+        raise JobError("a chat training row must end with an assistant message")
+    return {"prompt": _rendered(messages[:-1], tokenizer), "completion": str(messages[-1].get("content") or "")}
+
+
+def _preference_row(row: dict[str, Any], tokenizer: Any) -> dict[str, str]:
+    def answer(turns: Any) -> str:
+        if not turns or not isinstance(turns, list):
+            raise JobError("preferred_output and non_preferred_output must each hold one assistant message")
+        return str(turns[-1].get("content") or "")
+    messages = (row["input"] or {}).get("messages") or []
+    return {"prompt": _rendered(messages, tokenizer), "chosen": answer(row["preferred_output"]),
+            "rejected": answer(row["non_preferred_output"])}
+
+
+def _rendered(messages: list[dict[str, Any]], tokenizer: Any) -> str:
+    if not getattr(tokenizer, "chat_template", None):
+        raise JobError("chat-format training data needs a base model with a chat template")
+    turns = [{"role": m.get("role"), "content": m.get("content") or ""} for m in messages]
+    return str(tokenizer.apply_chat_template(turns, add_generation_prompt=True, tokenize=False))
+
+
 def _conform(ds: Any, columns: dict[str, str], alternatives: list[list[str]], what: str) -> tuple[Any, list[str]]:
     """Keep the columns the job uses, renamed from the data's own names, and drop rows with missing values."""
     needs = pick_columns(ds.column_names, columns, alternatives)

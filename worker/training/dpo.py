@@ -104,10 +104,11 @@ def train(ctx: JobContext, base: Path, p: FinetuneParams, ckpt: checkpoint.Check
     from transformers import PrinterCallback
     from trl import DPOTrainer
 
-    rows = data.prepare(data.load_rows(ctx, p.data.model_dump(exclude_none=True)), p.data.model_dump(),
-                        needed_columns(p), split_eval=p.data.eval_split is not None or p.data.eval_file_id is not None)
-    precision = mixed_precision(p.training.mixed_precision)
     tokenizer = models.load_tokenizer(base)
+    loaded = data.from_conversations(data.load_rows(ctx, p.data.model_dump(exclude_none=True)), tokenizer)
+    rows = data.prepare(loaded, p.data.model_dump(), needed_columns(p),
+                        split_eval=p.data.eval_split is not None or p.data.eval_file_id is not None)
+    precision = mixed_precision(p.training.mixed_precision)
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     model = models.with_lora(models.load_model("causal-lm", base, dtype), "causal-lm", p.lora,
                              p.training.gradient_checkpointing)

@@ -1,0 +1,19 @@
+"""The OpenAI-compatible API under ``/v1``, next to the native one: the official ``openai`` SDK works against
+gpuq unchanged, and every call is an ordinary gpuq job (idempotent, durable, cancellable, in ``/v1/jobs``,
+routed by model affinity, counted against quotas).
+
+One module per route family maps OpenAI requests to job params and results back to OpenAI objects; errors on
+these routes take OpenAI's shape (errors.py).
+"""
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from gpuq.api.openai import embeddings, images, models
+from gpuq.api.openai.batches import routes as batches
+from gpuq.api.openai.fine_tuning import routes as fine_tuning
+from gpuq.api.openai.generation import routes as generation
+
+router = APIRouter()
+for family in (generation, embeddings, images, models, batches, fine_tuning):
+    router.include_router(family.router)

@@ -1,0 +1,119 @@
+"""The models this deployment serves, as OpenAI's model list with gpuq's fields, and what a model id names.
+
+``list_models`` is the one listing function: directories under ``GPUQ_MODEL_ROOTS`` (by root-relative name),
+models resident on live workers (with the workers), and the tenant's finished fine-tunes as ``ft:`` ids. A
+catalog module of its own (Hub cache included) replaces it by being called from here.
+
+Entries carry the fields of the catalog's ``ModelEntry`` (``source`` root / resident / fine-tune, ``path``,
+``model_root``, ``resident_on``, ``parent``, ``job_id``), so gpuq's client parses them either way.
+
+``resolve`` turns an OpenAI ``model`` into a gpuq model reference: a root-relative name into its directory, an
+``ft:<base>:<tenant>:<job id>`` id into its base model plus the fine-tune's adapter (usable at once in
+chat/completions), anything else as the native API takes it. An unknown model is 404 ``model_not_found``.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gpuq.api import catalog
+from gpuq.common.errors import InvalidInput, NotFound
+from gpuq.common.jobs.modelref import check_model_ref, is_local
+from gpuq.common.records import JobStore
+from gpuq.common.settings import Settings
+
+FT_PREFIX = "ft:"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$")
+_JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+_MARKERS = ("config.json", "model_index.json", "adapter_config.json")
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """An OpenAI model id as gpuq runs it."""
+
+    id: str  # as the caller named it, echoed in answers
+    model: str  # the gpuq model reference
+    adapter: dict[str, Any] | None = None  # a fine-tune's adapter on ``model``
+
+
+def not_found(model_id: str) -> NotFound:
+    """404 for a model this deployment does not serve."""
+    return NotFound(f"model {model_id!r} not found (GET /v1/models lists what this deployment serves)",
+                    field="model", code="model_not_found")
+
+
+def resolve(model_id: str, tenant: str, jobs: JobStore, settings: Settings) -> Resolved:
+    """The gpuq model reference (and adapter) an OpenAI ``model`` names; 404 when it names none."""
+    if model_id.startswith(FT_PREFIX):
+        return _finetune(model_id, tenant, jobs)
+    local = under_roots(model_id, settings.model_roots)
+    if local is not None:
+        return Resolved(model_id, str(local))
+    if is_local(model_id):
+        try:
+            return Resolved(model_id, check_model_ref(model_id, settings.model_roots))
+        except InvalidInput:
+            raise not_found(model_id) from None
+    if _HUB_ID.match(model_id) and (settings.openai_hub_models or model_id in resident(jobs)):
+        return Resolved(model_id, model_id)
+    raise not_found(model_id)
+
+
+def under_roots(name: str, roots: list[Path]) -> Path | None:
+    """The directory a root-relative model name stands for, in the first root that has it."""
+    if is_local(name) or ".." in name.split("/"):
+        return None
+    for root in roots:
+        path = root / name
+        try:
+            if path.is_dir():
+                return path.resolve()
+        except OSError:  # a name too long for the filesystem names no directory
+            return None
+    return None
+
+
+def display_id(model: str, roots: list[Path]) -> str:
+    """A model reference as the catalog names it: root-relative when it lies under a root."""
+    path = Path(model)
+    for root in roots:
+        base = root.resolve()
+        if path.is_absolute() and path != base and path.is_relative_to(base):
+            return path.relative_to(base).as_posix()
+    return model
+
+
+def finetune_id(base: str, tenant: str, job_id: str, roots: list[Path]) -> str:
+    """The ``ft:<base>:<tenant>:<job id>`` model id of a finished fine-tune (the catalog's, as OpenAI's
+    ``ft:<base>:<owner>:...:<id>``; the job id last, which is all ``resolve`` reads)."""
+    return f"{FT_PREFIX}{display_id(base, roots)}:{tenant}:{job_id}"
+
+
+def _finetune(model_id: str, tenant: str, jobs: JobStore) -> Resolved:
+    job_id = model_id.rsplit(":", 1)[-1]
+    raw = jobs.get_raw(job_id) if _JOB_ID.match(job_id) else None
+    if not raw or raw.get("tenant") != tenant or raw.get("kind") != "finetune" or raw.get("status") != "succeeded":
+        raise not_found(model_id)
+    return Resolved(model_id, str(raw["model"]), {"job": job_id})
+
+
+def list_models(tenant: str, jobs: JobStore, settings: Settings) -> list[dict[str, Any]]:
+    """Every model the tenant can name, as the catalog lists it (``gpuq.api.catalog``: roots, resident models,
+    the HF cache, the tenant's fine-tunes), as OpenAI's model objects with gpuq's fields."""
+    return [entry.model_dump(mode="json") for entry in catalog.list_models(settings, jobs, tenant)]
+
+
+def get_model(model_id: str, tenant: str, jobs: JobStore, settings: Settings) -> dict[str, Any]:
+    """One model object; 404 ``model_not_found`` when the catalog does not list it."""
+    try:
+        return catalog.get_model(settings, jobs, tenant, model_id).model_dump(mode="json")
+    except NotFound:
+        raise not_found(model_id) from None
+
+
+def resident(jobs: JobStore) -> dict[str, list[str]]:
+    """Model references resident on live workers -> the workers holding them."""
+    return catalog.resident_models(jobs.r)

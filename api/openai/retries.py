@@ -1,0 +1,66 @@
+"""The openai SDK retries a call (connection errors, timeouts, 409, 429, 5xx) without an idempotency key.
+
+So that a retry never makes a second job, an SDK call (it sends ``x-stainless-retry-count``) leaves its request
+fingerprint behind for ``GPUQ_OPENAI_RETRY_WINDOW_S``: (tenant, route, request) -> the object it made. A retry
+(count above 0) with the same fingerprint answers from that object; a first attempt always makes a new one, so
+two identical calls are two jobs. A caller's own ``Idempotency-Key`` works as on the native API and takes
+precedence.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, cast
+
+import redis
+from fastapi import Request
+
+from gpuq.common import keys
+from gpuq.common.records import body_hash
+from gpuq.common.settings import Settings
+
+RETRY_HEADER = "x-stainless-retry-count"
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """How an OpenAI call may repeat an earlier one: a caller's key, or the SDK's retry fingerprint."""
+
+    idempotency_key: str | None
+    fingerprint: str | None  # set for SDK calls
+    retry: bool  # an SDK retry (not its first attempt)
+
+
+def attempt_of(request: Request, route: str, body: dict[str, Any]) -> Attempt:
+    """What the request says about being a repeat; ``body`` is what it asks for (the mapped job)."""
+    key = request.headers.get("idempotency-key")
+    count = request.headers.get(RETRY_HEADER)
+    if key or count is None:
+        return Attempt(key or None, None, False)
+    digest = hashlib.sha256(f"{route}\n{body_hash(body)}".encode()).hexdigest()[:32]
+    return Attempt(None, digest, count.strip() not in ("", "0"))
+
+
+def earlier(r: redis.Redis, tenant: str, attempt: Attempt, keyed: bool = False) -> str | None:
+    """The object a retried SDK call's first attempt made, if it is known; with ``keyed``, also the object an
+    ``Idempotency-Key`` named (for objects that are not a single job, whose submit honours the key itself)."""
+    name = _name(attempt, keyed)
+    if name is None or (name == attempt.fingerprint and not attempt.retry):
+        return None
+    found = r.get(keys.openai_retry(tenant, name))
+    return cast(str, found) if found else None
+
+
+def remember(r: redis.Redis, tenant: str, attempt: Attempt, object_id: str, settings: Settings,
+             keyed: bool = False) -> None:
+    """Leave an SDK call's fingerprint (with ``keyed``, its Idempotency-Key) behind for its retries."""
+    name = _name(attempt, keyed)
+    if name is not None:
+        ttl = max(settings.openai_retry_window_s, settings.idempotency_ttl_s if name != attempt.fingerprint else 0)
+        r.set(keys.openai_retry(tenant, name), object_id, ex=ttl)
+
+
+def _name(attempt: Attempt, keyed: bool) -> str | None:
+    if keyed and attempt.idempotency_key:
+        return "key:" + hashlib.sha256(attempt.idempotency_key.encode()).hexdigest()[:32]
+    return attempt.fingerprint
