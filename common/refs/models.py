@@ -114,7 +114,7 @@ def local_models(settings: Settings) -> list[LocalModel]:
     """Every model directory under the model roots, by the root-relative name that resolves to it.
 
     Roots in order, names sorted within each; a directory reachable twice (a symlink) is listed once, under
-    its first name. A model's own subfolders (a pipeline's ``unet/``) are not models of their own. Hidden
+    its first name, and a name an earlier root already holds is left out (it resolves to that one). A model's own subfolders (a pipeline's ``unet/``) are not models of their own. Hidden
     folders and the stores are skipped. A root that is itself a model is listed by its absolute path (the
     name that resolves to it). Remembered for a couple of seconds.
     """
@@ -146,7 +146,8 @@ def _walk(root: Path, folder: Path, depth: int, roots: Roots, found: list[LocalM
     kind = model_kind(real)
     if kind is not None:
         name = folder.relative_to(root).as_posix() if folder != root else str(root)
-        found.append(LocalModel(name, real, root, kind))
+        if all(m.name != name for m in found):  # else an earlier root's model of that name shadows it
+            found.append(LocalModel(name, real, root, kind))
         return
     if depth >= _MAX_DEPTH:
         return
