@@ -13,7 +13,7 @@ from pathlib import Path
 
 from gpuq.common.errors import InvalidInput
 from gpuq.common.jobs.batch_inference import FILE_FORMATS
-from gpuq.common.refs import is_hub_id, resolve_data_path, resolve_local_dir, resolve_model
+from gpuq.common.refs import check_revision, is_hub_id, resolve_data_path, resolve_local_dir, resolve_model
 from gpuq.common.settings import get_settings
 from gpuq.worker import hub
 
@@ -24,6 +24,7 @@ def model_source(ref: str, revision: str | None, token: str | None,
     found = resolve_model(ref, get_settings(), field)
     if found.is_local:
         return Path(found.value), None
+    check_revision(revision, "params.revision")
     pulled = hub.pull(found.value, revision, "model", token, weights_only=True)
     return pulled.path, pulled
 
@@ -42,6 +43,7 @@ def hub_dataset(repo_id: str, revision: str | None, token: str | None, field: st
     """A Hub dataset's snapshot directory, from the Hub or its cache only, never a local directory so named."""
     if not is_hub_id(repo_id):
         raise InvalidInput(f"{field}: not a Hub dataset id (owner/name)", field=field)
+    check_revision(revision, "params.data.revision")
     return hub.pull(repo_id, revision, "dataset", token)
 
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 from gpuq.common.refs.data import resolve_data_path
 from gpuq.common.refs.models import (LocalModel, ModelRef, catalog_name, local_models, model_kind, resolve_local_dir,
                                      resolve_model)
-from gpuq.common.refs.names import HubId, Revision, check_chars, control_char, is_hub_id
+from gpuq.common.refs.names import HubId, Revision, check_chars, check_revision, control_char, is_hub_id
 from gpuq.common.refs.roots import Roots, roots_for, roots_of
 
-__all__ = ["HubId", "LocalModel", "ModelRef", "Revision", "Roots", "catalog_name", "check_chars", "control_char",
-           "is_hub_id", "local_models", "model_kind", "resolve_data_path", "resolve_local_dir", "resolve_model",
-           "roots_for", "roots_of"]
+__all__ = ["HubId", "LocalModel", "ModelRef", "Revision", "Roots", "catalog_name", "check_chars", "check_revision",
+           "control_char", "is_hub_id", "local_models", "model_kind", "resolve_data_path", "resolve_local_dir",
+           "resolve_model", "roots_for", "roots_of"]

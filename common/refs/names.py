@@ -38,6 +38,16 @@ def is_hub_id(ref: str) -> bool:
     return bool(HUB_ID.match(ref)) and ".." not in ref
 
 
+_REVISION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")
+
+
+def check_revision(value: str | None, field: str) -> str | None:
+    """``value`` unchanged when it is a revision's shape (or None); 422 naming ``field`` otherwise."""
+    if value is not None and (not _REVISION.match(value) or ".." in value):
+        raise InvalidInput(f"{field}: not a branch, tag or commit sha", field=field)
+    return value
+
+
 def _no_dotdot(value: str) -> str:
     # Git refuses ".." in ref names; the HF cache would join it into a path under refs/.
     if ".." in value:
@@ -52,6 +62,6 @@ def _hub_shaped(value: str) -> str:
 
 
 # A branch, tag or commit sha on the Hub.
-Revision = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$"), AfterValidator(_no_dotdot)]
+Revision = Annotated[str, Field(pattern=_REVISION.pattern), AfterValidator(_no_dotdot)]
 # ``name`` or ``owner/name`` on the Hub (dataset ids, adapter repos).
 HubId = Annotated[str, Field(pattern=HUB_ID.pattern), AfterValidator(_hub_shaped)]

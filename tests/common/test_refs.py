@@ -86,7 +86,7 @@ def test_a_relative_name_that_is_no_root_name_suggests_the_catalog_one(tree: tup
 
 
 def test_the_catalog_lists_each_model_once_by_a_name_that_resolves_to_it(tree: tuple[Path, Settings]) -> None:
-    base, s = tree
+    s = tree[1]
     catalog = {m.name: (m.kind, m.path) for m in local_models(s)}
     assert sorted(catalog) == ["gpt2", "loras/style", "org/name", "tiny-sd"]
     assert catalog["tiny-sd"][0] == "pipeline" and catalog["loras/style"][0] == "adapter"

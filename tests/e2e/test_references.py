@@ -109,8 +109,8 @@ def test_local_paths_into_the_stores_are_refused_though_a_root_holds_them(
     upload = volume / "var" / "files" / "beta" / beta_data["file"] / "data.jsonl"
     outputs = volume / "var" / "artifacts" / "beta" / beta_data["job"]
     assert upload.is_file() and (outputs / "outputs.parquet").is_file()
-    for path in (str(upload), f"files/beta/{beta_data['file']}/data.jsonl", f"./artifacts/beta/{beta_data['job']}"
-                 "/outputs.parquet"):
+    for path in (str(upload), f"files/beta/{beta_data['file']}/data.jsonl",
+                 f"./artifacts/beta/{beta_data['job']}/outputs.parquet"):
         assert "store" in _refused(alpha, _batch(_model(stack), {"path": path}), "params.data.path")
     adapter = outputs / "adapter"  # where a fine-tune of beta's would keep its adapter
     adapter.mkdir(exist_ok=True)
