@@ -49,7 +49,7 @@ class Outage:
                          type(exc).__name__, str(exc)[:200])
         self.tries += 1
         full = min(self.cap_s, self.base_s * 2 ** min(self.tries - 1, 16))
-        return full / 2 + random.uniform(0, full / 2)
+        return float(full / 2 + random.uniform(0, full / 2))
 
     def ok(self) -> None:
         """Note a try that worked; ends the outage (logged once) if there was one."""

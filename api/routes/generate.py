@@ -5,7 +5,7 @@ worker), waits for it without polling, and answers ``{"result": generated_text}`
 """
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Query
 from fastapi.concurrency import run_in_threadpool
@@ -20,7 +20,8 @@ from gpuq.common.settings import Settings
 
 router = APIRouter(tags=["generate"])
 SETTING = "GPUQ_GENERATE_MODEL"
-NOT_CONFIGURED = {503: {"description": f"no usable model is configured for /generate ({SETTING})"}}
+NOT_CONFIGURED: dict[int | str, dict[str, Any]] = {
+    503: {"description": f"no usable model is configured for /generate ({SETTING})"}}
 Prompt = Annotated[str, Query(min_length=1, max_length=100_000, description="text to continue")]
 
 
