@@ -13,14 +13,15 @@ import logging
 import random
 import time
 
+from kombu.exceptions import OperationalError as BrokerUnavailable
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-# What an outage raises (a restart, Redis still loading its AOF, a failover, a cut network): the loop waits and
-# tries again. Other Redis errors (a wrong type, a script error) are bugs, not outages.
+# What an outage raises (a restart, Redis still loading its AOF, a failover, a cut network; kombu's error when
+# the broker, the same Redis, cannot be reached): the loop waits and tries again. Other Redis errors (a wrong type, a script error) are bugs, not outages.
 OUTAGE_ERRORS: tuple[type[BaseException], ...] = (RedisConnectionError, RedisTimeoutError, ReadOnlyError,
-                                                  OSError)
+                                                  BrokerUnavailable, OSError)
 
 
 class Outage:
