@@ -22,7 +22,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from gpuq.common import keys
-from gpuq.common.outage import Outage
+from gpuq.common.outage import OUTAGE_ERRORS, Outage
 from gpuq.common.redis_client import loop_redis
 from gpuq.common.schemas import TERMINAL_EVENTS
 
@@ -53,7 +53,10 @@ class FinishedWaiter:
             deadline = loop.time() + timeout_s
             pending = set(stream_keys)
             while True:
-                pending = await self._unfinished([k for k in pending if not futures[k].done()])
+                try:
+                    pending = await self._unfinished([k for k in pending if not futures[k].done()])
+                except OUTAGE_ERRORS:  # a Redis blip mid-wait: keep waiting, re-read at the next recheck
+                    pending = {k for k in pending if not futures[k].done()}
                 left = deadline - loop.time()
                 if not pending or left <= 0:
                     return not pending

@@ -1,4 +1,4 @@
-"""Redis stopped while jobs, webhooks and SSE streams are in flight, then started again: no process of the stack
+"""Redis stopped (or frozen) while jobs, webhooks and SSE streams are in flight, then back: no process of the stack
 exits, every accepted job completes exactly once, every webhook is delivered, every stream ends complete.
 
 The stack's services are started directly (API, a prefork worker, a threads worker, the webhook sender), with
@@ -6,6 +6,7 @@ no supervisor: each must ride out the outage on its own.
 """
 from __future__ import annotations
 
+import signal
 import threading
 import time
 import uuid
@@ -66,9 +67,24 @@ def _services(stack: Stack) -> dict[str, Service]:
     return {**stack.workers, "api": stack.api}
 
 
+def _stop_redis(stack: Stack, how: str, seconds: int) -> None:
+    """``stopped``: a clean shutdown, then a start on the same port and data (a restart, a failover, maintenance);
+    ``frozen``: SIGSTOP then SIGCONT (a stalled host or network: connections stay open and hang)."""
+    assert stack.redis is not None and stack.redis.proc is not None
+    if how == "frozen":
+        stack.redis.proc.send_signal(signal.SIGSTOP)
+        time.sleep(seconds)
+        stack.redis.proc.send_signal(signal.SIGCONT)
+        return
+    stack.redis.stop()
+    time.sleep(seconds)
+    stack.start_redis()
+
+
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("down_s", [2, 30])
-def test_redis_stopped_mid_flight_stops_no_process_and_loses_nothing(stack: Stack, outcome, down_s: int) -> None:
+@pytest.mark.parametrize(("how", "down_s"), [("stopped", 2), ("stopped", 30), ("frozen", 5)])
+def test_redis_outage_mid_flight_stops_no_process_and_loses_nothing(stack: Stack, outcome, how: str,
+                                                                      down_s: int) -> None:
     stack.start_redis()
     stack.start_worker("prefork")
     stack.start_worker("threads", GPUQ_WORKER_POOL="threads", GPUQ_WORKER_CONCURRENCY="8")
@@ -86,10 +102,7 @@ def test_redis_stopped_mid_flight_stops_no_process_and_loses_nothing(stack: Stac
             wait_for(lambda: any(c.get(f"/v1/jobs/{j['id']}").json()["status"] == "running" for j in jobs), 30,
                      "a job running")
             wait_for(lambda: all(s.events for s in streams), 30, "every stream open")
-            assert stack.redis is not None
-            stack.redis.stop()  # a clean stop: what a restart, a failover or maintenance looks like
-            time.sleep(down_s)
-            stack.start_redis()
+            _stop_redis(stack, how, down_s)
             final = [wait_job(c, j["id"], timeout=240) for j in jobs]
             for s in streams:
                 s.join(240)
@@ -108,7 +121,7 @@ def test_redis_stopped_mid_flight_stops_no_process_and_loses_nothing(stack: Stac
         [(s.events, s.why) for s in streams]
     assert [s.reconnects for s in streams] == [0] * STREAMS, [s.why for s in streams]  # kept open throughout
     delivered = _terminal_counts(receiver)
-    outcome.record(f"Redis stopped for {down_s} s with jobs, webhooks and SSE streams in flight (services started "
+    outcome.record(f"Redis {how} for {down_s} s with jobs, webhooks and SSE streams in flight (services started "
                    "directly, no supervisor)",
                    "every process keeps running; every job completes exactly once; every webhook and stream "
                    "completes",
