@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import secrets
 import time
 from typing import Any, cast
 
@@ -24,32 +23,17 @@ from gpuq.common.outage import OUTAGE_ERRORS, Outage
 from gpuq.common.records import decode_record
 from gpuq.common.schemas import TERMINAL_EVENTS, JobEvent, WebhookSpec
 from gpuq.common.settings import Settings
+from gpuq.common.webhooks.lease import LEASE_S, SenderLease
 from gpuq.common.webhooks.outbox import Delivery, Outbox, payload
 from gpuq.common.webhooks.signing import SIGNATURE_HEADER, sign
 from gpuq.common.webhooks.ssrf import Target, check_webhook_url
 
 log = logging.getLogger(__name__)
-LEASE_S = 10.0
 READ_BLOCK_MS = 500
 STREAMS_PER_READ = 256
 # Longest the delivery loop sleeps without news; deliveries due earlier, or newly queued, wake it sooner.
 IDLE_S = 1.0
 USER_AGENT = "gpuq-webhooks/0.1"
-
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"""
-# Take the lease, or keep it when it is still ours: after an outage shorter than the lease (or a Redis restart
-# from its AOF, which keeps the key) the active sender carries on instead of waiting for its own lease to lapse.
-_ACQUIRE = """
-local holder = redis.call('GET', KEYS[1])
-if holder == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
-if holder then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 1
-"""
-
 
 class Sender:
     """Follow, enqueue, deliver. ``run()`` until ``stop()``."""
@@ -64,7 +48,7 @@ class Sender:
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()  # set when a delivery is queued or one finishes
         self._slots = asyncio.Semaphore(settings.webhook_concurrency)
-        self._token = secrets.token_hex(8)
+        self.lease = SenderLease(client)
 
     def stop(self) -> None:
         self._stop.set()
@@ -79,10 +63,9 @@ class Sender:
                                      headers={"User-Agent": USER_AGENT}) as http:
             self.http = http
             outage = Outage("webhook sender", log)
-            acquire = self.r.register_script(_ACQUIRE)
             while not self._stop.is_set():
                 try:
-                    held = await acquire(keys=[keys.webhook_sender_lock()], args=[self._token, int(LEASE_S * 1000)])
+                    held = await self.lease.acquire()
                     outage.ok()
                 except OUTAGE_ERRORS as exc:
                     await self._sleep(outage.failed(exc))
@@ -111,7 +94,7 @@ class Sender:
 
     async def _release(self) -> None:
         try:
-            await self.r.eval(_RENEW, 1, keys.webhook_sender_lock(), self._token, 1)
+            await self.lease.release()
         except OUTAGE_ERRORS as exc:  # the lease lapses on its own
             log.info("webhook sender lease not released (%s); it lapses within %.0f s", exc, LEASE_S)
 
@@ -122,10 +105,9 @@ class Sender:
             pass
 
     async def _lease(self) -> None:
-        renew = self.r.register_script(_RENEW)
         while not self._stop.is_set():
             await self._sleep(LEASE_S / 3)
-            if not await renew(keys=[keys.webhook_sender_lock()], args=[self._token, int(LEASE_S * 1000)]):
+            if not await self.lease.renew():
                 log.warning("webhook sender lost its lease; going back to standby")
                 return
 
