@@ -99,9 +99,9 @@ def test_redis_outage_mid_flight_stops_no_process_and_loses_nothing(stack: Stack
             streams = [Stream(stack.url, c.headers["Authorization"][7:], job["id"]) for job in jobs[:STREAMS]]
             for s in streams:
                 s.start()
-            wait_for(lambda: any(c.get(f"/v1/jobs/{j['id']}").json()["status"] == "running" for j in jobs), 30,
+            wait_for(lambda: any(c.get(f"/v1/jobs/{j['id']}").json()["status"] == "running" for j in jobs), 60,
                      "a job running")
-            wait_for(lambda: all(s.events for s in streams), 30, "every stream open")
+            wait_for(lambda: all(s.events for s in streams), 60, "every stream open")
             _stop_redis(stack, how, down_s)
             final = [wait_job(c, j["id"], timeout=240) for j in jobs]
             for s in streams:
