@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
 from typing import cast
 
 import redis
@@ -37,14 +36,15 @@ def resident_models(r: redis.Redis) -> dict[str, list[str]]:
     return held
 
 
-def _scanned(roots: list[Path], hub_cache: Path) -> list[ModelEntry]:
+def _scanned(settings: Settings) -> list[ModelEntry]:
+    roots, hub_cache = settings.model_roots, settings.hub_cache
     key = (*map(str, roots), str(hub_cache))
     now = time.monotonic()
     with _scan_lock:
         hit = _scans.get(key)
         if hit is not None and now - hit[0] < SCAN_TTL_S:
             return [e.model_copy(deep=True) for e in hit[1]]
-    entries = catalog.root_entries(roots) + catalog.cache_entries(hub_cache)
+    entries = catalog.root_entries(settings) + catalog.cache_entries(hub_cache)
     with _scan_lock:
         _scans[key] = (now, entries)
     return [e.model_copy(deep=True) for e in entries]
@@ -52,7 +52,7 @@ def _scanned(roots: list[Path], hub_cache: Path) -> list[ModelEntry]:
 
 def list_models(settings: Settings, jobs: JobStore, tenant: str) -> list[ModelEntry]:
     """Every model the tenant can name in a job, OpenAI-list ordered: local and cached first, then fine-tunes."""
-    found = _scanned(settings.model_roots, settings.hub_cache)
+    found = _scanned(settings)
     # A fine-tune's base is stored as the reference the API resolved (a path for local models): name it by id.
     base_ids = {e.path: e.id for e in found if e.path}
     done = jobs.list_jobs(tenant, MAX_FINE_TUNES, status="succeeded", kind="finetune")

@@ -4,10 +4,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from http import HTTPStatus
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from redis.exceptions import RedisError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gpuq.api import metrics, openai
@@ -23,7 +26,8 @@ def _error_response(exc: GpuqError) -> JSONResponse:
     headers = exc.http_headers()
     if exc.status_code == 401:
         headers["WWW-Authenticate"] = "Bearer"
-    return JSONResponse({"error": exc.to_dict()}, status_code=exc.status_code, headers=headers or None)
+    body = {"field": None, **exc.to_dict()}  # every answer names its field, null when none is to blame
+    return JSONResponse({"error": body}, status_code=exc.status_code, headers=headers or None)
 
 
 async def _gpuq_error(_: Request, exc: Exception) -> Response:
@@ -36,15 +40,48 @@ async def _redis_error(_: Request, exc: Exception) -> Response:
     return _error_response(ServiceUnavailable(f"job store unavailable: {type(exc).__name__}"))
 
 
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's and FastAPI's own errors (unknown route, wrong method, a body that cannot be parsed) in
+    gpuq's one error shape; their headers (``Allow`` on a 405) are kept."""
+    assert isinstance(exc, StarletteHTTPException)
+    status = HTTPStatus(exc.status_code)
+    message = exc.detail if isinstance(exc.detail, str) and exc.detail else status.phrase
+    body_error = exc.status_code == 400 and request.method in ("POST", "PUT", "PATCH")
+    if body_error and "json" in request.headers.get("content-type", ""):
+        message = "not valid JSON (malformed, not UTF-8, or nested too deep)"
+    error = {"type": _HTTP_TYPES.get(exc.status_code, status.phrase.lower().replace(" ", "_").replace("-", "_")),
+             "message": f"body: {message}" if body_error else message, "retryable": exc.status_code >= 500,
+             "field": "body" if body_error else None}
+    return JSONResponse({"error": error}, status_code=exc.status_code, headers=exc.headers)
+
+
+_HTTP_TYPES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+               405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type"}
+
+
+async def _unexpected_error(_: Request, exc: Exception) -> Response:
+    """A bug: logged with its traceback by Starlette; the caller still gets the one error shape."""
+    log.error("unhandled %s: %s", type(exc).__name__, exc)
+    error = {"type": "internal_error", "message": "internal server error", "retryable": False, "field": None}
+    return JSONResponse({"error": error}, status_code=500)
+
+
 async def _validation_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
-    fields = [".".join(str(p) for p in e["loc"] if p != "body") or "body" for e in errors]
+    fields = [_field(e) for e in errors]
     first = errors[0] if errors else {"msg": "invalid request"}
     body: dict[str, Any] = {"error": {"type": "invalid_input", "message": f"{fields[0] if fields else 'body'}: "
                                       f"{first['msg']}", "retryable": False, "field": fields[0] if fields else None,
                                       "fields": [{"field": f, "message": e["msg"]} for f, e in zip(fields, errors)]}}
     return JSONResponse(body, status_code=422)
+
+
+def _field(error: Any) -> str:
+    """The dotted field of one pydantic error; a body that is not JSON at all names ``body``."""
+    if error.get("type") == "json_invalid":
+        return "body"
+    return ".".join(str(p) for p in error["loc"] if p != "body") or "body"
 
 
 class BodyLimit:
@@ -131,6 +168,8 @@ def create_app() -> FastAPI:
     app.add_exception_handler(GpuqError, _gpuq_error)
     app.add_exception_handler(RedisError, _redis_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes,
                        streamed={files.UPLOAD_PATH: settings.max_upload_bytes + files.MULTIPART_OVERHEAD})
     return app

@@ -20,14 +20,15 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
+from gpuq.common.refs.models import local_models
 from gpuq.common.schemas import JobRecord
+from gpuq.common.settings import Settings
 from pydantic import BaseModel, Field
 
 Source = Literal["root", "resident", "cache", "fine-tune"]
 Kind = Literal["model", "diffusers", "adapter"]
 MARKERS = ("config.json", "model_index.json", "adapter_config.json")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".onnx")
-MAX_DEPTH = 3  # org/name/variant: deeper trees are data, not model ids
 FT_PREFIX = "ft:"
 FT_TASKS = {"causal-lm": "text-generation", "sequence-classification": "text-classification"}
 # What a transformers architecture name ends with -> the inference tasks it serves.
@@ -67,40 +68,6 @@ class ModelList(BaseModel):
 
     object: Literal["list"] = "list"
     data: list[ModelEntry]
-
-
-def model_directories(roots: Iterable[Path]) -> list[tuple[str, Path, Path]]:
-    """(reference, directory, root) of every model directory under the roots, first root first.
-
-    Stand-in for the resolver's own enumeration (same contract: a directory holding config.json,
-    model_index.json or adapter_config.json, symlinks resolved and still inside the root)."""
-    found: list[tuple[str, Path, Path]] = []
-    for root in roots:
-        base = root.expanduser().resolve()
-        if _is_model(base):  # a root that is itself a model is named by its absolute path
-            found.append((str(base), base, base))
-        elif base.is_dir():
-            found += [(ref, path, base) for ref, path in _walk(base, base, 0)]
-    return found
-
-
-def _walk(base: Path, here: Path, depth: int) -> Iterable[tuple[str, Path]]:
-    try:
-        children = sorted(p for p in here.iterdir() if not p.name.startswith("."))
-    except OSError:
-        return
-    for child in children:
-        path = child.resolve()
-        if not path.is_dir() or not path.is_relative_to(base):
-            continue
-        if _is_model(path):
-            yield child.relative_to(base).as_posix(), path
-        elif depth + 1 < MAX_DEPTH:
-            yield from _walk(base, child, depth + 1)
-
-
-def _is_model(path: Path) -> bool:
-    return any((path / m).is_file() for m in MARKERS)
 
 
 def tasks_for(directory: Path) -> tuple[Kind, list[str]]:
@@ -147,12 +114,10 @@ def directory_entry(ref: str, directory: Path, source: Source, owner: str, root:
                       size_bytes=_size(directory))
 
 
-def root_entries(roots: Iterable[Path]) -> list[ModelEntry]:
-    """Entries for the model directories under the roots (the first root wins a name)."""
-    seen: dict[str, ModelEntry] = {}
-    for ref, path, root in model_directories(roots):
-        seen.setdefault(ref, directory_entry(ref, path, "root", "gpuq", root))
-    return list(seen.values())
+def root_entries(settings: Settings) -> list[ModelEntry]:
+    """Entries for the model directories under the roots, by the names the resolver resolves them by (the
+    first root wins a name; the stores are never listed)."""
+    return [directory_entry(m.name, m.path, "root", "gpuq", m.root) for m in local_models(settings)]
 
 
 def cache_entries(hub_cache: Path | None) -> list[ModelEntry]:

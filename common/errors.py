@@ -109,6 +109,16 @@ class ServiceUnavailable(GpuqError):
     type_name = "service_unavailable"
 
 
+class NotConfigured(GpuqError):
+    """A feature this deployment has not set up (a setting is missing or names nothing): 503 naming the setting.
+
+    Not the caller's fault, and not transient either: retrying helps only once an operator sets it.
+    """
+
+    status_code = 503
+    type_name = "not_configured"
+
+
 class ConfigError(GpuqError):
     """The deployment is misconfigured; raised at start-up."""
 

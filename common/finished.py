@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from gpuq.common import keys
+from gpuq.common.outage import OUTAGE_ERRORS, Outage
 from gpuq.common.redis_client import loop_redis
 from gpuq.common.schemas import TERMINAL_EVENTS
 
@@ -52,7 +53,10 @@ class FinishedWaiter:
             deadline = loop.time() + timeout_s
             pending = set(stream_keys)
             while True:
-                pending = await self._unfinished([k for k in pending if not futures[k].done()])
+                try:
+                    pending = await self._unfinished([k for k in pending if not futures[k].done()])
+                except OUTAGE_ERRORS:  # a Redis blip mid-wait: keep waiting, re-read at the next recheck
+                    pending = {k for k in pending if not futures[k].done()}
                 left = deadline - loop.time()
                 if not pending or left <= 0:
                     return not pending
@@ -110,23 +114,27 @@ class FinishedWaiter:
                 await asyncio.wait_for(self._subscribed.wait(), wait_s)
 
     async def _listen(self) -> None:
-        """Keep the subscription (resubscribing after errors) and wake the waiters of each finished job."""
+        """Keep the subscription (resubscribing after errors, however long Redis is away) and wake the waiters
+        of each finished job; waiters re-read their streams meanwhile."""
+        outage = Outage("finished-job subscription", log)
         while True:
             pubsub = self.client.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(keys.finished())
                 self._subscribed.set()
+                outage.ok()
                 async for message in pubsub.listen():
                     if message.get("type") == "message":
                         self._wake(str(message["data"]))
             except (RedisError, OSError) as exc:
-                log.warning("finished-job subscription lost (%s); waiters re-read their streams meanwhile",
-                            exc)
+                delay = outage.failed(exc)
+            else:
+                delay = 0.5
             finally:
                 self._subscribed.clear()
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(delay)
 
     def _wake(self, stream_key: str) -> None:
         for future in self._waiting.get(stream_key, ()):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import redis
 
@@ -88,7 +89,7 @@ class Quotas:
 
     def prune(self, tenant: str) -> int:
         """Drop finished (or expired) jobs from the tenant's in-flight set; returns how many went."""
-        ids = self.r.zrange(keys.in_flight(tenant), 0, -1)
+        ids = cast(list[str], self.r.zrange(keys.in_flight(tenant), 0, -1))
         if not ids:
             return 0
         pipe = self.r.pipeline(transaction=False)

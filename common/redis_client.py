@@ -21,7 +21,7 @@ import redis
 import redis.asyncio as aioredis
 import redis.asyncio.sentinel as aiosentinel
 from redis import exceptions as rexc
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, ExponentialWithJitterBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
@@ -74,6 +74,18 @@ def failover_retry() -> Retry:
                  supported_errors=(rexc.ConnectionError, rexc.TimeoutError, rexc.ReadOnlyError))
 
 
+def reconnect_retry() -> Retry:
+    """Retry a command whose connection broke, on a fresh connection, a few times within about a second.
+
+    ``from_url`` clients get no retries at all by default (the pool's connections are built without one), so
+    after Redis restarts, the first command on each pooled connection, now closed by the server, failed: a
+    503 on a healthy Redis, or an SSE replay cut off after its 200. Errors are retried only when the
+    connection failed (connect, send, or a reply that never came), not on an error reply.
+    """
+    return Retry(ExponentialWithJitterBackoff(cap=0.5, base=0.02), retries=3,
+                 supported_errors=(rexc.ConnectionError, rexc.TimeoutError))
+
+
 def _sentinel_kwargs(settings: Settings) -> dict[str, Any] | None:
     secret = settings.redis_sentinel_password
     return {"password": secret.get_secret_value()} if secret else None
@@ -99,7 +111,7 @@ def get_redis() -> redis.Redis:
     # Every thread may hold one connection at a time (API thread pool, a worker's threads pool): the pool must
     # not cap below that (redis-py's default is 100).
     return redis.Redis.from_url(url, health_check_interval=30, socket_timeout=30, max_connections=2048,
-                                retry_on_timeout=True, **_COMMON)
+                                retry=reconnect_retry(), **_COMMON)
 
 
 def get_async_redis() -> aioredis.Redis:
@@ -120,7 +132,15 @@ def get_async_redis() -> aioredis.Redis:
                                         "max_connections": _ASYNC_MAX_CONNECTIONS})
         return cast(aioredis.Redis, client)
     return aioredis.Redis.from_url(url, socket_timeout=None, health_check_interval=30,
-                                   max_connections=_ASYNC_MAX_CONNECTIONS, **_COMMON)
+                                   max_connections=_ASYNC_MAX_CONNECTIONS, retry=_async_retry(), **_COMMON)
+
+
+def _async_retry() -> Any:
+    """``reconnect_retry`` for asyncio clients (redis.asyncio has its own Retry class)."""
+    from redis.asyncio.retry import Retry as AsyncRetry
+
+    return AsyncRetry(ExponentialWithJitterBackoff(cap=0.5, base=0.02), retries=3,
+                      supported_errors=(rexc.ConnectionError, rexc.TimeoutError))
 
 
 _LOOP_CLIENTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis] = weakref.WeakKeyDictionary()

@@ -66,6 +66,16 @@ class JobRequest(BaseModel):
     priority: Priority = "normal"
     webhook: WebhookSpec | None = None
 
+    @field_validator("model")
+    @classmethod
+    def _no_control_chars(cls, value: str) -> str:
+        from gpuq.common.refs import control_char
+
+        bad = control_char(value)
+        if bad is not None:
+            raise ValueError(f"control character {bad} is not allowed in a reference")
+        return value
+
     @field_validator("inputs")
     @classmethod
     def _finite_and_shallow(cls, value: Any) -> Any:

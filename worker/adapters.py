@@ -23,6 +23,7 @@ from gpuq.common.errors import ModelLoadError
 from gpuq.common.jobs.adapterref import ADAPTER_CONFIG
 from gpuq.worker import hub
 from gpuq.worker.context import JobContext
+from gpuq.worker.sources import local_model_dir, model_source
 
 log = logging.getLogger(__name__)
 _ATTR = "_gpuq_adapters"
@@ -42,10 +43,13 @@ def resolve(ctx: JobContext, ref: dict[str, Any]) -> AdapterSource:
         config = ctx.store.local_path(ctx.tenant, str(ref["job"]), ADAPTER_CONFIG)
         return AdapterSource(f"job:{ctx.tenant}:{ref['job']}", config.parent)
     if "path" in ref:
-        path = Path(ref["path"])
+        path = local_model_dir(str(ref["path"]), "params.adapter.path")
         stamp = max((p.stat().st_mtime_ns for p in path.glob("adapter_*")), default=0)
         return AdapterSource(f"path:{path}:{stamp}", path)
-    pulled = hub.pull(str(ref["repo"]), ref.get("revision"), "model", hub.pull_token(ref.get("sealed_token")))
+    path, pulled = model_source(str(ref["repo"]), ref.get("revision"), hub.pull_token(ref.get("sealed_token")),
+                                "params.adapter.repo")
+    if pulled is None:  # a directory of that name under this worker's roots
+        return AdapterSource(f"path:{path}", path)
     ctx.pin("adapter", **pulled.pin())
     return AdapterSource(f"hub:{pulled.repo_id}@{pulled.sha}", pulled.path)
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 
 from gpuq.common import keys
+from gpuq.common.outage import OUTAGE_ERRORS, Outage
 from gpuq.common.redis_client import get_redis
 from gpuq.common.settings import get_settings
 
@@ -46,8 +48,49 @@ def beat(node: str, consumed: list[str], info: dict[str, object]) -> None:
     pipe.execute()
 
 
+_owed: list[str] | None = None  # the held set a failed publish still has to write (None: nothing owed)
+_owed_lock = threading.Lock()  # held across each write, so an older set never lands after a newer one
+
+
 def publish_held(models: list[str]) -> None:
-    """Replace the set of models this worker holds (the resident cache calls this on every change)."""
+    """Replace the set of models this worker holds (the resident cache calls this on every change).
+
+    A publish that fails because Redis is down is owed: a background thread writes the newest owed set as
+    soon as Redis is back (in the process that holds the models, prefork child or threads worker), so
+    routing does not go on without this worker's models after an outage.
+    """
+    global _owed
+    with _owed_lock:
+        try:
+            _write_held(models)
+            _owed = None
+            return
+        except OUTAGE_ERRORS as exc:
+            failure, start = exc, _owed is None
+            _owed = list(models)
+    if start:
+        threading.Thread(target=_republish, name="gpuq-held-models", daemon=True).start()
+    raise failure
+
+
+def _republish() -> None:
+    global _owed
+    outage = Outage("publishing resident models", log)
+    while True:
+        with _owed_lock:
+            if _owed is None:
+                return
+            try:
+                _write_held(_owed)
+                _owed = None
+                outage.ok()
+                return
+            except OUTAGE_ERRORS as exc:
+                delay = outage.failed(exc)
+        time.sleep(delay)
+
+
+def _write_held(models: list[str]) -> None:
     key = keys.worker_models(current_node())
     pipe = get_redis().pipeline(transaction=True)
     pipe.delete(key)

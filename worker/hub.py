@@ -105,11 +105,14 @@ class Pulled:
 
 
 def pull(repo_id: str, revision: str | None = None, repo_type: str = "model", token: str | None = None,
-         allow_patterns: list[str] | None = None) -> Pulled:
+         allow_patterns: list[str] | None = None, weights_only: bool = False) -> Pulled:
     """Download a repo snapshot through the HF cache (HF_HOME, HF_ENDPOINT), pinned to a commit sha.
 
     Online, the revision is resolved to a sha first and exactly that commit is fetched. Offline
-    (HF_HUB_OFFLINE=1), the snapshot must already be cached; its directory name is the sha.
+    (HF_HUB_OFFLINE=1), the snapshot must already be cached; its directory name is the sha. ``weights_only``
+    (models) leaves out what PyTorch loading never reads: other frameworks' weights, and ``.bin`` weights
+    when the repo has safetensors. The path returned is absolute, so the libraries given it never fall back
+    to a directory of the repo's name relative to the working directory.
     """
     from huggingface_hub import constants, snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
@@ -122,19 +125,31 @@ def pull(repo_id: str, revision: str | None = None, repo_type: str = "model", to
         except LocalEntryNotFoundError:
             raise JobError(f"{repo_type} {repo_id}@{wanted} is not in the HF cache and the Hub is offline "
                            f"(HF_HUB_OFFLINE=1)") from None
-        return Pulled(Path(path), repo_id, repo_type, wanted, Path(path).name)
-    sha = resolve_revision(repo_id, revision, repo_type, token)
+        return Pulled(Path(path).resolve(), repo_id, repo_type, wanted, Path(path).name)
+    info = repo_info(repo_id, revision, repo_type, token)
+    sha = str(info.sha)
+    ignore = _not_weights([s.rfilename for s in info.siblings or []]) if weights_only else None
     path = with_retries(lambda: snapshot_download(repo_id, revision=sha, repo_type=repo_type, token=token,
-                                                  allow_patterns=allow_patterns),
+                                                  allow_patterns=allow_patterns, ignore_patterns=ignore),
                         f"download {repo_type} {repo_id}@{sha[:12]}")
-    return Pulled(Path(path), repo_id, repo_type, wanted, sha)
+    return Pulled(Path(path).resolve(), repo_id, repo_type, wanted, sha)
 
 
-def resolve_revision(repo_id: str, revision: str | None, repo_type: str = "model",
-                     token: str | None = None) -> str:
-    """Pin a branch or tag to the commit sha it points at now (recorded in the job record)."""
+# Files of a model repo that loading it with PyTorch never reads (other frameworks, exports, archives).
+OTHER_FORMATS = ["*.h5", "*.msgpack", "*.onnx", "*.onnx_data", "*.ot", "*.tflite", "*.gguf", "*.ckpt",
+                 "*.mlmodel", "onnx/*", "openvino/*", "coreml/*", "*.tar.gz", "*.zip"]
+
+
+def _not_weights(files: list[str]) -> list[str]:
+    if any(f.endswith(".safetensors") for f in files):
+        return [*OTHER_FORMATS, "*.bin", "*.pth", "*.pt"]
+    return OTHER_FORMATS
+
+
+def repo_info(repo_id: str, revision: str | None, repo_type: str = "model", token: str | None = None) -> Any:
+    """The repo at ``revision`` as the Hub describes it now: its commit sha and its files."""
     from huggingface_hub import HfApi
 
-    info = with_retries(lambda: HfApi(token=token).repo_info(repo_id, revision=revision, repo_type=repo_type),
+    return with_retries(lambda: HfApi(token=token).repo_info(repo_id, revision=revision, repo_type=repo_type),
                         f"resolve {repo_id}@{revision or 'main'}")
-    return str(info.sha)
+

@@ -13,6 +13,7 @@ import threading
 import redis
 
 from gpuq.common import keys
+from gpuq.common.outage import Outage
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +50,13 @@ class Leases:
         self._thread.start()
 
     def _renew(self) -> None:
+        outage = Outage(f"lease renewal of {len(self.keys)} job(s)", log)  # one line per outage, not per try
         while self.keys and not self._stop.wait(self.ttl_ms / 3000):
             try:
                 kept = self._each(_RENEW, self.ttl_ms)
+                outage.ok()
             except redis.RedisError as exc:
-                log.warning("lease renewal failed: %s", exc)
+                outage.failed(exc)
                 continue
             lost = [key for key, ok in zip(self.keys, kept) if not ok]
             for key in lost:

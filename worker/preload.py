@@ -101,7 +101,7 @@ def preload_all(entries: list[str]) -> None:
     telemetry.publish_state(r, preload="loading", preload_boot=boot_id(), preload_error="")
     try:
         for task, model in parse(entries):
-            preloader(task)(check_model_ref(model, get_settings().model_roots, field="GPUQ_PRELOAD"), task)
+            preloader(task)(check_model_ref(model, get_settings(), field="GPUQ_PRELOAD"), task)
             log.info("preloaded %s for %s", model, task)
     except Exception as exc:  # noqa: BLE001 - reported through /healthz; the worker keeps serving
         log.error("preload failed: %s", exc)

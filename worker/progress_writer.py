@@ -31,6 +31,7 @@ from typing import Any
 import redis
 
 from gpuq.common import keys
+from gpuq.common.outage import Outage
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +143,7 @@ class ProgressWriter:
     def _watch_loop(self) -> None:
         pubsub: Any = None
         refreshed = 0.0
+        outage = Outage("progress watcher", log)
         while True:
             with self._cv:
                 self._cv.wait_for(lambda: bool(self._jobs))
@@ -156,11 +158,11 @@ class ProgressWriter:
                 if time.monotonic() - refreshed >= WATCH_S:
                     refreshed = time.monotonic()
                     self._refresh()
+                outage.ok()
             except redis.RedisError as exc:
-                log.debug("progress watcher: %s", exc)
                 _close(pubsub)
                 pubsub = None
-                time.sleep(0.5)
+                outage.wait(exc)
             except Exception:  # keep watching
                 log.exception("progress watcher failed")
                 _close(pubsub)

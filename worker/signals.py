@@ -14,6 +14,7 @@ from celery.exceptions import TimeLimitExceeded
 
 from gpuq.common import keys
 from gpuq.common.errors import JobTimeout
+from gpuq.common.outage import OUTAGE_ERRORS, Outage
 from gpuq.common.redis_client import get_redis
 from gpuq.common.settings import get_settings
 from gpuq.worker import affinity
@@ -48,6 +49,7 @@ def _beat(app: Any, node: str, queues: list[str], pool: str) -> None:
             "started_at": time.time()}
     next_sweep = time.monotonic() + settings.sweep_interval_s
     next_reap = 0.0
+    outage = Outage(f"heartbeat of {node}", log)  # one line when Redis goes, one when it returns
     while not _stop.is_set():
         try:
             r = get_redis()
@@ -61,9 +63,13 @@ def _beat(app: Any, node: str, queues: list[str], pool: str) -> None:
             if time.monotonic() >= next_reap:  # dead workers' private queues and held jobs
                 next_reap = time.monotonic() + settings.reaper_interval_s
                 reap_once(r, app, settings.reaper_interval_s)
-        except Exception as exc:  # noqa: BLE001 - Redis may be down; keep beating when it returns
+            outage.ok()
+        except OUTAGE_ERRORS as exc:  # Redis (or the broker) is down: keep beating until it returns
             HEARTBEAT.beat(False, f"{type(exc).__name__}: {exc}"[:200])
-            log.warning("heartbeat failed: %s", exc)
+            outage.failed(exc)
+        except Exception as exc:  # noqa: BLE001 - a bug in one beat must not stop the next
+            HEARTBEAT.beat(False, f"{type(exc).__name__}: {exc}"[:200])
+            log.warning("heartbeat failed: %s", exc, exc_info=True)
         _stop.wait(min(settings.worker_heartbeat_s, settings.reaper_interval_s))
 
 
@@ -74,7 +80,6 @@ def _start_heartbeat(sender: Any = None, **_: Any) -> None:
 
     queues = [q.name for q in sender.app.amqp.queues.consume_from.values()] if sender else []
     node = os.environ.get("GPUQ_WORKER_NAME", socket.gethostname())
-    get_redis().delete(keys.draining(node))
     _wrap_shutdown_signals()
     app = sender.app if sender else celery_app
     pool = str(app.conf.worker_pool)
@@ -83,6 +88,7 @@ def _start_heartbeat(sender: Any = None, **_: Any) -> None:
 
         start_preload(wait=True)
     try:
+        get_redis().delete(keys.draining(node))
         affinity.beat(node, queues, {"node": node, "pid": os.getpid(), "queues": queues, "pool": pool})
         requeue_held(get_redis(), app, node)  # jobs a previous run of this node claimed and never finished
     except Exception as exc:  # noqa: BLE001 - start serving anyway; the reaper retries later

@@ -85,8 +85,8 @@ def _safetensors_bytes(path: Path, target_bytes: int | None) -> int:
 def weights_dir(model: str, revision: str | None) -> Path | None:
     """The directory holding the weights: a local model, or the Hub cache's snapshot (never downloads)."""
     path = Path(model)
-    if path.is_dir():
-        return path
+    if path.is_absolute():  # a stored local reference; a Hub id is never looked up relative to the cwd
+        return path if path.is_dir() else None
     try:
         from huggingface_hub import snapshot_download
 

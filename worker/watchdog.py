@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from celery.exceptions import SoftTimeLimitExceeded
 
 from gpuq.common.errors import JobTimeout
+from gpuq.common.outage import OUTAGE_ERRORS, Outage
 
 log = logging.getLogger(__name__)
 HARD_GRACE_S = 30.0
@@ -47,6 +48,7 @@ class Watchdog:
         self._lock = threading.Lock()
         self.fired_soft = 0
         self.fired_hard = 0
+        self._outage = Outage("watchdog", log)
         threading.Thread(target=self._loop, name="gpuq-watchdog", daemon=True).start()
 
     @contextmanager
@@ -82,7 +84,15 @@ class Watchdog:
                 for watch in due_hard:
                     self._watches.pop(watch.job_id, None)
             for watch in due_hard:
-                self._fail(watch)
+                try:
+                    self._fail(watch)
+                    self._outage.ok()
+                except OUTAGE_ERRORS as exc:  # Redis is down: fail the job at the next tick instead
+                    self._outage.failed(exc)
+                    with self._lock:
+                        self._watches.setdefault(watch.job_id, watch)
+                except Exception:  # noqa: BLE001 - the watchdog thread must outlive one bad failing
+                    log.exception("watchdog could not fail job %s", watch.job_id)
 
     def _fail(self, watch: _Watch) -> None:
         from gpuq.worker.runner import finish, job_store, node_name

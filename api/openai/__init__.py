@@ -8,7 +8,6 @@ these routes take OpenAI's shape (errors.py).
 from __future__ import annotations
 
 from fastapi import APIRouter
-
 from gpuq.api.openai import embeddings, images, models
 from gpuq.api.openai.batches import routes as batches
 from gpuq.api.openai.fine_tuning import routes as fine_tuning

@@ -10,8 +10,6 @@ from typing import Any
 
 import orjson
 from fastapi import Request
-from redis.exceptions import RedisError
-
 from gpuq.api import submission, waiting
 from gpuq.api.deps import artifact_store
 from gpuq.api.openai import retries
@@ -20,6 +18,7 @@ from gpuq.common.errors import Conflict, GpuqError, InvalidInput, UpstreamJobFai
 from gpuq.common.records import JobStore
 from gpuq.common.schemas import TERMINAL_STATUSES, ErrorInfo, JobRecord, JobRequest
 from gpuq.common.settings import Settings
+from redis.exceptions import RedisError
 
 log = logging.getLogger(__name__)
 Params = Callable[[str], str]  # gpuq field ("params.max_new_tokens", "inputs.0") -> OpenAI parameter

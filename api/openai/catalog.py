@@ -20,12 +20,11 @@ from typing import Any
 
 from gpuq.api import catalog
 from gpuq.common.errors import InvalidInput, NotFound
-from gpuq.common.jobs.modelref import check_model_ref, is_local
 from gpuq.common.records import JobStore
+from gpuq.common.refs.models import catalog_name, resolve_model
 from gpuq.common.settings import Settings
 
 FT_PREFIX = "ft:"
-_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$")
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 _MARKERS = ("config.json", "model_index.json", "adapter_config.json")
 
@@ -46,50 +45,31 @@ def not_found(model_id: str) -> NotFound:
 
 
 def resolve(model_id: str, tenant: str, jobs: JobStore, settings: Settings) -> Resolved:
-    """The gpuq model reference (and adapter) an OpenAI ``model`` names; 404 when it names none."""
+    """The gpuq model reference (and adapter) an OpenAI ``model`` names; 404 when it names none.
+
+    A name is decided by the one resolver (``gpuq.common.refs``): a directory under the model roots by its
+    root-relative name or absolute path, else a Hub id (allowed unless ``GPUQ_OPENAI_HUB_MODELS`` is off and
+    no live worker holds it)."""
     if model_id.startswith(FT_PREFIX):
         return _finetune(model_id, tenant, jobs)
-    local = under_roots(model_id, settings.model_roots)
-    if local is not None:
-        return Resolved(model_id, str(local))
-    if is_local(model_id):
-        try:
-            return Resolved(model_id, check_model_ref(model_id, settings.model_roots))
-        except InvalidInput:
-            raise not_found(model_id) from None
-    if _HUB_ID.match(model_id) and (settings.openai_hub_models or model_id in resident(jobs)):
-        return Resolved(model_id, model_id)
+    try:
+        ref = resolve_model(model_id, settings)
+    except InvalidInput:
+        raise not_found(model_id) from None
+    if ref.is_local or settings.openai_hub_models or model_id in resident(jobs):
+        return Resolved(model_id, ref.value)
     raise not_found(model_id)
 
 
-def under_roots(name: str, roots: list[Path]) -> Path | None:
-    """The directory a root-relative model name stands for, in the first root that has it."""
-    if is_local(name) or ".." in name.split("/"):
-        return None
-    for root in roots:
-        path = root / name
-        try:
-            if path.is_dir():
-                return path.resolve()
-        except OSError:  # a name too long for the filesystem names no directory
-            return None
-    return None
+def display_id(model: str, settings: Settings) -> str:
+    """A model reference as the catalog names it: its name under the roots when it lies under one."""
+    return catalog_name(model, settings) or model if Path(model).is_absolute() else model
 
 
-def display_id(model: str, roots: list[Path]) -> str:
-    """A model reference as the catalog names it: root-relative when it lies under a root."""
-    path = Path(model)
-    for root in roots:
-        base = root.resolve()
-        if path.is_absolute() and path != base and path.is_relative_to(base):
-            return path.relative_to(base).as_posix()
-    return model
-
-
-def finetune_id(base: str, tenant: str, job_id: str, roots: list[Path]) -> str:
+def finetune_id(base: str, tenant: str, job_id: str, settings: Settings) -> str:
     """The ``ft:<base>:<tenant>:<job id>`` model id of a finished fine-tune (the catalog's, as OpenAI's
     ``ft:<base>:<owner>:...:<id>``; the job id last, which is all ``resolve`` reads)."""
-    return f"{FT_PREFIX}{display_id(base, roots)}:{tenant}:{job_id}"
+    return f"{FT_PREFIX}{display_id(base, settings)}:{tenant}:{job_id}"
 
 
 def _finetune(model_id: str, tenant: str, jobs: JobStore) -> Resolved:

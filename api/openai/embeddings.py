@@ -15,8 +15,6 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
 from gpuq.api.deps import Jobs, SettingsDep, Tenant
 from gpuq.api.openai import calls, catalog
 from gpuq.api.openai.errors import OpenAIRoute
@@ -26,6 +24,7 @@ from gpuq.common.errors import InvalidInput
 from gpuq.common.records import JobStore
 from gpuq.common.schemas import JobRequest
 from gpuq.common.settings import Settings
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 router = APIRouter(prefix="/v1", tags=["openai"], route_class=OpenAIRoute)
 Inputs = str | list[str] | list[int] | list[list[int]]

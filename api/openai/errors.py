@@ -20,9 +20,8 @@ from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from redis.exceptions import RedisError
-
 from gpuq.common.errors import GpuqError, InvalidInput, ServiceUnavailable
+from redis.exceptions import RedisError
 
 log = logging.getLogger(__name__)
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]

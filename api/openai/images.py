@@ -11,8 +11,6 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
 from gpuq.api.deps import Jobs, SettingsDep, Tenant, artifact_store
 from gpuq.api.openai import calls, catalog
 from gpuq.api.openai.errors import OpenAIRoute
@@ -21,6 +19,7 @@ from gpuq.api.submission import Submitted
 from gpuq.common.records import JobStore
 from gpuq.common.schemas import JobRecord, JobRequest
 from gpuq.common.settings import Settings
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 router = APIRouter(prefix="/v1", tags=["openai"], route_class=OpenAIRoute)
 _SIZE = re.compile(r"^(\d{2,5})x(\d{2,5})$")

@@ -5,7 +5,6 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
-
 from gpuq.api.deps import Jobs, SettingsDep, Tenant
 from gpuq.api.openai import catalog
 from gpuq.api.openai.errors import SharedRoute

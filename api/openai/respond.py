@@ -5,7 +5,6 @@ from typing import Any
 
 import orjson
 from fastapi import Response
-
 from gpuq.api.submission import Submitted
 
 

@@ -14,7 +14,6 @@ from typing import Any, cast
 
 import redis
 from fastapi import Request
-
 from gpuq.common import keys
 from gpuq.common.records import body_hash
 from gpuq.common.settings import Settings

@@ -13,7 +13,6 @@ from typing import Any, Protocol
 
 from fastapi import Request
 from fastapi.responses import StreamingResponse
-
 from gpuq.api.openai import calls
 from gpuq.api.openai.errors import error_body, openai_status
 from gpuq.api.submission import Submitted

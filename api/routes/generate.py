@@ -5,7 +5,7 @@ worker), waits for it without polling, and answers ``{"result": generated_text}`
 """
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Query
 from fastapi.concurrency import run_in_threadpool
@@ -13,22 +13,27 @@ from fastapi.responses import JSONResponse
 
 from gpuq.api import submission, waiting
 from gpuq.api.deps import Jobs, SettingsDep, Tenant
-from gpuq.common.errors import ConfigError, UpstreamJobFailed, WaitTimeout
+from gpuq.common.errors import InvalidInput, NotConfigured, UpstreamJobFailed, WaitTimeout
 from gpuq.common.records import JobStore
 from gpuq.common.schemas import JobRequest
 from gpuq.common.settings import Settings
 
 router = APIRouter(tags=["generate"])
+SETTING = "GPUQ_GENERATE_MODEL"
+NOT_CONFIGURED: dict[int | str, dict[str, Any]] = {
+    503: {"description": f"no usable model is configured for /generate ({SETTING})"}}
 Prompt = Annotated[str, Query(min_length=1, max_length=100_000, description="text to continue")]
 
 
-@router.get("/generate", responses={504: {"description": "not finished in time; the job goes on"}})
+@router.get("/generate", responses={504: {"description": "not finished in time; the job goes on"},
+                                    **NOT_CONFIGURED})
 async def generate_get(prompt: Prompt, tenant: Tenant, jobs: Jobs, settings: SettingsDep) -> JSONResponse:
     """Generate a continuation of ``prompt`` with the default model: ``{"result": generated_text}``."""
     return await _generate(prompt, tenant, jobs, settings)
 
 
-@router.post("/generate", responses={504: {"description": "not finished in time; the job goes on"}})
+@router.post("/generate", responses={504: {"description": "not finished in time; the job goes on"},
+                                     **NOT_CONFIGURED})
 async def generate_post(prompt: Annotated[str, Form(min_length=1, max_length=100_000)], tenant: Tenant,
                         jobs: Jobs, settings: SettingsDep) -> JSONResponse:
     """The same as ``GET /generate``, with ``prompt`` as a form field."""
@@ -37,11 +42,17 @@ async def generate_post(prompt: Annotated[str, Form(min_length=1, max_length=100
 
 async def _generate(prompt: str, tenant: str, jobs: JobStore, settings: Settings) -> JSONResponse:
     if not settings.generate_model:
-        raise ConfigError("/generate is not configured on this deployment (set GPUQ_GENERATE_MODEL)",
-                          field="GPUQ_GENERATE_MODEL")
+        raise NotConfigured(f"/generate is not configured on this deployment (set {SETTING})", field=SETTING)
     body = JobRequest(kind="inference", model=settings.generate_model, inputs=prompt,
                       params={"task": "text-generation", "max_new_tokens": settings.generate_max_new_tokens})
-    done = await run_in_threadpool(submission.submit, body, tenant, jobs, settings)
+    try:
+        done = await run_in_threadpool(submission.submit, body, tenant, jobs, settings)
+    except InvalidInput as exc:
+        if exc.field != "model":
+            raise
+        # The deployment's model, not the caller's request: say which setting names nothing usable.
+        raise NotConfigured(f"/generate cannot run: {SETTING} {exc.message.removeprefix('model: ')}",
+                            field=SETTING) from None
     job_id = done.job_id
     headers = {"Location": f"/v1/jobs/{job_id}", "X-Gpuq-Job-Id": job_id}
     timeout = waiting.capped(settings.generate_timeout_s, settings)

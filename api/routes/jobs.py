@@ -10,8 +10,7 @@ from fastapi.responses import FileResponse, Response, StreamingResponse
 
 from gpuq.api import bulk, submission, waiting
 from gpuq.api.deps import Artifacts, Jobs, SettingsDep, Tenant
-from gpuq.common import events, keys
-from gpuq.common.errors import InvalidInput
+from gpuq.common import events
 from gpuq.common.records import answers_json
 from gpuq.common.redis_client import loop_redis
 from gpuq.common.schemas import (TERMINAL_STATUSES, ArtifactInfo, BulkJobRequest, JobList, JobRecord, JobRequest,
@@ -110,41 +109,36 @@ def cancel_job(job_id: str, tenant: Tenant, jobs: Jobs) -> JobRecord:
     return jobs.request_cancel(job_id, tenant)
 
 
-@router.get("/{job_id}/events")
-def stream_events(job_id: str, tenant: Tenant, jobs: Jobs, request: Request,
-                  last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
-                  after: Annotated[str | None, Query(pattern=r"^\d+-\d+$")] = None,
-                  follow: bool = True) -> StreamingResponse:
+@router.get("/{job_id}/events", responses={422: {"description": "Last-Event-ID / after is not an id of this stream"}})
+async def stream_events(job_id: str, tenant: Tenant, jobs: Jobs, request: Request,
+                        last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=64)] = None,
+                        after: Annotated[str | None, Query(max_length=64)] = None,
+                        follow: bool = True) -> StreamingResponse:
     """Server-Sent Events: replay from the start (or after Last-Event-ID), end after the terminal event.
 
-    ``follow=false`` replays the events so far and ends at once (``gpuq logs`` without ``--follow``).
+    ``follow=false`` replays the events so far and ends at once (``gpuq logs`` without ``--follow``). A resume
+    at or after the terminal event ends at once; an id this stream never issued is a 422. Everything up to
+    now is read before the response starts, so a Redis error is a 503, never a stream cut off after its 200;
+    a Redis outage while following sends keep-alives until Redis returns.
     """
-    jobs.get(job_id, tenant)
-    start = last_event_id or after or "0"
-    if start != "0" and not _valid_stream_id(start):
-        raise InvalidInput("Last-Event-ID must be a stream id like 1700000000000-0", field="Last-Event-ID")
-    body = _sse(job_id, start, request) if follow else _replay(job_id, start)
-    return StreamingResponse(body, media_type="text/event-stream",
+    await run_in_threadpool(jobs.get, job_id, tenant)
+    field = "Last-Event-ID" if last_event_id else "after"
+    start = await events.backlog(loop_redis(), job_id, last_event_id or after or "0", field)
+    return StreamingResponse(_sse(job_id, start, request, follow), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-def _valid_stream_id(value: str) -> bool:
-    ms, sep, seq = value.partition("-")
-    return bool(sep) and ms.isdigit() and seq.isdigit()
-
-
-async def _sse(job_id: str, start: str, request: Request) -> AsyncIterator[str]:
-    yield "retry: 2000\n\n"
-    async for event in events.follow(loop_redis(), job_id, start):
+async def _sse(job_id: str, start: events.Backlog, request: Request, follow: bool) -> AsyncIterator[str]:
+    if follow:
+        yield "retry: 2000\n\n"
+    for event in start.events:
+        yield events.sse_frame(event)
+    if start.finished or not follow:
+        return
+    async for found in events.follow(loop_redis(), job_id, start.last):
         if await request.is_disconnected():
             return
-        yield ": keep-alive\n\n" if event is None else events.sse_frame(event)
-
-
-async def _replay(job_id: str, start: str) -> AsyncIterator[str]:
-    entries = await loop_redis().xrange(keys.events(job_id), min=f"({start}" if start != "0" else "-")
-    for entry_id, fields in entries:
-        yield events.sse_frame(events.parse_entry(entry_id, fields))
+        yield ": keep-alive\n\n" if found is None else events.sse_frame(found)
 
 
 @router.get("/{job_id}/artifacts", response_model=list[ArtifactInfo])

@@ -6,9 +6,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from gpuq.common.errors import InvalidInput
-from gpuq.common.jobs.datasource import DatasetId, Revision
-from gpuq.common.jobs.modelref import check_model_ref, is_local
 from gpuq.common.jobs.registry import Submitter
+from gpuq.common.refs import HubId, Revision, is_hub_id, resolve_local_dir, resolve_model
 from gpuq.common.secrets import seal
 
 ADAPTER_CONFIG = "adapter/adapter_config.json"  # where a fine-tune job stores its adapter among its artifacts
@@ -17,13 +16,15 @@ ADAPTER_CONFIG = "adapter/adapter_config.json"  # where a fine-tune job stores i
 class AdapterRef(BaseModel):
     """One of ``job`` (fine-tune job id of the same tenant), ``repo`` (+``revision``) or ``path``.
 
-    A plain string is accepted too: a local path when it looks like one, else a Hub repo id.
+    ``path`` is a directory under the model roots (absolute, or relative to a root). ``repo`` resolves like
+    a ``model``: a directory of that name under the roots first, else the Hub. A plain string is ``repo``
+    when it is Hub-shaped, else ``path``.
     """
 
     model_config = ConfigDict(extra="forbid")
 
     job: str | None = Field(None, pattern=r"^[0-9a-f]{32}$")
-    repo: DatasetId | None = None
+    repo: HubId | None = None
     revision: Revision | None = None
     path: str | None = Field(None, max_length=1024)
     token: SecretStr | None = None
@@ -32,7 +33,7 @@ class AdapterRef(BaseModel):
     @classmethod
     def _from_string(cls, value: Any) -> Any:
         if isinstance(value, str):
-            return {"path": value} if is_local(value) else {"repo": value}
+            return {"repo": value} if is_hub_id(value) else {"path": value}
         return value
 
     @model_validator(mode="after")
@@ -52,7 +53,11 @@ def check_adapter(ref: AdapterRef | None, who: Submitter, field: str = "params.a
         _check_job(ref.job, who, field)
         return {"job": ref.job}
     if ref.path is not None:
-        return {"path": check_model_ref(ref.path, who.settings.model_roots, field=f"{field}.path")}
+        return {"path": str(resolve_local_dir(ref.path, who.settings, f"{field}.path"))}
+    assert ref.repo is not None
+    found = resolve_model(ref.repo, who.settings, f"{field}.repo")
+    if found.is_local:
+        return {"path": found.value}
     out: dict[str, Any] = {"repo": ref.repo}
     if ref.revision:
         out["revision"] = ref.revision

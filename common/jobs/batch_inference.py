@@ -8,7 +8,6 @@ exactly an ``inference`` job's params), the resident models, affinity routing an
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -18,24 +17,23 @@ from gpuq.common.files import DATA_FORMATS, get_file_store
 from gpuq.common.jobs.inference import InferenceParams
 from gpuq.common.jobs.modelref import check_model_ref
 from gpuq.common.jobs.registry import JobSpec, Submitter, Validated, register
+from gpuq.common.refs import HubId, Revision, resolve_data_path
 
-_PART = r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}"
-DatasetId = Annotated[str, Field(pattern=rf"^{_PART}(/{_PART})?$")]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9._ -]{0,127}$")]
-Revision = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")]
 FILE_FORMATS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".ndjson": "json", ".csv": "csv"}
 
 
 class DataSource(BaseModel):
     """Rows to run over: a Hub dataset (``dataset`` + ``config`` + ``split``), an uploaded file of this tenant
-    (``file_id``, from ``POST /v1/files``) or a local parquet / jsonl / csv file (``path``, under
-    ``GPUQ_DATASET_ROOTS`` or ``GPUQ_MODEL_ROOTS``). ``column`` holds each row's input;
+    (``file_id``, from ``POST /v1/files``) or a local parquet / jsonl / csv file (``path``, absolute or
+    relative to a root of ``GPUQ_DATASET_ROOTS`` or ``GPUQ_MODEL_ROOTS``). A Hub dataset id is loaded from the
+    Hub and its cache only, never from a local directory of that name. ``column`` holds each row's input;
     tasks with structured inputs map their fields with ``columns`` (question-answering: question, context).
     """
 
     model_config = ConfigDict(extra="forbid")
 
-    dataset: DatasetId | None = None
+    dataset: HubId | None = None
     config: Name | None = None
     revision: Revision | None = None
     split: Name = "train"
@@ -58,20 +56,6 @@ class BatchInferenceParams(BaseModel):
 
     data: DataSource
     inference: InferenceParams
-
-
-def _check_path(path: str, who: Submitter) -> str:
-    resolved = Path(path).expanduser().resolve()
-    roots = [r.expanduser().resolve() for r in [*who.settings.dataset_roots, *who.settings.model_roots]]
-    if not any(resolved.is_relative_to(root) for root in roots):
-        raise InvalidInput("params.data.path: outside GPUQ_DATASET_ROOTS and GPUQ_MODEL_ROOTS",
-                           field="params.data.path")
-    if resolved.suffix.lower() not in FILE_FORMATS:
-        raise InvalidInput(f"params.data.path: expected one of {sorted(FILE_FORMATS)} files",
-                           field="params.data.path")
-    if not resolved.is_file():
-        raise InvalidInput("params.data.path: no such file", field="params.data.path")
-    return str(resolved)
 
 
 def _check_upload(data: DataSource, file_id: str, who: Submitter) -> None:
@@ -100,13 +84,14 @@ def check(model: str, inputs: Any, parsed: Any, who: Submitter) -> Validated:
         raise InvalidInput(exc.message.replace("params.", "params.inference.", 1), field=field) from None
     data = params.data.model_dump(exclude_none=True)
     if params.data.path is not None:
-        data["path"] = _check_path(params.data.path, who)
+        data["path"] = str(resolve_data_path(params.data.path, who.settings, "params.data.path",
+                                             tuple(FILE_FORMATS)))
     if params.data.file_id is not None:
         _check_upload(params.data, params.data.file_id, who)
     if params.data.max_rows is None or params.data.max_rows > who.settings.batch_inference_max_rows:
         data["max_rows"] = min(params.data.max_rows or who.settings.batch_inference_max_rows,
                                who.settings.batch_inference_max_rows)
-    ref = check_model_ref(model, who.settings.model_roots)
+    ref = check_model_ref(model, who.settings)
     return Validated(model=ref, inputs=None,
                      params={"data": data, "inference": task.model_dump(exclude_none=True)})
 

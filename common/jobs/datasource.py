@@ -12,10 +12,12 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from gpuq.common.errors import InvalidInput
 from gpuq.common.files import DATA_FORMATS, get_file_store
 from gpuq.common.jobs.registry import Submitter
+from gpuq.common.refs import HubId, Revision
 from gpuq.common.secrets import seal
 
-Revision = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")]
-DatasetId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$")]
+# A Hub dataset repo: the worker loads it from the Hub and its cache only, never a local directory so named.
+DatasetId = HubId
+__all__ = ["DataSource", "DatasetId", "MetricName", "Revision", "check_data", "pick_columns", "seal_hub_token"]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9._ -]{0,127}$")]
 # The metrics shipped under worker/metrics (kept equal to worker.metrics.METRIC_NAMES by a test).
 MetricName = Literal["accuracy", "f1", "precision", "recall", "bleu", "sacrebleu", "rouge"]

@@ -45,7 +45,7 @@ def check(model: str, inputs: Any, parsed: Any, who: Submitter) -> Validated:
     if any((m in CLASSIFICATION_METRICS) != classifier for m in metrics):
         raise InvalidInput(f"params.metrics: {metrics} do not suit task_type {params.task_type}",
                            field="params.metrics")
-    ref = check_model_ref(model, who.settings.model_roots)
+    ref = check_model_ref(model, who.settings)
     needs = [["text", "label"]] if classifier else [["text", "reference"]]
     stored = params.model_dump(exclude_none=True, exclude={"data", "adapter", "hub_token", "metrics"})
     stored.update(metrics=metrics, data=check_data(params.data, who, needs))

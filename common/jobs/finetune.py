@@ -111,7 +111,7 @@ def check(model: str, inputs: Any, parsed: Any, who: Submitter) -> Validated:
                                                              for m in params.metrics):
         raise InvalidInput("params.metrics: text metrics need generated text; use accuracy/f1/precision/recall",
                            field="params.metrics")
-    ref = check_model_ref(model, who.settings.model_roots)
+    ref = check_model_ref(model, who.settings)
     # None is kept: it can mean "off" where the default is on (checkpoint_every, max_grad_norm).
     stored = params.model_dump(exclude={"data", "push_to_hub", "hub_token"})
     stored["data"] = check_data(params.data, who, needed_columns(params))

@@ -13,8 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from gpuq.common.errors import InvalidInput
 from gpuq.common.jobs.hubpush import PushToHub, prepare_push
-from gpuq.common.jobs.modelref import check_model_ref, is_local
+from gpuq.common.jobs.modelref import check_model_ref
 from gpuq.common.jobs.registry import JobSpec, Submitter, Validated, register
+from gpuq.common.refs import Revision, check_chars, resolve_model
 from gpuq.common.settings import Settings
 from gpuq.common.storage import get_store, safe_name
 
@@ -23,7 +24,6 @@ SCHEDULERS = ("ddim", "ddpm", "pndm", "lms", "euler", "euler_a", "heun", "kdpm2"
               "dpmpp_2m_karras", "dpmpp_sde", "deis", "unipc")
 SchedulerName = Literal["ddim", "ddpm", "pndm", "lms", "euler", "euler_a", "heun", "kdpm2", "dpmpp_2m",
                         "dpmpp_2m_karras", "dpmpp_sde", "deis", "unipc"]
-Revision = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")]
 Side = Annotated[int, Field(ge=64, multiple_of=8)]
 WeightName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\.safetensors$")]
 JOB_REF_PREFIX = "job:"
@@ -137,6 +137,7 @@ def split_job_ref(ref: str) -> tuple[str, str]:
 def _check_adapter(adapter: AdapterParams, who: Submitter) -> dict[str, Any]:
     out = adapter.model_dump(exclude_none=True)
     field = "params.adapter.ref"
+    check_chars(adapter.ref, field)
     if adapter.ref.startswith(JOB_REF_PREFIX):
         job_id, folder = split_job_ref(adapter.ref)
         # Artifacts are stored per tenant, so another tenant's job simply has none here (no existence leak).
@@ -147,8 +148,8 @@ def _check_adapter(adapter: AdapterParams, who: Submitter) -> dict[str, Any]:
                                "(name it with params.adapter.weight_name)", field=field)
         out.update(source="job", job_id=job_id, artifact=artifact)
     else:
-        out["ref"] = check_model_ref(adapter.ref, who.settings.model_roots, field=field)
-        out["source"] = "local" if is_local(adapter.ref) else "hub"
+        found = resolve_model(adapter.ref, who.settings, field)
+        out.update(ref=found.value, source=found.source)
     return out
 
 
@@ -159,7 +160,7 @@ def check(model: str, inputs: Any, parsed: Any, who: Submitter) -> Validated:
         raise InvalidInput("inputs: image jobs take their text in params.prompt; leave inputs out",
                            field="inputs")
     _bounds(params, who.settings)
-    ref = check_model_ref(model, who.settings.model_roots)
+    ref = check_model_ref(model, who.settings)
     out = params.model_dump(exclude_none=True, exclude={"adapter", "push_to_hub"})
     if params.adapter is not None:
         out["adapter"] = _check_adapter(params.adapter, who)

@@ -16,9 +16,9 @@ from gpuq.common.jobs.chat import check_conversations
 from gpuq.common.jobs.inputs import check_image_uploads, check_images, check_qa, check_texts, check_token_ids
 from gpuq.common.jobs.modelref import check_model_ref
 from gpuq.common.jobs.registry import JobSpec, Submitter, Validated, register
+from gpuq.common.refs import Revision
 from gpuq.common.settings import Settings
 
-Revision = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")]
 DType = Literal["auto", "float32", "float16", "bfloat16"]
 Label = Annotated[str, Field(min_length=1, max_length=200)]
 LangCode = Annotated[str, Field(pattern=r"^[A-Za-z]{2,3}([_-][A-Za-z0-9]{2,8})?$")]
@@ -217,7 +217,7 @@ def check(model: str, inputs: Any, parsed: Any, who: Submitter) -> Validated:
     """Validate an inference request beyond its params' types: limits, model reference, inputs."""
     params, settings = parsed.root, who.settings
     params.check_limits(settings)
-    ref = check_model_ref(model, settings.model_roots)
+    ref = check_model_ref(model, settings)
     checked = params.check_inputs(inputs, settings)
     if isinstance(params, ImageClassificationParams):
         check_image_uploads(checked, who, params.max_image_bytes)

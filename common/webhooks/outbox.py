@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 
@@ -72,7 +72,7 @@ class Outbox:
 
     async def following(self) -> list[str]:
         """Job ids whose streams are still followed."""
-        return list(await self.r.zrange(keys.webhook_jobs(), 0, -1))
+        return cast(list[str], await self.r.zrange(keys.webhook_jobs(), 0, -1))
 
     async def cursors(self, job_ids: list[str]) -> dict[str, str]:
         """Where each job's stream was read up to ("0" when never)."""
@@ -82,14 +82,15 @@ class Outbox:
         return {j: c or "0" for j, c in zip(job_ids, await pipe.execute())}
 
     async def state(self, job_id: str) -> dict[str, str]:
-        return dict(await self.r.hgetall(keys.webhook_state(job_id)))
+        return cast(dict[str, str], await self.r.hgetall(keys.webhook_state(job_id)))
 
     async def advance(self, job_id: str, event_id: str, terminal: bool, delivery: Delivery | None = None,
                       progress_at: float | None = None) -> None:
         """Move the cursor past an event, queueing its delivery (if any) in the same transaction."""
         pipe = self.r.pipeline(transaction=True)
-        state = {"cursor": event_id, **({"progress_at": progress_at} if progress_at is not None else {})}
-        pipe.hset(keys.webhook_state(job_id), mapping=state)
+        pipe.hset(keys.webhook_state(job_id), "cursor", event_id)
+        if progress_at is not None:
+            pipe.hset(keys.webhook_state(job_id), "progress_at", progress_at)
         pipe.expire(keys.webhook_state(job_id), self.ttl_s)
         if delivery is not None:
             pipe.rpush(keys.webhook_outbox(job_id), delivery.dumps())
@@ -105,17 +106,19 @@ class Outbox:
 
     async def due(self, limit: int) -> list[str]:
         """Jobs whose head delivery should be attempted now."""
-        return list(await self.r.zrangebyscore(keys.webhook_due(), "-inf", time.time(), start=0, num=limit))
+        return cast(list[str], await self.r.zrangebyscore(keys.webhook_due(), "-inf", time.time(), start=0,
+                                                          num=limit))
 
     async def next_due(self, exclude: set[str]) -> float | None:
         """When the earliest pending delivery not already in progress is due (None when there is none)."""
-        for job_id, score in await self.r.zrange(keys.webhook_due(), 0, len(exclude), withscores=True):
+        due = cast(list[tuple[str, float]], await self.r.zrange(keys.webhook_due(), 0, len(exclude), withscores=True))
+        for job_id, score in due:
             if job_id not in exclude:
                 return float(score)
         return None
 
     async def head(self, job_id: str) -> Delivery | None:
-        raw = await self.r.lindex(keys.webhook_outbox(job_id), 0)
+        raw = cast(str | None, await self.r.lindex(keys.webhook_outbox(job_id), 0))
         return Delivery.loads(raw) if raw else None
 
     async def done(self, job_id: str, dead: bool = False) -> None:
@@ -135,4 +138,4 @@ class Outbox:
         return int(await self.r.hget(keys.webhook_state(job_id), "attempts") or 0)
 
     async def dead_letters(self) -> list[Delivery]:
-        return [Delivery.loads(raw) for raw in await self.r.lrange(keys.webhook_dead(), 0, -1)]
+        return [Delivery.loads(raw) for raw in cast(list[str], await self.r.lrange(keys.webhook_dead(), 0, -1))]

@@ -7,11 +7,11 @@ never a job. One sender is active at a time (a lease in Redis); a second one wai
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
-import secrets
 import time
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import redis.asyncio as aioredis
@@ -19,26 +19,21 @@ import redis.asyncio as aioredis
 from gpuq.common import keys
 from gpuq.common.errors import InvalidInput
 from gpuq.common.events import parse_entry
+from gpuq.common.outage import OUTAGE_ERRORS, Outage
 from gpuq.common.records import decode_record
 from gpuq.common.schemas import TERMINAL_EVENTS, JobEvent, WebhookSpec
 from gpuq.common.settings import Settings
+from gpuq.common.webhooks.lease import LEASE_S, SenderLease
 from gpuq.common.webhooks.outbox import Delivery, Outbox, payload
 from gpuq.common.webhooks.signing import SIGNATURE_HEADER, sign
 from gpuq.common.webhooks.ssrf import Target, check_webhook_url
 
 log = logging.getLogger(__name__)
-LEASE_S = 10.0
 READ_BLOCK_MS = 500
 STREAMS_PER_READ = 256
 # Longest the delivery loop sleeps without news; deliveries due earlier, or newly queued, wake it sooner.
 IDLE_S = 1.0
 USER_AGENT = "gpuq-webhooks/0.1"
-
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"""
-
 
 class Sender:
     """Follow, enqueue, deliver. ``run()`` until ``stop()``."""
@@ -53,28 +48,55 @@ class Sender:
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()  # set when a delivery is queued or one finishes
         self._slots = asyncio.Semaphore(settings.webhook_concurrency)
-        self._token = secrets.token_hex(8)
+        self.lease = SenderLease(client)
 
     def stop(self) -> None:
         self._stop.set()
 
     async def run(self) -> None:
-        """Wait for the lease, then follow and deliver until stopped or the lease is lost."""
+        """Wait for the lease, then follow and deliver until stopped or the lease is lost.
+
+        A Redis outage of any length never ends this loop: the active cycle stops, and the sender takes (or
+        keeps) the lease again once Redis is back, resuming from the cursors and outboxes stored there.
+        """
         async with httpx.AsyncClient(timeout=self.settings.webhook_timeout_s, follow_redirects=False,
                                      headers={"User-Agent": USER_AGENT}) as http:
             self.http = http
+            outage = Outage("webhook sender", log)
             while not self._stop.is_set():
-                lease = int(LEASE_S * 1000)
-                if not await self.r.set(keys.webhook_sender_lock(), self._token, nx=True, px=lease):
+                try:
+                    held = await self.lease.acquire()
+                    outage.ok()
+                except OUTAGE_ERRORS as exc:
+                    await self._sleep(outage.failed(exc))
+                    continue
+                if not held:
                     await self._sleep(1.0)
                     continue
                 log.info("webhook sender active")
-                tasks = [asyncio.create_task(c) for c in (self._follow(), self._deliver(), self._lease())]
-                await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-            await self.r.eval(_RENEW, 1, keys.webhook_sender_lock(), self._token, 1)
+                failure = await self._active()
+                if failure is not None:
+                    await self._sleep(outage.failed(failure))
+            await self._release()
+
+    async def _active(self) -> BaseException | None:
+        """One active cycle (follow, deliver, renew) until one of them ends; the outage that ended it, if any."""
+        tasks = [asyncio.create_task(c) for c in (self._follow(), self._deliver(), self._lease())]
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in tasks:
+            task.cancel()
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        errors = [e for e in outcomes if isinstance(e, BaseException) and not isinstance(e, asyncio.CancelledError)]
+        for error in errors:
+            if not isinstance(error, OUTAGE_ERRORS):
+                log.error("webhook sender cycle failed: %s: %s", type(error).__name__, error, exc_info=error)
+        return next((e for e in errors if isinstance(e, OUTAGE_ERRORS)), None)
+
+    async def _release(self) -> None:
+        try:
+            await self.lease.release()
+        except OUTAGE_ERRORS as exc:  # the lease lapses on its own
+            log.info("webhook sender lease not released (%s); it lapses within %.0f s", exc, LEASE_S)
 
     async def _sleep(self, seconds: float) -> None:
         try:
@@ -83,10 +105,9 @@ class Sender:
             pass
 
     async def _lease(self) -> None:
-        renew = self.r.register_script(_RENEW)
         while not self._stop.is_set():
             await self._sleep(LEASE_S / 3)
-            if not await renew(keys=[keys.webhook_sender_lock()], args=[self._token, int(LEASE_S * 1000)]):
+            if not await self.lease.renew():
                 log.warning("webhook sender lost its lease; going back to standby")
                 return
 
@@ -105,7 +126,8 @@ class Sender:
             chunks = [job_ids[i:i + STREAMS_PER_READ] for i in range(0, len(job_ids), STREAMS_PER_READ)]
             block = READ_BLOCK_MS if len(chunks) == 1 else None
             for chunk in chunks:
-                resp = await self.r.xread({keys.events(j): cursors[j] for j in chunk}, count=100, block=block)
+                resp = cast(list[tuple[str, list[tuple[str, dict[str, str]]]]] | None,
+                            await self.r.xread({keys.events(j): cursors[j] for j in chunk}, count=100, block=block))
                 for stream, entries in resp or []:
                     job_id = stream.rsplit(":", 1)[-1]
                     for entry_id, fields in entries:
@@ -126,7 +148,7 @@ class Sender:
 
     async def _subscription(self, job_id: str) -> tuple[str, WebhookSpec] | None:
         if job_id not in self._specs:
-            tenant, raw = await self.r.hmget(keys.job(job_id), ["tenant", "webhook"])
+            tenant, raw = cast(list[str | None], await self.r.hmget(keys.job(job_id), ["tenant", "webhook"]))
             self._specs[job_id] = (tenant, WebhookSpec.model_validate_json(raw)) if tenant and raw else None
         return self._specs[job_id]
 
@@ -157,7 +179,7 @@ class Sender:
                         terminal: bool) -> Delivery:
         job = None
         if terminal:
-            raw = await self.r.hgetall(keys.job(job_id))
+            raw = cast(dict[str, str], await self.r.hgetall(keys.job(job_id)))
             job = decode_record(raw).model_dump(mode="json") if raw else None
         return Delivery(job_id=job_id, event_id=event.id, event=event.type, tenant=sub[0], url=sub[1].url,
                         body=payload(job_id, event, job))
@@ -188,9 +210,14 @@ class Sender:
                     await self.outbox.done(job_id)
                     return
                 await self._attempt(job_id, delivery)
+        except OUTAGE_ERRORS as exc:
+            # The active cycle sees the outage too; the delivery stays due in Redis and is retried once it is
+            # back (at least once: a POST that went out before the outage may be sent again).
+            log.debug("webhook delivery for job %s interrupted by a Redis outage: %s", job_id, exc)
         except Exception:  # noqa: BLE001 - one bad delivery must not stop the sender
             log.exception("webhook delivery for job %s crashed; retrying later", job_id)
-            await self.outbox.retry_later(job_id, self.backoff(1))
+            with contextlib.suppress(*OUTAGE_ERRORS):
+                await self.outbox.retry_later(job_id, self.backoff(1))
         finally:
             self._busy.discard(job_id)
             self._wake.set()

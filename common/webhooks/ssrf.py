@@ -60,10 +60,24 @@ def check_webhook_url(url: str, allowlist: Sequence[str], resolve: Resolver = so
     return Target(parts.scheme, host, port, tuple(str(a) for a in addresses))
 
 
+# Ranges the ipaddress module calls global although they are not publicly routable (checked on Python 3.11+):
+# IPv6 site-local (deprecated, still routed inside some networks), the IPv6 documentation prefix of RFC 9637,
+# 6to4 (deprecated; the relay delivers to the IPv4 address inside it), and the deprecated 6to4 relay anycast.
+_MISCLASSIFIED: tuple[tuple[Network, str], ...] = (
+    (ipaddress.ip_network("fec0::/10"), "site-local"),
+    (ipaddress.ip_network("3fff::/20"), "documentation"),
+    (ipaddress.ip_network("2002::/16"), "6to4 (an IPv4 address inside IPv6)"),
+    (ipaddress.ip_network("192.88.99.0/24"), "6to4 relay anycast"),
+)
+
+
 def non_public_reason(address: IPAddress) -> str | None:
     """Why an address may not receive webhooks (None when it is publicly routable)."""
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
+    for net, name in _MISCLASSIFIED:
+        if address.version == net.version and address in net:
+            return name
     checks = (("unspecified", address.is_unspecified), ("loopback", address.is_loopback),
               ("link-local (cloud metadata)", address.is_link_local), ("multicast", address.is_multicast),
               ("private", address.is_private), ("reserved", address.is_reserved),

@@ -36,6 +36,16 @@ def test_metadata_name_resolving_to_link_local_is_refused() -> None:
         check_webhook_url("http://metadata.google.internal/", [], _resolver("169.254.169.254"))
 
 
+@pytest.mark.parametrize(("address", "why"), [
+    ("fec0::1", "site-local"), ("feff:ffff::1", "site-local"), ("3fff:fff::1", "documentation"),
+    ("2002:5db8:d822::1", "6to4"), ("192.88.99.1", "6to4 relay"), ("64:ff9b::5db8:d822", "reserved"),
+    ("::5db8:d822", "reserved"), ("5f00::1", "reserved"), ("::ffff:100.64.0.1", "non-routable"),
+])
+def test_ranges_python_calls_global_but_are_not_public_are_refused(address: str, why: str) -> None:
+    with pytest.raises(InvalidInput, match=why):
+        check_webhook_url("http://hooks.example.com/", [], _resolver(address))
+
+
 def test_allowlist_takes_addresses_networks_and_host_names() -> None:
     assert check_webhook_url("http://127.0.0.1:8080/x", ["127.0.0.1"]).addresses == ("127.0.0.1",)
     assert check_webhook_url("http://10.1.2.3/x", ["10.0.0.0/8"]).addresses == ("10.1.2.3",)

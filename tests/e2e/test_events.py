@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from tests.support.jobs import run, sse_events
 
@@ -39,3 +40,32 @@ def test_stream_survives_a_quiet_spell_longer_than_the_redis_read_timeout(client
                                          "params": {"steps": 1, "step_ms": 6000}})
     events = sse_events(client, resp.json()["id"])
     assert [e["event"] for e in events][-1] == "completed"
+
+
+def _stream(client: httpx.Client, job_id: str, timeout: float = 10, **headers: str) -> httpx.Response:
+    """One events request read to its end (it must end well within ``timeout``)."""
+    with client.stream("GET", f"/v1/jobs/{job_id}/events", headers=headers, timeout=timeout) as resp:
+        resp.read()
+        return resp
+
+
+def test_a_resume_at_or_after_the_terminal_event_closes_at_once(client: httpx.Client) -> None:
+    job = run(client, {"kind": "synthetic", "model": "none", "params": {"steps": 2}})
+    full = sse_events(client, job["id"])
+    terminal = full[-1]["id"]
+    resp = _stream(client, job["id"], timeout=5, **{"Last-Event-ID": terminal})
+    assert resp.status_code == 200 and "event:" not in resp.text
+    ms, seq = terminal.split("-")
+    later = client.get(f"/v1/jobs/{job['id']}/events", params={"after": f"{ms}-{int(seq) + 1}", "follow": "false"})
+    assert later.status_code == 422 and later.json()["error"]["field"] == "after"
+
+
+@pytest.mark.parametrize("bad", ["99999999999999999999999-0", "1-99999999999999999999999", "18446744073709551616-0",
+                                 "abc", "1-", "-1", "١٢٣-0", "1700000000000-0-0", "9999999999999-0"])
+def test_malformed_or_out_of_range_ids_are_422_before_any_streaming(client: httpx.Client, bad: str) -> None:
+    job = run(client, {"kind": "synthetic", "model": "none", "params": {"steps": 1}})
+    resp = client.get(f"/v1/jobs/{job['id']}/events", headers={"Last-Event-ID": bad.encode()}, timeout=10)
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["error"]["field"] == "Last-Event-ID"
+    query = client.get(f"/v1/jobs/{job['id']}/events", params={"after": bad}, timeout=10)
+    assert query.status_code == 422 and query.json()["error"]["field"] == "after", query.text

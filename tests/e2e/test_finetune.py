@@ -101,6 +101,22 @@ def test_causal_lm_adapter_changes_generation_and_is_served_on_the_resident_base
     assert any("adapter loaded" in m for m in logs)
 
 
+def test_another_tenant_cannot_use_the_adapter_by_job_id_or_by_its_path(
+        client_b: httpx.Client, models: dict[str, str], lm_adapter: dict[str, Any]) -> None:
+    from tests.conftest import SESSION_DIR
+
+    stored = SESSION_DIR / "artifacts" / "alpha" / lm_adapter["id"] / "adapter"
+    assert (stored / "adapter_config.json").is_file()
+    refs = [({"job": lm_adapter["id"]}, "params.adapter.job"), ({"path": str(stored)}, "params.adapter.path"),
+            (str(stored.parent / "merged"), "model")]
+    for ref, field in refs:
+        body = {"kind": "inference", "model": models["gpt2"], "inputs": "x", "params": {**GEN, "adapter": ref}}
+        if field == "model":
+            body = {**body, "model": ref, "params": GEN}
+        resp = client_b.post("/v1/jobs", json=body)
+        assert resp.status_code == 422 and resp.json()["error"]["field"] == field, resp.text
+
+
 def test_dpo_runs_a_few_steps_and_prefers_the_chosen_answers(client: httpx.Client, models: dict[str, str]) -> None:
     file_id = upload(client, preference_rows(120))
     job = run(client, _finetune(models["gpt2"], {

@@ -52,11 +52,16 @@ def test_generate_timeout_is_a_clear_504_and_the_job_goes_on(impatient_api: http
     assert wait_status(impatient_api, error["job_id"])["status"] == "succeeded"
 
 
-def test_generate_without_a_configured_model_says_so(service_env: dict[str, str], log_dir: Path,
-                                                     worker: object) -> None:
-    svc, url = start_api({**service_env, "GPUQ_GENERATE_MODEL": ""}, log_dir)
+@pytest.mark.parametrize("model", ["", "var/models/gpt2", "/nowhere/gpt2"], ids=["unset", "relative", "absent"])
+def test_generate_without_a_usable_model_is_a_503_naming_the_setting(service_env: dict[str, str], log_dir: Path,
+                                                                     worker: object, model: str) -> None:
+    # "relative" is what `gpuq up` without --demo configures: a directory the demo would have built.
+    svc, url = start_api({**service_env, "GPUQ_GENERATE_MODEL": model}, log_dir)
     try:
         resp = httpx.get(f"{url}/generate", params={"prompt": "hi"}, headers={"Authorization": f"Bearer {KEY_A}"})
     finally:
         svc.stop()
-    assert resp.status_code == 500 and resp.json()["error"]["field"] == "GPUQ_GENERATE_MODEL"
+    assert resp.status_code == 503, resp.text
+    error = resp.json()["error"]
+    assert error["field"] == "GPUQ_GENERATE_MODEL" and error["type"] == "not_configured"
+    assert "GPUQ_GENERATE_MODEL" in error["message"] and error["retryable"] is False

@@ -167,6 +167,12 @@ SSRF = [
     ("http://0.0.0.0/hook", "unspecified"),
     ("http://224.0.0.1/hook", "multicast"),
     ("http://100.64.0.1/hook", "non-routable"),
+    ("http://[fec0::1]/hook", "site-local"),  # the ipaddress module calls site-local global
+    ("http://[fec0:1::10]:8080/hook", "site-local"),
+    ("http://[2002:a00:1::1]/hook", "6to4"),
+    ("http://[3fff::1]/hook", "documentation"),
+    ("http://[64:ff9b::a00:1]/hook", "reserved"),  # NAT64 of 10.0.0.1
+    ("http://[::a00:1]/hook", "reserved"),  # IPv4-compatible, deprecated
     ("ftp://example.com/hook", "http:// or https://"),
     ("http://user:pw@127.0.0.1/hook", "credentials"),
     ("http://no-such-host.invalid/hook", "cannot be resolved"),

@@ -78,3 +78,28 @@ def test_api_reports_not_ready_while_redis_is_down(stack: Stack) -> None:
         stack.kill_redis()
         assert anon.get("/readyz").status_code == 503
         assert anon.get("/healthz").status_code == 200
+
+
+def _sse(client: httpx.Client, path: str, **headers: str) -> tuple[int, list[str]]:
+    """(status, event types) of one SSE request read to its end."""
+    with client.stream("GET", path, headers=headers, timeout=30) as resp:
+        kinds = [line[7:] for line in resp.iter_lines() if line.startswith("event: ")]
+        return resp.status_code, kinds
+
+
+def test_first_event_replay_after_redis_returns_is_complete(stack: Stack, outcome) -> None:
+    stack.start_redis()
+    stack.start_worker("w1")
+    stack.start_api()
+    with stack.client() as c:
+        job = wait_job(c, c.post("/v1/jobs", json=QUICK).json()["id"])
+        paths = [f"/v1/jobs/{job['id']}/events", f"/v1/jobs/{job['id']}/events?follow=false"]
+        before = [_sse(c, p) for p in paths]  # pooled connections now exist in the API
+        stack.kill_redis()
+        time.sleep(1)
+        stack.start_redis()
+        after = [_sse(c, p) for p in paths]
+    assert before[0][1][-1] == "completed" and after == before, (before, after)
+    outcome.record("Redis restarted between two event replays of a finished job",
+                   "the first replay after it returns is complete (stale pooled connections retried)",
+                   f"statuses {[s for s, _ in after]}, {len(after[0][1])} events each, ending in {after[0][1][-1]}")

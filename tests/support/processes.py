@@ -33,14 +33,15 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str, interval:
 class Service:
     """A gpuq service subprocess (``python -m gpuq.cli.main VERB``) with its output in a log file."""
 
-    def __init__(self, verb: str, env: dict[str, str], log_dir: Path, name: str, *args: str) -> None:
+    def __init__(self, verb: str, env: dict[str, str], log_dir: Path, name: str, *args: str,
+                 cwd: Path | None = None) -> None:
         self.name = name
         self.log_path = log_dir / f"{name}.log"
         self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gpuq.cli.main", verb, *args],
             env=env,
-            cwd=ROOT,
+            cwd=cwd or ROOT,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -73,18 +74,19 @@ class Service:
 
 
 def start_worker(env: dict[str, str], log_dir: Path, name: str, queues: str | None = None,
-                 pool: str | None = None, concurrency: int | None = None) -> Service:
+                 pool: str | None = None, concurrency: int | None = None, cwd: Path | None = None) -> Service:
     """Start a real Celery worker (prefork with one child unless ``pool``/``concurrency`` say otherwise)."""
     args = ["--hostname", f"{name}@%h"] + (["--queues", queues] if queues else [])
     args += (["--pool", pool] if pool else []) + (["--concurrency", str(concurrency)] if concurrency else [])
-    return Service("worker", env, log_dir, name, *args)
+    return Service("worker", env, log_dir, name, *args, cwd=cwd)
 
 
-def start_api(env: dict[str, str], log_dir: Path, port: int | None = None) -> tuple[Service, str]:
-    """Start the API under uvicorn and wait for /healthz."""
+def start_api(env: dict[str, str], log_dir: Path, port: int | None = None,
+              cwd: Path | None = None) -> tuple[Service, str]:
+    """Start the API under uvicorn and wait for /healthz (``cwd``: its working directory, else the repo's)."""
     port = port or free_port()
     svc = Service(
-        "api", {**env, "GPUQ_API_PORT": str(port)}, log_dir, f"api-{port}", "--log-level", "warning"
+        "api", {**env, "GPUQ_API_PORT": str(port)}, log_dir, f"api-{port}", "--log-level", "warning", cwd=cwd
     )
     url = f"http://127.0.0.1:{port}"
     wait_for(lambda: httpx.get(f"{url}/healthz", timeout=1).status_code == 200, 60, "API /healthz")

@@ -23,18 +23,21 @@ from tests.support.processes import Service, start_api, start_worker, wait_for
 class MiniStack:
     """Redis + API + named workers, all real processes; ``stop`` ends them all."""
 
-    def __init__(self, base_env: dict[str, str], log_dir: Path, name: str, **env: str) -> None:
+    def __init__(self, base_env: dict[str, str], log_dir: Path, name: str, cwd: Path | None = None,
+                 **env: str) -> None:
         self.name = name
         self.log_dir = log_dir / name
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.cwd = cwd  # every process's working directory (None: the repository's)
         self.redis = EmbeddedRedis(self.log_dir / "redis").start()
         self.env = {**base_env, "GPUQ_REDIS_URL": self.redis.url, **env}
         self.workers: dict[str, Service] = {}
-        self.api, self.url = start_api(self.env, self.log_dir)
+        self.api, self.url = start_api(self.env, self.log_dir, cwd=cwd)
 
     def worker(self, name: str, pool: str = "threads", concurrency: int | None = None, **env: str) -> Service:
         """Start a worker and wait until the API would route to it (it is live and registered its queues)."""
-        svc = start_worker({**self.env, **env}, self.log_dir, name, pool=pool, concurrency=concurrency)
+        svc = start_worker({**self.env, **env}, self.log_dir, name, pool=pool, concurrency=concurrency,
+                           cwd=self.cwd)
         self.workers[name] = svc
         wait_for(lambda: self.node(name) is not None, 120, f"worker {name} live")
         return svc

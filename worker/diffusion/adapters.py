@@ -16,7 +16,9 @@ from typing import Any
 
 from gpuq.common.errors import InvalidInput, JobError
 from gpuq.common.jobs.image import LORA_WEIGHT_FILE, pick_weight_file, split_job_ref
+from gpuq.common.refs import is_hub_id
 from gpuq.common.storage import ArtifactStore
+from gpuq.worker.sources import local_model_dir
 
 log = logging.getLogger(__name__)
 FIELD = "params.adapter.ref"
@@ -111,13 +113,15 @@ def resolve_weights(adapter: dict[str, Any], tenant: str, store: ArtifactStore, 
         job_id, _ = split_job_ref(adapter["ref"])
         return store.local_path(tenant, job_id, adapter["artifact"])
     if source == "local":
-        folder = Path(adapter["ref"])
+        folder = local_model_dir(str(adapter["ref"]), FIELD)
         names = sorted(p.name for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
         chosen = pick_weight_file(names, weight_name)
         if chosen is None:
             raise InvalidInput(f"{FIELD}: no single LoRA .safetensors file in {folder} "
                                "(name it with params.adapter.weight_name)", field=FIELD)
         return folder / chosen
+    if not is_hub_id(str(adapter["ref"])):
+        raise InvalidInput(f"{FIELD}: not a Hub repo id (owner/name)", field=FIELD)
     return _from_hub(adapter["ref"], weight_name or LORA_WEIGHT_FILE, adapter.get("revision"), token)
 
 

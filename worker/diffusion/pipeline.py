@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from gpuq.common.errors import ModelLoadError
-from gpuq.common.settings import Settings
+from gpuq.common.refs import resolve_model
+from gpuq.common.settings import Settings, get_settings
 from gpuq.worker.device import device, torch_dtype
 from gpuq.worker.diffusion.adapters import AdapterCache
 from gpuq.worker.diffusion.plan import Plan
@@ -70,9 +72,10 @@ def loader(model: str, revision: str | None, dtype: str, offload: bool, settings
         from diffusers.utils import logging as diffusers_logging
 
         diffusers_logging.disable_progress_bar()  # tqdm bars would land in the worker log as warnings
+        folder = pipeline_dir(model, revision, token)
         try:
             pipe = AutoPipelineForText2Image.from_pretrained(  # type: ignore[no-untyped-call]
-                model, revision=revision, dtype=torch_dtype(dtype), token=token)
+                str(folder), dtype=torch_dtype(dtype))
         except (OSError, ValueError, KeyError) as exc:
             raise ModelLoadError(f"could not load a text-to-image pipeline from {model!r}: "
                                  f"{type(exc).__name__}: {str(exc)[:300]}") from None
@@ -87,3 +90,18 @@ def loader(model: str, revision: str | None, dtype: str, offload: bool, settings
         return ResidentPipeline(pipe, pipe.scheduler, AdapterCache(pipe, settings.image_adapter_cache_size),
                                 offloaded)
     return load
+
+
+def pipeline_dir(model: str, revision: str | None, token: str | None) -> Path:
+    """The pipeline's absolute directory: under this worker's model roots, or the Hub snapshot that diffusers'
+    own download picks (the variant and component files a pipeline needs), never one relative to the cwd."""
+    from diffusers import DiffusionPipeline
+
+    found = resolve_model(model, get_settings())
+    if found.is_local:
+        return Path(found.value)
+    try:
+        return Path(DiffusionPipeline.download(found.value, revision=revision, token=token)).resolve()
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"could not download the pipeline {model!r}: {type(exc).__name__}: "
+                             f"{str(exc)[:300]}") from None

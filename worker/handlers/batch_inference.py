@@ -74,7 +74,7 @@ def run(ctx: JobContext) -> Any:
 
     data, params = ctx.params["data"], ctx.params["inference"]
     task = get_task(params["task"])
-    table = load_table(data, ctx.tenant, ctx.settings.files_root)
+    table = load_table(ctx, data)
     total = table.num_rows
     spec = LoadSpec(ctx.model, params.get("revision"), params.get("dtype", "auto"))
     limits = limits_for(ctx.model, ctx.settings)

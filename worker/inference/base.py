@@ -59,15 +59,18 @@ class TextModel:
 
 def load_pretrained(spec: LoadSpec, auto_class: str, processor: str = "AutoTokenizer") -> TextModel:
     """``<processor>.from_pretrained`` + ``<auto_class>.from_pretrained`` on the worker's device, in eval
-    mode."""
+    mode, from the checked directory ``spec.model`` resolves to (a root's, or the Hub snapshot's)."""
     import transformers
 
+    from gpuq.worker import hub
     from gpuq.worker.device import device, torch_dtype
+    from gpuq.worker.sources import model_dir
 
-    common: dict[str, Any] = {"revision": spec.revision, "trust_remote_code": False}
-    tokenizer = getattr(transformers, processor).from_pretrained(spec.model, **common)
+    folder = str(model_dir(spec.model, spec.revision, hub.pull_token(None)))
+    common: dict[str, Any] = {"trust_remote_code": False}
+    tokenizer = getattr(transformers, processor).from_pretrained(folder, **common)
     model_class = getattr(transformers, auto_class)
-    model = model_class.from_pretrained(spec.model, dtype=torch_dtype(spec.dtype), **common)
+    model = model_class.from_pretrained(folder, dtype=torch_dtype(spec.dtype), **common)
     return TextModel(tokenizer, model.to(device()).eval())
 
 

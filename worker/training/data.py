@@ -11,6 +11,7 @@ from gpuq.common.files import get_file_store
 from gpuq.common.jobs.datasource import pick_columns
 from gpuq.worker import hub
 from gpuq.worker.context import JobContext
+from gpuq.worker.sources import hub_dataset
 
 log = logging.getLogger(__name__)
 IGNORE_INDEX = -100  # label value the loss skips (prompt tokens, padding)
@@ -48,8 +49,8 @@ def load_rows(ctx: JobContext, data: dict[str, Any]) -> Splits:
     from datasets import load_dataset
 
     pinned = ctx.resolved.get("dataset", {}).get("sha")  # a resumed job reads exactly the same commit
-    pulled = hub.pull(data["dataset"], pinned or data.get("revision"), "dataset",
-                      hub.pull_token(ctx.params.get("sealed_hub_token")))
+    pulled = hub_dataset(data["dataset"], pinned or data.get("revision"),
+                         hub.pull_token(ctx.params.get("sealed_hub_token")), "params.data.dataset")
     ctx.pin("dataset", **{**pulled.pin(), "revision": data.get("revision") or "main"})
     dsd = load_dataset(str(pulled.path), name=data.get("config"))
     what = f"dataset {data['dataset']}"

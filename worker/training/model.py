@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Any
 
 from gpuq.common.jobs.finetune import LoraSpec
-from gpuq.common.jobs.modelref import is_local
+from gpuq.common.refs import resolve_model
 from gpuq.worker import hub
 from gpuq.worker.context import JobContext
 
@@ -15,13 +15,16 @@ PEFT_TASKS = {"causal-lm": "CAUSAL_LM", "sequence-classification": "SEQ_CLS", "s
 
 
 def resolve_base(ctx: JobContext, model: str | None = None, revision: str | None = None) -> Path:
-    """The base model's local directory: as given under the model roots, or pulled from the Hub and pinned."""
-    ref = model or ctx.model
-    if is_local(ref):
-        return Path(ref)
+    """The base model's local directory: under this worker's model roots (checked again here), or pulled from
+    the Hub and pinned."""
+    found = resolve_model(model or ctx.model, ctx.settings)
+    if found.is_local:
+        return Path(found.value)
+    ref = found.value
     pinned = ctx.resolved.get("model", {}).get("sha")  # a resumed job trains on exactly the same commit
     wanted = revision or ctx.params.get("revision")
-    pulled = hub.pull(ref, pinned or wanted, "model", hub.pull_token(ctx.params.get("sealed_hub_token")))
+    pulled = hub.pull(ref, pinned or wanted, "model", hub.pull_token(ctx.params.get("sealed_hub_token")),
+                      weights_only=True)
     ctx.pin("model", **{**pulled.pin(), "revision": wanted or "main"})
     return pulled.path
 

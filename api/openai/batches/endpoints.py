@@ -6,14 +6,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel
-
 from gpuq.api.openai import calls, embeddings
 from gpuq.api.openai.catalog import Resolved
 from gpuq.api.openai.generation import answers, jobs
 from gpuq.api.openai.generation.requests import ChatCompletionRequest, CompletionRequest
 from gpuq.common.schemas import JobRequest
 from gpuq.common.settings import Settings
+from pydantic import BaseModel
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,6 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field
-
 from gpuq.api.deps import Jobs, SettingsDep, Tenant
 from gpuq.api.openai import retries
 from gpuq.api.openai.batches import run
@@ -25,6 +23,7 @@ from gpuq.api.routes.files import file_store
 from gpuq.common.errors import RateLimited, ServiceUnavailable
 from gpuq.common.records import JobStore
 from gpuq.common.settings import Settings
+from pydantic import BaseModel, ConfigDict, Field
 
 router = APIRouter(prefix="/v1/batches", tags=["openai"], route_class=OpenAIRoute)
 Endpoint = Literal["/v1/chat/completions", "/v1/completions", "/v1/embeddings"]

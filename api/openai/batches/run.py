@@ -11,20 +11,19 @@ import time
 from typing import Any, cast
 
 import orjson
-from pydantic import BaseModel, ValidationError
-
 from gpuq.api import bulk
-from gpuq.api.submission import prepare
 from gpuq.api.openai import calls, catalog
 from gpuq.api.openai.batches.endpoints import ENDPOINTS, Endpoint, light, revived
 from gpuq.api.openai.batches.lines import read_lines
 from gpuq.api.openai.batches.store import BatchStore
 from gpuq.api.openai.errors import error_body, openai_status
+from gpuq.api.submission import prepare
 from gpuq.common.errors import Conflict, GpuqError, InvalidInput
 from gpuq.common.files import FileStore
 from gpuq.common.records import JobStore
 from gpuq.common.schemas import TERMINAL_STATUSES, ErrorInfo, JobRequest
 from gpuq.common.settings import Settings
+from pydantic import BaseModel, ValidationError
 
 HOLD_S = 120  # how long a launch or finalize claim keeps others out (a crashed holder is retried after it)
 OUTPUT_MAX_BYTES = 1 << 40

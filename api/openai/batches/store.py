@@ -8,7 +8,6 @@ from typing import Any, cast
 
 import orjson
 import redis
-
 from gpuq.common import keys
 from gpuq.common.errors import NotFound
 from gpuq.common.settings import Settings

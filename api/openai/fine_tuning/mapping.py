@@ -12,13 +12,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from gpuq.api.openai.catalog import Resolved, finetune_id
 from gpuq.common.errors import InvalidInput
 from gpuq.common.jobs.finetune import DpoSpec, TrainingSpec
 from gpuq.common.schemas import JobRecord, JobRequest
 from gpuq.common.settings import Settings
+from pydantic import BaseModel, ConfigDict, Field
 
 JOB_PREFIX = "ftjob-"
 BASE_LEARNING_RATE: float = TrainingSpec.model_fields["learning_rate"].default
@@ -127,7 +126,7 @@ def job_object(record: JobRecord, side: dict[str, Any], settings: Settings) -> d
     return {
         "id": JOB_PREFIX + record.id, "object": "fine_tuning.job", "created_at": int(timings.submitted_at or 0),
         "error": {"code": error.type, "message": error.message, "param": error.field} if error else None,
-        "fine_tuned_model": finetune_id(record.model, record.tenant, record.id, settings.model_roots)
+        "fine_tuned_model": finetune_id(record.model, record.tenant, record.id, settings)
         if done else None,
         "finished_at": int(timings.finished_at) if timings.finished_at else None,
         "hyperparameters": {k: v for k, v in hyper.items() if k != "beta"},

@@ -12,12 +12,16 @@ from typing import Annotated, Any, cast
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
-
 from gpuq.api.deps import Jobs, SettingsDep, Tenant, artifact_store
 from gpuq.api.openai import calls, catalog
 from gpuq.api.openai.errors import OpenAIRoute
-from gpuq.api.openai.fine_tuning.mapping import (FineTuneRequest, finetune_job, finetune_param, job_id_of,
-                                                 job_object)
+from gpuq.api.openai.fine_tuning.mapping import (
+    FineTuneRequest,
+    finetune_job,
+    finetune_param,
+    job_id_of,
+    job_object,
+)
 from gpuq.api.openai.respond import json_answer
 from gpuq.common import events, keys
 from gpuq.common.errors import NotFound
@@ -133,7 +137,7 @@ def _checkpoints(record: JobRecord, settings: Settings) -> list[dict[str, Any]]:
     found = []
     steps = sorted({int(a.name.split("/")[1].removeprefix("step-")) for a in store.list(record.tenant, record.id)
                     if a.name.startswith("checkpoints/step-") and a.name.endswith("/state.json")}, reverse=True)
-    model = catalog.finetune_id(record.model, record.tenant, record.id, settings.model_roots)
+    model = catalog.finetune_id(record.model, record.tenant, record.id, settings)
     if record.status == "succeeded":
         metrics = _final_metrics(record)
         found.append(_checkpoint(record, model, int(metrics.get("steps") or 0), metrics))

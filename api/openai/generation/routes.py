@@ -10,7 +10,6 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
-
 from gpuq.api.deps import Jobs, SettingsDep, Tenant
 from gpuq.api.openai import calls, catalog, streaming
 from gpuq.api.openai.errors import OpenAIRoute
