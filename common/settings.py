@@ -164,6 +164,11 @@ class Settings(BaseSettings):
     # for company when other submits are in flight (0: a message per job).
     submit_coalesce_ms: float = Field(default=10.0, ge=0, le=1000)
 
+    # Serving submits: API processes, and single submits in one round trip (the submit script stores the record
+    # and pushes its Celery message, common/submit_script.py; false: Celery's publish in the thread pool).
+    api_workers: int = Field(default=1, ge=1, le=256)
+    submit_one_trip: bool = True
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _parse_api_keys(cls, value: object) -> object:

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Form, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from gpuq.api import submission, waiting
+from gpuq.api import intake, waiting
 from gpuq.api.deps import Jobs, SettingsDep, Tenant
 from gpuq.common.errors import ConfigError, UpstreamJobFailed, WaitTimeout
 from gpuq.common.records import JobStore
@@ -41,7 +41,7 @@ async def _generate(prompt: str, tenant: str, jobs: JobStore, settings: Settings
                           field="GPUQ_GENERATE_MODEL")
     body = JobRequest(kind="inference", model=settings.generate_model, inputs=prompt,
                       params={"task": "text-generation", "max_new_tokens": settings.generate_max_new_tokens})
-    done = await run_in_threadpool(submission.submit, body, tenant, jobs, settings)
+    done = await intake.accept(body, tenant, settings)
     job_id = done.job_id
     headers = {"Location": f"/v1/jobs/{job_id}", "X-Gpuq-Job-Id": job_id}
     timeout = waiting.capped(settings.generate_timeout_s, settings)
