@@ -63,13 +63,16 @@ def fresh_json(fields: dict[str, Any]) -> bytes:
     """``JobRecord`` JSON of a job just stored (queued, never run) without validating the record again: every
     field is one the submit built from a validated request, or a default (a test holds the two together)."""
     timings = fields["timings"]
-    return orjson.dumps({
-        "id": fields["id"], "tenant": fields["tenant"], "kind": fields["kind"], "model": fields["model"],
-        "queue": fields["queue"], "priority": fields["priority"], "status": fields["status"],
-        "params": fields["params"], "progress": None, "result": None, "error": None, "artifacts": [],
-        "worker": None, "attempts": 0, "cancel_requested": False,
-        "timings": {name: timings.get(name) for name in _TIMINGS}, "webhook": fields.get("webhook"),
-        "resolved": None, "batch": None})
+    try:
+        return orjson.dumps({
+            "id": fields["id"], "tenant": fields["tenant"], "kind": fields["kind"], "model": fields["model"],
+            "queue": fields["queue"], "priority": fields["priority"], "status": fields["status"],
+            "params": fields["params"], "progress": None, "result": None, "error": None, "artifacts": [],
+            "worker": None, "attempts": 0, "cancel_requested": False,
+            "timings": {name: timings.get(name) for name in _TIMINGS}, "webhook": fields.get("webhook"),
+            "resolved": None, "batch": None})
+    except TypeError:  # what orjson refuses (an integer beyond 64 bits in params): the validated record
+        return to_record(fields).model_dump_json().encode()
 
 
 @dataclass(frozen=True)

@@ -111,3 +111,10 @@ def test_a_submit_answers_202_with_the_stored_record(client: httpx.Client) -> No
     for field in ("id", "tenant", "kind", "model", "queue", "priority", "params", "webhook"):
         assert answered[field] == stored[field], field
     assert answered["timings"]["submitted_at"] == stored["timings"]["submitted_at"]
+
+
+def test_a_fresh_answer_with_an_integer_orjson_refuses_is_still_the_records_json() -> None:
+    body = JobRequest(kind="synthetic", model="m", params={"steps": 1})
+    fields = prepare(body, "alpha", get_settings()).fields
+    fields = {**fields, "params": {**fields["params"], "huge": 2**70}}
+    assert fresh_json(fields) == to_record(fields).model_dump_json().encode()
