@@ -96,15 +96,27 @@ def submits(b: Bench, url: str, api: Service, body: dict[str, Any], args: argpar
     raw = json.dumps(body).encode()
     run_load(f"{url}/v1/jobs", raw, HEADERS, args.connections, 2)  # warm: templates, connections, caches
     b.r.flushdb()
+    b.r.config_resetstat()
     cpu_api, cpu_redis = TreeCPU(api.pid).start(), TreeCPU(b.redis.proc.pid).start()
     load = run_load(f"{url}/v1/jobs", raw, HEADERS, args.connections, args.seconds)
     api_s, redis_s = cpu_api.stop(), cpu_redis.stop()
     stored = b.r.zcard("gpuq:tenant:bench:jobs")
-    b.r.flushdb()
     n = max(load.accepted, 1)
+    commands = per_job(b.r, n)
+    b.r.flushdb()
     return {"accepted_per_s": load.accepted / load.seconds, "refused": load.requests - load.accepted,
             "stored": stored, "api_cpu_ms": 1000 * api_s / n, "redis_cpu_ms": 1000 * redis_s / n,
-            "client_cpu_ms": 1000 * load.client_cpu_s / n, "load_tool": load.tool}
+            "client_cpu_ms": 1000 * load.client_cpu_s / n, "load_tool": load.tool,
+            "redis_calls_per_submit": sum(commands.values()), "redis_commands_per_submit": commands}
+
+
+def per_job(r: redis.Redis, jobs: int) -> dict[str, float]:
+    """Redis commands run per job since the last CONFIG RESETSTAT (INFO commandstats; a script's own commands
+    count as well as the script call), most frequent first."""
+    stats = r.info("commandstats")
+    calls = {name.removeprefix("cmdstat_"): int(v["calls"]) / jobs for name, v in stats.items()}
+    calls.pop("info", None)
+    return dict(sorted(calls.items(), key=lambda kv: -kv[1])[:12])
 
 
 def phase_submit(b: Bench, args: argparse.Namespace) -> dict[str, Any]:
@@ -143,6 +155,7 @@ def phase_framework(b: Bench, args: argparse.Namespace) -> dict[str, Any]:
     asyncio.run(_submit_n(url, 20, 8))  # warm the worker's pool child
     wait_for(lambda: _finished(b.r) >= 20, 60, "warm-up jobs")
     start = _finished(b.r)
+    b.r.config_resetstat()
     meters = {name: TreeCPU(pid).start() for name, pid in
               (("api", api.pid), ("worker", worker.pid), ("redis", b.redis.proc.pid))}
     t0, mine = time.perf_counter(), time.process_time()
@@ -151,10 +164,12 @@ def phase_framework(b: Bench, args: argparse.Namespace) -> dict[str, Any]:
     gpuq = {name: 1000 * m.stop() / args.jobs for name, m in meters.items()}
     gpuq["client"] = 1000 * (time.process_time() - mine) / args.jobs
     gpuq_rate = args.jobs / (time.perf_counter() - t0)
+    gpuq_commands = per_job(b.r, args.jobs)
     b.stop(worker)
     b.stop(api)
     bare = BareCelery(b.env, b.tmp, warm_model=False)
     try:
+        b.r.config_resetstat()
         meters = {"worker": TreeCPU(bare.proc.pid).start(), "redis": TreeCPU(b.redis.proc.pid).start()}
         t0, mine = time.perf_counter(), time.process_time()
         for result in [bare.noop.delay() for _ in range(args.jobs)]:
@@ -162,13 +177,15 @@ def phase_framework(b: Bench, args: argparse.Namespace) -> dict[str, Any]:
         base = {name: 1000 * m.stop() / args.jobs for name, m in meters.items()}
         base["client"] = 1000 * (time.process_time() - mine) / args.jobs
         bare_rate = args.jobs / (time.perf_counter() - t0)
+        bare_commands = per_job(b.r, args.jobs)
     finally:
         bare.stop()
     total = gpuq["api"] + gpuq["worker"] + gpuq["redis"]
     base_total = base["client"] + base["worker"] + base["redis"]
     return {"gpuq_cpu_ms": gpuq, "bare_cpu_ms": base, "gpuq_cpu_ms_total": total, "bare_cpu_ms_total": base_total,
             "ratio_cpu_gpuq_vs_bare": total / base_total, "gpuq_noop_jobs_per_s": gpuq_rate,
-            "bare_noop_jobs_per_s": bare_rate}
+            "bare_noop_jobs_per_s": bare_rate, "gpuq_redis_commands_per_job": gpuq_commands,
+            "bare_redis_commands_per_job": bare_commands}
 
 
 def phase_roundtrip(b: Bench, args: argparse.Namespace) -> dict[str, Any]:

@@ -6,6 +6,10 @@ from pathlib import Path
 from typing import Any
 
 
+def _evalsha(row: dict[str, Any]) -> float:
+    return float(row["redis_commands_per_submit"].get("evalsha", 0.0))
+
+
 def report(out: dict[str, Any], path: Path) -> None:
     """Print every figure, baseline and ratio; write the JSON summary to ``path``."""
     print(f"\n{out['cpus']} CPUs, load average {out['load_avg_at_start']:.1f} -> {out['load_avg_at_end']:.1f}, "
@@ -23,6 +27,9 @@ def report(out: dict[str, Any], path: Path) -> None:
             rows.append((f"{job}: Redis / load generator CPU ms per submit",
                          f"{new['redis_cpu_ms']:.2f} / {new['client_cpu_ms']:.2f}",
                          f"{old['redis_cpu_ms']:.2f} / {old['client_cpu_ms']:.2f}", "", ""))
+            rows.append((f"{job}: Redis commands per submit (EVALSHA calls)",
+                         f"{new['redis_calls_per_submit']:.1f} ({_evalsha(new):.2f})",
+                         f"{old['redis_calls_per_submit']:.1f} ({_evalsha(old):.2f})", "", ""))
     if "framework" in out:
         f = out["framework"]
         g, b = f["gpuq_cpu_ms"], f["bare_cpu_ms"]
@@ -34,6 +41,8 @@ def report(out: dict[str, Any], path: Path) -> None:
                      f"{b['client']:.2f} / {b['worker']:.2f} / {b['redis']:.2f}", "", "worker <= 1.5 ms"))
         rows.append(("no-op jobs/s (64 in flight / delay() x N)", f"{f['gpuq_noop_jobs_per_s']:.0f}",
                      f"{f['bare_noop_jobs_per_s']:.0f}", "", ""))
+        rows.append(("Redis commands per no-op job", f"{sum(f['gpuq_redis_commands_per_job'].values()):.1f}",
+                     f"{sum(f['bare_redis_commands_per_job'].values()):.1f}", "", ""))
     if "roundtrip" in out:
         t = out["roundtrip"]
         rows.append(("no-op round trip p50 ms (Prefer: wait / delay().get())", f"{t['p50_ms_gpuq']:.1f}",
@@ -53,6 +62,10 @@ def report(out: dict[str, Any], path: Path) -> None:
               for i in range(5)]
     for row in [("figure", "gpuq", "baseline", "ratio", "target"), *rows]:
         print("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)))
+    if "framework" in out:
+        for side in ("gpuq", "bare"):
+            top = out["framework"][f"{side}_redis_commands_per_job"]
+            print(f"  {side} Redis commands per no-op job: " + ", ".join(f"{k} {v:.1f}" for k, v in top.items()))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2))
     print(f"  summary -> {path.relative_to(path.parents[2])}")
