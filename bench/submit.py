@@ -85,9 +85,14 @@ class Bench:
         svc.stop()
         self.services.remove(svc)
 
-    def close(self) -> None:
+    def stop_all(self) -> None:
+        """Stop every service a phase started and empty Redis: the next phase starts from nothing."""
         for svc in list(self.services):
             self.stop(svc)
+        self.r.flushall()
+
+    def close(self) -> None:
+        self.stop_all()
         self.redis.stop()
 
 
@@ -272,7 +277,10 @@ def main(argv: list[str] | None = None) -> int:
         for phase, run in PHASES.items():
             if phase in args.only.split(","):
                 print(f"{phase} ...", flush=True)
-                out[phase] = run(b, args)
+                try:
+                    out[phase] = run(b, args)
+                finally:
+                    b.stop_all()
     finally:
         b.close()
     out["load_avg_at_end"] = os.getloadavg()[0]
