@@ -26,10 +26,9 @@ import threading
 import time
 import uuid
 from bisect import bisect
-from dataclasses import dataclass
-from typing import Any
-
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Self
 
 from celery import Celery
 from celery.utils.time import utcoffset
@@ -203,7 +202,7 @@ _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 class _Raw(str):
     """A slot for a JSON number: dumped as a string, then unquoted by ``_unquote_raw``."""
 
-    def __new__(cls, name: str) -> _Raw:
+    def __new__(cls, name: str) -> Self:
         return super().__new__(cls, "@@raw-" + name + "@@")
 
 

@@ -76,7 +76,7 @@ class StockWorker:
 
     def inspect(self, what: str) -> dict[str, Any]:
         out = subprocess.run(self._celery("inspect", what, "--json", "--timeout", "5"), env=self.env, cwd=ROOT,
-                             capture_output=True, text=True, timeout=60)
+                             capture_output=True, text=True, timeout=60, check=False)
         return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
     def stop(self) -> None:
