@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 
 from gpuq.common.celery_config import queue_lists
+from gpuq.common.embedded_redis import free_port
 from tests.conftest import KEY_A
-from tests.support.processes import ROOT, wait_for
+from tests.support.processes import ROOT, Service, wait_for
 from tests.support.stack import MiniStack, worker_env
 from tests.support.stock_celery import HOLD, RECEIVED
 
@@ -40,9 +42,10 @@ def _embed(models: dict[str, str], text: str, priority: str = "normal") -> dict[
 
 
 def _together(stack: MiniStack, bodies: list[dict[str, Any]], keys: list[str | None] | None = None,
-              key: str = KEY_A) -> list[httpx.Response]:
+              key: str = KEY_A, url: str | None = None) -> list[httpx.Response]:
     keys = keys or [None] * len(bodies)
-    with stack.client(key) as client, ThreadPoolExecutor(len(bodies)) as pool:
+    with httpx.Client(base_url=url or stack.url, headers={"Authorization": f"Bearer {key}"}, timeout=120) as client, \
+            ThreadPoolExecutor(len(bodies)) as pool:
         def one(i: int) -> httpx.Response:
             headers = {"Idempotency-Key": keys[i]} if keys[i] else {}
             return client.post("/v1/jobs", json=bodies[i], headers=headers)
@@ -148,3 +151,19 @@ def test_an_in_flight_quota_race_admits_exactly_the_quota(stack: MiniStack) -> N
     assert set(r.zrange("gpuq:quota:beta:inflight", 0, -1)) == accepted
     assert r.zcard("gpuq:tenant:beta:jobs") == 5
     assert Counter(_queued_ids(stack)) == Counter(accepted)
+
+
+def test_gpuq_api_with_two_workers_accepts_submits_on_one_port(stack: MiniStack) -> None:
+    port = free_port()
+    api = Service("api", {**stack.env, "GPUQ_API_PORT": str(port)}, stack.log_dir, f"api-two-{port}",
+                  "--log-level", "warning", "--workers", "2")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: len(psutil.Process(api.pid).children()) == 2, 60, "two API processes")
+        wait_for(lambda: httpx.get(f"{url}/healthz", timeout=1).status_code == 200, 60, "API /healthz")
+        bodies = [{"kind": "synthetic", "model": f"two-{i}", "params": {"steps": 0}} for i in range(40)]
+        answers = _together(stack, bodies, url=url)
+        assert [a.status_code for a in answers] == [202] * 40
+        assert Counter(_queued_ids(stack)) == Counter(a.json()["id"] for a in answers)
+    finally:
+        api.stop()
