@@ -10,15 +10,13 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi.testclient import TestClient
 
 from gpuq.api.deps import Tenant
-from gpuq.api.main import _gpuq_error, _validation_error, create_app
+from gpuq.api.main import create_app
 from gpuq.api.routes.jobs import IdempotencyKey, PreferHeader
 from gpuq.api.submission import fresh_json, prepare
-from gpuq.common.errors import GpuqError
 from gpuq.common.records import to_record
 from gpuq.common.schemas import JobRequest
 from gpuq.common.settings import get_settings
@@ -49,10 +47,10 @@ CASES: list[tuple[str, bytes, dict[str, str]]] = [
 
 @pytest.fixture(scope="module")
 def reference() -> Iterator[TestClient]:
-    """A submit route as FastAPI declares it, answering only what it refuses."""
+    """A submit route as FastAPI declares it, answering only what it refuses, with the API's error handlers."""
     app = FastAPI()
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(GpuqError, _gpuq_error)
+    for error, handler in create_app().exception_handlers.items():
+        app.add_exception_handler(error, handler)
 
     @app.post("/v1/jobs")
     async def submit(body: JobRequest, tenant: Tenant, idempotency_key: IdempotencyKey = None,
