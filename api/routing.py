@@ -83,6 +83,20 @@ class Router:
             table.routed[node] += jobs
         return keys.own_queue(spec.queue, node)
 
+    def routes_offline(self, spec: JobSpec, model: str) -> bool:
+        """Whether ``route`` can answer from the table already held, with no Redis round trip (an event loop
+        calls it directly then, else in a thread)."""
+        if not spec.affinity or not self.settings.affinity_routing:
+            return True
+        table = self.table
+        if not table.loaded_at or time.monotonic() - table.loaded_at >= self.settings.affinity_refresh_s:
+            return False
+        nodes = table.consumers.get(spec.queue)
+        if not nodes or any(n in table.holders.get(model, ()) for n in nodes):
+            return True
+        cached = table.assigned.get(model)
+        return bool(cached and cached[1] > time.time() and cached[0] in nodes)
+
     def _pick_holder(self, table: Table, nodes: list[str], holders: list[str]) -> str:
         # Spilling looks at measured backlog only: a worker takes as many jobs as it has pool slots before its
         # private queue grows, so jobs merely routed there since the last refresh say nothing about it.

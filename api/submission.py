@@ -1,7 +1,9 @@
 """Accepting a job: validate it, admit it under the tenant's quota, store it, enqueue it.
 
-Shared by ``POST /v1/jobs`` and ``/generate``; synchronous (Redis and the broker are blocking clients),
-so async routes call it through the thread pool.
+``prepare`` and ``Submitted`` serve every submit path. ``submit`` is the one through Celery's publish:
+synchronous (Redis and the broker are blocking clients), so async routes call it through the thread pool.
+Single submits go through api/intake.py (one round trip, on the event loop) unless ``GPUQ_SUBMIT_ONE_TRIP``
+is false.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from typing import Any
 
+import orjson
 from redis.exceptions import RedisError
 
 from gpuq.api import queue
@@ -22,7 +25,7 @@ from gpuq.common.jobs.registry import JobSpec, Submitter, get_spec
 from gpuq.common.quotas import Quotas
 from gpuq.common.records import JobStore, body_hash, to_record
 from gpuq.common.redis_client import get_redis
-from gpuq.common.schemas import JobRecord, JobRequest
+from gpuq.common.schemas import JobRecord, JobRequest, Timings
 from gpuq.common.settings import Settings, get_settings
 from gpuq.common.webhooks.subscriptions import register, validate_webhook
 
@@ -47,6 +50,29 @@ class Submitted:
     @cached_property
     def record(self) -> JobRecord:
         return to_record(self.fields)
+
+    def json(self) -> bytes:
+        """The wire record as JSON; a job just stored is written straight from the fields its submit built."""
+        return self.record.model_dump_json().encode() if self.replayed else fresh_json(self.fields)
+
+
+_TIMINGS = tuple(Timings.model_fields)
+
+
+def fresh_json(fields: dict[str, Any]) -> bytes:
+    """``JobRecord`` JSON of a job just stored (queued, never run) without validating the record again: every
+    field is one the submit built from a validated request, or a default (a test holds the two together)."""
+    timings = fields["timings"]
+    try:
+        return orjson.dumps({
+            "id": fields["id"], "tenant": fields["tenant"], "kind": fields["kind"], "model": fields["model"],
+            "queue": fields["queue"], "priority": fields["priority"], "status": fields["status"],
+            "params": fields["params"], "progress": None, "result": None, "error": None, "artifacts": [],
+            "worker": None, "attempts": 0, "cancel_requested": False,
+            "timings": {name: timings.get(name) for name in _TIMINGS}, "webhook": fields.get("webhook"),
+            "resolved": None, "batch": None})
+    except TypeError:  # what orjson refuses (an integer beyond 64 bits in params): the validated record
+        return to_record(fields).model_dump_json().encode()
 
 
 @dataclass(frozen=True)

@@ -149,7 +149,7 @@ def run_bulk(url: str, bodies: list[dict[str, Any]], in_flight: int,
 class BareCelery:
     """The baseline: bench/bare_celery.py's worker (prefork, one child) and its client."""
 
-    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+    def __init__(self, env: dict[str, str], log_dir: Path, warm_model: bool = True) -> None:
         if os.environ.get("BENCH_BARE_THREADS"):
             env = {**env, "OMP_NUM_THREADS": os.environ["BENCH_BARE_THREADS"]}
         self.proc = subprocess.Popen(
@@ -157,10 +157,12 @@ class BareCelery:
              "--without-gossip", "--without-mingle", "-l", "WARNING"], env=env, cwd=ROOT,
             stdout=(log_dir / "bare.log").open("wb"), stderr=subprocess.STDOUT)
         os.environ.update({k: env[k] for k in ("BENCH_REDIS_URL", "BENCH_MODEL")})
-        from bench.bare_celery import embed
+        from bench.bare_celery import embed, noop
 
-        self.embed = embed
-        embed.delay("warm up").get(timeout=120)
+        self.embed, self.noop = embed, noop
+        if warm_model:
+            embed.delay("warm up").get(timeout=120)
+        noop.delay().get(timeout=120)
 
     def rate(self, texts: list[str]) -> float:
         start = time.perf_counter()
@@ -343,6 +345,20 @@ def phase_affinity(stack: Stack, models: list[str], jobs: int, in_flight: int) -
             "affinity_placement": {f"{m} on {w}": n for (m, w), n in sorted(placement.items())}}
 
 
+def bench_env(redis_url: str, tmp: Path, model: str, torch_threads: str = "1") -> dict[str, str]:
+    """The services' environment: one Redis (db 1 for bare Celery), the model's root, CPU inference settings."""
+    return {**os.environ, "GPUQ_REDIS_URL": redis_url, "GPUQ_API_KEYS": f"bench:{KEY}",
+            "GPUQ_DATA_DIR": str(tmp), "GPUQ_ARTIFACT_DIR": str(tmp / "artifacts"),
+            "GPUQ_MODEL_ROOTS": f"{model}:{tmp / 'models'}", "BENCH_REDIS_URL": redis_url.replace("/0", "/1"),
+            "BENCH_MODEL": model, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+            "GPUQ_TORCH_THREADS": torch_threads,
+            # The direct baseline runs batches of 64: give gpuq's batcher the same ceiling (default 32).
+            "GPUQ_BATCH_MAX_SIZE": os.environ.get("GPUQ_BATCH_MAX_SIZE", "64"),
+            # Two passes at once with one intra-op thread each: the CPU worker setting (cores / torch threads).
+            "GPUQ_BATCH_EXECUTORS": os.environ.get("GPUQ_BATCH_EXECUTORS", "2"),
+            "GPUQ_TASK_EVENTS": os.environ.get("GPUQ_TASK_EVENTS", "false")}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the chosen phases and print the table."""
     parser = argparse.ArgumentParser()
@@ -361,16 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     second = tmp / "models" / "minilm-copy"  # the same weights under another reference: a second model
     shutil.copytree(model, second)
     redis = EmbeddedRedis(tmp / "redis").start()
-    env = {**os.environ, "GPUQ_REDIS_URL": redis.url, "GPUQ_API_KEYS": f"bench:{KEY}",
-           "GPUQ_DATA_DIR": str(tmp), "GPUQ_ARTIFACT_DIR": str(tmp / "artifacts"),
-           "GPUQ_MODEL_ROOTS": f"{model}:{tmp / 'models'}", "BENCH_REDIS_URL": redis.url.replace("/0", "/1"),
-           "BENCH_MODEL": model, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "GPUQ_TORCH_THREADS": args.torch_threads,
-           # The direct baseline runs batches of 64: give gpuq's batcher the same ceiling (default 32).
-           "GPUQ_BATCH_MAX_SIZE": os.environ.get("GPUQ_BATCH_MAX_SIZE", "64"),
-           # Two passes at once with one intra-op thread each: the CPU worker setting (cores / torch threads).
-           "GPUQ_BATCH_EXECUTORS": os.environ.get("GPUQ_BATCH_EXECUTORS", "2"),
-           "GPUQ_TASK_EVENTS": os.environ.get("GPUQ_TASK_EVENTS", "false")}
+    env = bench_env(redis.url, tmp, model, args.torch_threads)
     out: dict[str, Any] = {"jobs": args.jobs, "in_flight": args.in_flight, "per_request": args.per_request,
                            "cpus": os.cpu_count(),
                            "load_avg_at_start": os.getloadavg()[0]}

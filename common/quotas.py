@@ -12,35 +12,41 @@ from gpuq.common.schemas import TERMINAL_STATUSES
 from gpuq.common.settings import Settings, TenantQuota
 
 # The in-flight check comes first so a refused submit never spends a token. Time comes from the Redis
-# server, so every API replica refills the same bucket on the same clock.
-# ARGV[5..] are the jobs to admit: all of them (a bulk submit is admitted whole) or none.
-_ADMIT = """
-local max_in_flight = tonumber(ARGV[1])
-local rate = tonumber(ARGV[2])
-local burst = tonumber(ARGV[3])
-local n = #ARGV - 4
+# server, so every API replica refills the same bucket on the same clock. ARGV[first..last] are the jobs to
+# admit: all of them (a bulk submit is admitted whole) or none. Returns the verdict (0 admitted, 1 in-flight
+# quota full, 2 rate exceeded, 3 more jobs than the burst) and the wait before a retry could pass.
+# A Lua function of its own: the submit script (common/submit_script.py) admits each job with it too.
+ADMIT_FUNCTION = """
+local function admit(inflight, bucket, max_in_flight, rate, burst, ttl, now, first, last)
+  local n = last - first + 1
+  if max_in_flight > 0 and redis.call('ZCARD', inflight) + n > max_in_flight then
+    return 1, 0
+  end
+  if rate > 0 then
+    if n > burst then return 3, 0 end
+    local state = redis.call('HMGET', bucket, 'tokens', 'ts')
+    local tokens = tonumber(state[1]) or burst
+    local ts = tonumber(state[2]) or now
+    tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
+    if tokens < n then
+      return 2, (n - tokens) / rate
+    end
+    redis.call('HSET', bucket, 'tokens', tokens - n, 'ts', now)
+    redis.call('EXPIRE', bucket, math.ceil(burst / rate) + 60)
+  end
+  if max_in_flight > 0 then
+    for i = first, last do redis.call('ZADD', inflight, now, ARGV[i]) end
+    redis.call('EXPIRE', inflight, ttl)
+  end
+  return 0, 0
+end
+"""
+_ADMIT = ADMIT_FUNCTION + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-if max_in_flight > 0 and redis.call('ZCARD', KEYS[1]) + n > max_in_flight then
-  return {1, '0'}
-end
-if rate > 0 then
-  if n > burst then return {3, '0'} end
-  local state = redis.call('HMGET', KEYS[2], 'tokens', 'ts')
-  local tokens = tonumber(state[1]) or burst
-  local ts = tonumber(state[2]) or now
-  tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
-  if tokens < n then
-    return {2, tostring((n - tokens) / rate)}
-  end
-  redis.call('HSET', KEYS[2], 'tokens', tokens - n, 'ts', now)
-  redis.call('EXPIRE', KEYS[2], math.ceil(burst / rate) + 60)
-end
-if max_in_flight > 0 then
-  for i = 5, #ARGV do redis.call('ZADD', KEYS[1], now, ARGV[i]) end
-  redis.call('EXPIRE', KEYS[1], ARGV[4])
-end
-return {0, '0'}
+local verdict, wait = admit(KEYS[1], KEYS[2], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4],
+                            now, 5, #ARGV)
+return {verdict, tostring(wait)}
 """
 # What a tenant hears when its in-flight quota is full; there is no exact time to give, so a short wait.
 IN_FLIGHT_RETRY_AFTER_S = 2.0
@@ -66,18 +72,9 @@ class Quotas:
         verdict, wait = self._try(tenant, job_ids, quota)
         if verdict == 1 and self.prune(tenant):
             verdict, wait = self._try(tenant, job_ids, quota)
-        if verdict == 1:
-            more = f"room for {len(job_ids)} more jobs" if len(job_ids) > 1 else "room for another job"
-            raise RateLimited(f"tenant {tenant!r} has no {more} within its quota of {quota.max_in_flight} "
-                              "jobs queued or running (its in-flight quota); retry when jobs finish",
-                              retry_after_s=IN_FLIGHT_RETRY_AFTER_S)
-        if verdict == 3:
-            raise RateLimited(f"{len(job_ids)} jobs in one request exceed tenant {tenant!r}'s submit burst of "
-                              f"{_burst(quota)}; send fewer at a time", retry_after_s=1.0)
-        if verdict == 2:
-            raise RateLimited(f"tenant {tenant!r} submits faster than its quota of "
-                              f"{quota.submit_rate_per_s:g} jobs/s; retry in {wait:.1f} s",
-                              retry_after_s=wait)
+        refused = refusal(verdict, wait, tenant, quota, len(job_ids))
+        if refused is not None:
+            raise refused
 
     def limited(self, tenant: str) -> bool:
         """Whether the tenant has any quota to enforce (else ``admit`` costs nothing)."""
@@ -99,12 +96,31 @@ class Quotas:
         return int(self.r.zrem(keys.in_flight(tenant), *done)) if done else 0
 
     def _try(self, tenant: str, job_ids: list[str], quota: TenantQuota) -> tuple[int, float]:
-        rate = quota.submit_rate_per_s or 0.0
-        burst = _burst(quota)
+        max_in_flight, rate, burst = limits(quota)
         verdict, wait = self._admit(keys=[keys.in_flight(tenant), keys.submit_bucket(tenant)],
-                                    args=[quota.max_in_flight or 0, rate, burst, self.settings.record_ttl_s,
-                                          *job_ids])
+                                    args=[max_in_flight, rate, burst, self.settings.record_ttl_s, *job_ids])
         return int(verdict), float(wait)
+
+
+def refusal(verdict: int, wait: float, tenant: str, quota: TenantQuota, jobs: int = 1) -> RateLimited | None:
+    """What the admission script's verdict means for the tenant (None: admitted)."""
+    if verdict == 1:
+        more = f"room for {jobs} more jobs" if jobs > 1 else "room for another job"
+        return RateLimited(f"tenant {tenant!r} has no {more} within its quota of {quota.max_in_flight} "
+                           "jobs queued or running (its in-flight quota); retry when jobs finish",
+                           retry_after_s=IN_FLIGHT_RETRY_AFTER_S)
+    if verdict == 3:
+        return RateLimited(f"{jobs} jobs in one request exceed tenant {tenant!r}'s submit burst of "
+                           f"{_burst(quota)}; send fewer at a time", retry_after_s=1.0)
+    if verdict == 2:
+        return RateLimited(f"tenant {tenant!r} submits faster than its quota of "
+                           f"{quota.submit_rate_per_s:g} jobs/s; retry in {wait:.1f} s", retry_after_s=wait)
+    return None
+
+
+def limits(quota: TenantQuota) -> tuple[int, float, int]:
+    """(max in flight, submit rate, burst) as the admission script takes them (0: no limit)."""
+    return quota.max_in_flight or 0, quota.submit_rate_per_s or 0.0, _burst(quota)
 
 
 def _burst(quota: TenantQuota) -> int:

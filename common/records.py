@@ -19,21 +19,28 @@ from gpuq.common.settings import get_settings
 _JSON_FIELDS = ("params", "inputs", "progress", "result", "error", "artifacts", "timings", "webhook",
                 "resolved", "batch")
 
-# Create a job unless the tenant's idempotency key already names one; append the queued event.
-# The record's fields travel as flat name/value pairs at the end of ARGV and land in one HSET: decoding them
-# from JSON and writing them one HSET at a time cost several times the rest of the script.
-_SUBMIT = """
+# Store a new job: its record (fields as flat name/value pairs ARGV[first..last], landing in one HSET: decoding
+# them from JSON and writing them one HSET at a time cost several times the rest), its place in the tenant's
+# index, its queued event and its idempotency key. A Lua function of its own: the submit script
+# (common/submit_script.py) stores each job with it too.
+CREATE_FUNCTION = """
+local function create(job, index, events, idem, id, queued, submitted_at, ttl, hash, idem_ttl, first, last)
+  redis.call('HSET', job, unpack(ARGV, first, last))
+  redis.call('EXPIRE', job, ttl)
+  redis.call('ZADD', index, submitted_at, id)
+  redis.call('XADD', events, '*', 'type', 'queued', 'data', queued)
+  redis.call('EXPIRE', events, ttl)
+  if idem ~= '' then
+    redis.call('SET', idem, cjson.encode({job_id=id, body_hash=hash}), 'EX', idem_ttl)
+  end
+end
+"""
+# Create a job unless the tenant's idempotency key already names one.
+_SUBMIT = CREATE_FUNCTION + """
 if KEYS[1] ~= '' and redis.call('EXISTS', KEYS[1]) == 1 then
   return redis.call('GET', KEYS[1])
 end
-redis.call('HSET', KEYS[2], unpack(ARGV, 7))
-redis.call('EXPIRE', KEYS[2], ARGV[4])
-redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
-redis.call('XADD', KEYS[4], '*', 'type', 'queued', 'data', ARGV[2])
-redis.call('EXPIRE', KEYS[4], ARGV[4])
-if KEYS[1] ~= '' then
-  redis.call('SET', KEYS[1], cjson.encode({job_id=ARGV[1], body_hash=ARGV[5]}), 'EX', ARGV[6])
-end
+create(KEYS[2], KEYS[3], KEYS[4], KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], 7, #ARGV)
 return ''
 """
 
@@ -161,6 +168,17 @@ def json_text(value: Any) -> str:
         return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY).decode()
     except TypeError:
         return json.dumps(value, separators=(",", ":"))
+
+
+def field_pairs(fields: dict[str, Any]) -> list[str]:
+    """A record's fields in their stored form, as the flat name/value list the scripts take."""
+    return _pairs(_encode(fields))
+
+
+def fields_from_raw(raw: dict[str, str], job_id: str, tenant: str | None) -> dict[str, Any]:
+    """The decoded fields of a raw hash (as HGETALL returns it); 404 when missing or another tenant's."""
+    _check_owner(raw, job_id, tenant)
+    return _decode(raw)
 
 
 def _pairs(encoded: dict[str, str]) -> list[str]:

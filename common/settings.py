@@ -177,6 +177,11 @@ class Settings(BaseSettings):
     openai_max_tokens_default: int = Field(default=256, ge=1)
     openai_hub_models: bool = True
 
+    # Serving submits: API processes, and single submits in one round trip (the submit script stores the record
+    # and pushes its Celery message, common/submit_script.py; false: Celery's publish in the thread pool).
+    api_workers: int = Field(default=1, ge=1, le=256)
+    submit_one_trip: bool = True
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _parse_api_keys(cls, value: object) -> object:

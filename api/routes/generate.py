@@ -10,8 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-
-from gpuq.api import submission, waiting
+from gpuq.api import intake, waiting
 from gpuq.api.deps import Jobs, SettingsDep, Tenant
 from gpuq.common.errors import InvalidInput, NotConfigured, UpstreamJobFailed, WaitTimeout
 from gpuq.common.records import JobStore
@@ -46,7 +45,7 @@ async def _generate(prompt: str, tenant: str, jobs: JobStore, settings: Settings
     body = JobRequest(kind="inference", model=settings.generate_model, inputs=prompt,
                       params={"task": "text-generation", "max_new_tokens": settings.generate_max_new_tokens})
     try:
-        done = await run_in_threadpool(submission.submit, body, tenant, jobs, settings)
+        done = await intake.accept(body, tenant, settings)
     except InvalidInput as exc:
         if exc.field != "model":
             raise

@@ -8,13 +8,16 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, Response, StreamingResponse
 
-from gpuq.api import bulk, submission, waiting
+from gpuq.api import bulk, intake, waiting
+from gpuq.api.auth import tenant_for
+from gpuq.api.body import Reader, json_body
 from gpuq.api.deps import Artifacts, Jobs, SettingsDep, Tenant
 from gpuq.common import events
 from gpuq.common.records import answers_json
 from gpuq.common.redis_client import loop_redis
 from gpuq.common.schemas import (TERMINAL_STATUSES, ArtifactInfo, BulkJobRequest, JobList, JobRecord, JobRequest,
                             JobStatus)
+from gpuq.common.settings import get_settings
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 deadletter_router = APIRouter(prefix="/v1/deadletter", tags=["jobs"])
@@ -25,17 +28,25 @@ WaitQuery = Annotated[float | None, Query(
     ge=0, description="long-poll: wait up to N s for the job to finish (capped by GPUQ_SYNC_WAIT_MAX_S)")]
 
 
+# The submit route reads its body, tenant, settings and headers itself (api/body.py says why and how).
+_SUBMIT = Reader(JobRequest, ("Idempotency-Key", "Prefer"))
+
+
 @router.post("", status_code=202, response_model=JobRecord, responses={
     200: {"description": "Idempotent replay, or (with ``Prefer: wait=N``) the job finished within N s"},
-    429: {"description": "Tenant quota exceeded; see Retry-After"}})
-async def submit_job(body: JobRequest, tenant: Tenant, jobs: Jobs, settings: SettingsDep,
-                     idempotency_key: IdempotencyKey = None, prefer: PreferHeader = None) -> Response:
+    429: {"description": "Tenant quota exceeded; see Retry-After"}},
+    openapi_extra=_SUBMIT.openapi({"Prefer": "wait=N: answer with the finished job if done within N s"}))
+async def submit_job(request: Request) -> Response:
     """Validate a job against its kind, store its record and enqueue it (202).
 
     ``Prefer: wait=N`` answers with the finished job (200) when it ends within N seconds (capped by
     ``GPUQ_SYNC_WAIT_MAX_S``), else with the usual 202; either way ``Preference-Applied`` says the wait used.
     """
-    done = await run_in_threadpool(submission.submit, body, tenant, jobs, settings, idempotency_key)
+    raw = await json_body(request)
+    tenant, settings = tenant_for(request), get_settings()
+    body, headers_in = _SUBMIT.read(request, raw)
+    idempotency_key, prefer = headers_in["Idempotency-Key"], headers_in["Prefer"]
+    done = await intake.accept(body, tenant, settings, idempotency_key)
     headers = {"Location": f"/v1/jobs/{done.job_id}"}
     if done.replayed:
         headers["Idempotent-Replayed"] = "true"
@@ -47,7 +58,7 @@ async def submit_job(body: JobRequest, tenant: Tenant, jobs: Jobs, settings: Set
             answer = (await waiting.read_answers([done.job_id], tenant))[0]
             return _json(answer.json(), 200, headers)
     status = 200 if done.replayed or (wait is not None and finished) else 202
-    return _json(done.record.model_dump_json(), status, headers)
+    return _json(done.json(), status, headers)
 
 
 @router.post("/batch", status_code=202, response_model=JobList, responses={

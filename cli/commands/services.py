@@ -26,6 +26,8 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--host")
     p.add_argument("--port", type=int)
     p.add_argument("--log-level", default="info")
+    p.add_argument("--workers", type=int, help="API processes sharing the port (default: GPUQ_API_WORKERS, 1); "
+                   "each has its own event loop, submit batching and result subscription")
     p.set_defaults(func=api)
     p = sub.add_parser("worker", help="run a GPU worker (one per GPU)")
     p.add_argument("--queues", help="comma-separated queues (default: every job kind's queue)")
@@ -57,7 +59,7 @@ def api(args: argparse.Namespace) -> int:
     s = get_settings()
     uvicorn.run("gpuq.api.main:create_app", factory=True, host=args.host or s.api_host,
                 port=args.port or s.api_port, log_level=args.log_level, proxy_headers=True,
-                timeout_graceful_shutdown=10)
+                timeout_graceful_shutdown=10, workers=args.workers or s.api_workers)
     return 0
 
 
