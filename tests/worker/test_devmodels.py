@@ -65,7 +65,7 @@ def test_build_all_builds_every_named_model_and_marks_it_finished(models: dict[s
     assert (
         set(models)
         == set(BUILDERS)
-        == {"gpt2", "bert-sentiment", "bert-ner", "bert-mlm", "bert-qa", "bert-nli", "t5", "vit", "sd"}
+        == {"gpt2", "gpt2-chat", "bert-sentiment", "bert-ner", "bert-mlm", "bert-qa", "bert-nli", "t5", "vit", "sd"}
     )
     for name, path in models.items():
         assert path.name == name and is_built(path)

@@ -23,6 +23,7 @@ from gpuq.worker.devmodels.catalog import (
 
 _LAZY = {
     "build_tiny_gpt2": "gpuq.worker.devmodels.text",
+    "build_tiny_chat_gpt2": "gpuq.worker.devmodels.text",
     "build_tiny_t5": "gpuq.worker.devmodels.text",
     "build_tiny_bert_classifier": "gpuq.worker.devmodels.bert",
     "build_tiny_bert_token_classifier": "gpuq.worker.devmodels.bert",
@@ -49,6 +50,7 @@ __all__ = [
     "build_tiny_bert_nli",
     "build_tiny_bert_qa",
     "build_tiny_bert_token_classifier",
+    "build_tiny_chat_gpt2",
     "build_tiny_gpt2",
     "build_tiny_sd",
     "build_tiny_t5",

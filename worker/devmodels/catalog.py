@@ -23,6 +23,7 @@ Builder = Callable[[Path], Path]
 # name -> "module:function", resolved on first use: a warm root never pays for importing torch or diffusers.
 BUILDERS: dict[str, str] = {
     "gpt2": "gpuq.worker.devmodels.text:build_tiny_gpt2",
+    "gpt2-chat": "gpuq.worker.devmodels.text:build_tiny_chat_gpt2",
     "bert-sentiment": "gpuq.worker.devmodels.bert:build_tiny_bert_classifier",
     "bert-ner": "gpuq.worker.devmodels.bert:build_tiny_bert_token_classifier",
     "bert-mlm": "gpuq.worker.devmodels.bert:build_tiny_bert_masked_lm",

@@ -24,7 +24,30 @@ T5_TASK_PARAMS = {
 
 def build_tiny_gpt2(path: Path) -> Path:
     """Build a 2-layer, 32-wide GPT2LMHeadModel with a byte-level BPE tokenizer into ``path``."""
+    return _gpt2(path, initializer_range=0.02)
+
+
+# A template in the shape real ones have (one turn per message, the assistant's turn opened on request), which,
+# as many do, refuses roles it does not know.
+CHAT_TEMPLATE = (
+    "{% for m in messages %}"
+    "{% if m['role'] not in ['system', 'user', 'assistant'] %}"
+    "{{ raise_exception('unknown role ' + m['role']) }}{% endif %}"
+    "<|{{ m['role'] }}|>{{ m['content'] }}\n"
+    "{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def build_tiny_chat_gpt2(path: Path) -> Path:
+    """The tiny GPT-2 with a chat template, initialised with larger weights so that greedy text varies from
+    token to token (the plain one repeats a token), which tests comparing generated texts need."""
+    return _gpt2(path, initializer_range=0.5, chat_template=CHAT_TEMPLATE)
+
+
+def _gpt2(path: Path, initializer_range: float, chat_template: str | None = None) -> Path:
     tokenizer = gpt2_tokenizer(max_length=GPT2_POSITIONS)
+    if chat_template:
+        tokenizer.chat_template = chat_template
     eos = tokenizer.eos_token_id
     config = GPT2Config(
         vocab_size=len(tokenizer),
@@ -36,6 +59,7 @@ def build_tiny_gpt2(path: Path) -> Path:
         bos_token_id=eos,
         eos_token_id=eos,
         pad_token_id=eos,
+        initializer_range=initializer_range,
     )
     with seeded():
         model = GPT2LMHeadModel(config).eval()

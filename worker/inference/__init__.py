@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from gpuq.worker.inference import (
+    chat,
     feature_extraction,
     fill_mask,
     image_classification,
@@ -18,7 +19,7 @@ TASKS: dict[str, InferenceTask] = {
     task.name: task for task in (
         text_classification.TASK, token_classification.TASK, question_answering.TASK, text_generation.TASK,
         seq2seq.SUMMARIZATION, seq2seq.TRANSLATION, seq2seq.TEXT2TEXT, zero_shot.TASK, fill_mask.TASK,
-        feature_extraction.TASK, image_classification.TASK,
+        feature_extraction.TASK, image_classification.TASK, chat.TASK,
     )
 }
 ALIASES = {"sentiment-analysis": "text-classification", "ner": "token-classification"}
