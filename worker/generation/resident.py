@@ -74,9 +74,8 @@ def _make(resident: Any, key: ModelKey, settings: Settings) -> Engine | None:
 
     engine = Engine(model, shape, limits, hold, model.config._attn_implementation, sorted(eos_ids(model)), name,
                     emit=get_pump().put)
-    with _LOCK:
-        _ENGINES.append(engine)
-    METRICS.keep_fresh(lambda: any(e.busy() for e in _ENGINES))
+    _ENGINES.add(engine)  # (the caller holds _LOCK)
+    METRICS.keep_fresh(lambda: any(e.busy() for e in list(_ENGINES)))
     log.info("generation engine for %s: KV cache up to %.1f MiB (%d positions, %d bytes each)", name,
              limits.capacity_bytes / (1 << 20), engine.capacity_tokens, shape.bytes_per_token())
     return engine
