@@ -184,6 +184,9 @@ class _PassGuard:
         self._readers = 0
         self._writer = False
         self._waiting = 0  # writers waiting: new readers queue behind them, so an adapter pass is never starved
+        self._issued = 0  # writer tickets handed out ...
+        self._serving = 0  # ... and the one whose turn it is
+        self._abandoned: set[int] = set()  # tickets whose holder stopped waiting
 
     @contextmanager
     def shared(self) -> Iterator[None]:
@@ -200,18 +203,40 @@ class _PassGuard:
 
     @contextmanager
     def exclusive(self) -> Iterator[None]:
+        # Writers go in arrival order (tickets): the generation engine takes the guard for every decode step
+        # of a base with adapters, and without an order it would take it again before a waiting writer (a job
+        # loading its adapter) ever woke up.
         with self._cond:
+            ticket = self._issued
+            self._issued += 1
             self._waiting += 1
-            while self._writer or self._readers:
-                self._cond.wait()
-            self._waiting -= 1
+            try:
+                while self._writer or self._readers or self._serving != ticket:
+                    self._cond.wait()
+            except BaseException:  # given up while waiting (a time limit): its turn must not block the rest
+                self._skip(ticket)
+                raise
+            finally:
+                self._waiting -= 1
             self._writer = True
         try:
             yield
         finally:
             with self._cond:
                 self._writer = False
-                self._cond.notify_all()
+                self._advance()
+
+    def _skip(self, ticket: int) -> None:
+        self._abandoned.add(ticket)
+        if self._serving == ticket and not self._writer:
+            self._advance()
+
+    def _advance(self) -> None:
+        self._serving += 1
+        while self._serving in self._abandoned:
+            self._abandoned.discard(self._serving)
+            self._serving += 1
+        self._cond.notify_all()
 
 
 _GUARD_LOCK = threading.Lock()

@@ -171,12 +171,11 @@ def _pin(ctx: JobContext, model: Any, source: adapters.AdapterSource, seqs: list
 
 
 def _is_lora(path: Any) -> bool:
+    """Whether the adapter is plain LoRA (what peft batches per row); others run on the static path."""
     import json
 
-    from gpuq.common.jobs.adapterref import ADAPTER_CONFIG
-
     try:
-        config = json.loads((path / ADAPTER_CONFIG).read_text())
+        config = json.loads((path / "adapter_config.json").read_text())
     except (OSError, ValueError):
         return False
     return config.get("peft_type") == "LORA" and not config.get("use_dora")
