@@ -29,7 +29,9 @@ class TextTracker:
         self.stopped = False
 
     def push(self, token: int) -> bool:
-        """Add a token; True when a stop string now ends the text."""
+        """Add a token; True when a stop string ends the text (now or before)."""
+        if self.stopped:
+            return True
         self.ids.append(token)
         decode = self.tokenizer.decode
         before = decode(self.ids[self.prefix:self.read], skip_special_tokens=True) if self.read > self.prefix else ""
