@@ -12,7 +12,7 @@ from typing import Any
 
 from gpuq.common.errors import InvalidInput
 from gpuq.worker.inference.base import TextModel, bad_input
-from gpuq.worker.inference.text_generation import Item, TextGeneration
+from gpuq.worker.inference.text_generation import Item, TextGeneration, refuse_static_only
 
 
 class Chat(TextGeneration):
@@ -25,6 +25,7 @@ class Chat(TextGeneration):
         return [inputs], True
 
     def prepare(self, resident: TextModel, inputs: list[Any], params: dict[str, Any]) -> list[Any]:
+        refuse_static_only(params)
         return [Item(self.render(resident, c, i), False, bool(params.get("stream"))) for i, c in enumerate(inputs)]
 
     def prompt_ids(self, resident: TextModel, item: Any, params: dict[str, Any], index: int) -> list[int]:

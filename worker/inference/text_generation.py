@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from gpuq.common.errors import InvalidInput
 from gpuq.worker.inference.base import (LoadSpec, SimpleTask, Stream, TextModel, bad_input, load_pretrained,
                                         no_grad)
 from gpuq.worker.inference.generation import (
@@ -45,6 +46,7 @@ class TextGeneration(SimpleTask):
         return generation_group(params, tuple(params.get("stop", ())), params.get("n", 1))
 
     def prepare(self, resident: TextModel, inputs: list[Any], params: dict[str, Any]) -> list[Any]:
+        refuse_static_only(params)
         return [Item(p, bool(params.get("return_full_text")), bool(params.get("stream"))) for p in inputs]
 
     # --- on the engine ---
@@ -94,6 +96,13 @@ class TextGeneration(SimpleTask):
         text, stopped = cut_at_stop(tok.decode(tokens, skip_special_tokens=True), stops)
         reason = "stop" if stopped or ended is not None else "length"
         return {**self.shape(item.prompt, text, params), "finish_reason": reason, "completion_tokens": len(tokens)}
+
+
+def refuse_static_only(params: dict[str, Any]) -> None:
+    """What only the continuous engine gives fails the job on the static path rather than go missing."""
+    if params.get("logprobs") is not None:
+        raise InvalidInput("params.logprobs: needs the continuous-batching engine (GPUQ_GENERATION_ENGINE="
+                           "continuous, num_beams 1, a model it runs)", field="params.logprobs")
 
 
 def _combine(choices: list[dict[str, Any]], prompt_tokens: int) -> dict[str, Any]:
