@@ -33,30 +33,30 @@ class TextTracker:
         if self.stopped:
             return True
         self.ids.append(token)
-        decode = self.tokenizer.decode
-        before = decode(self.ids[self.prefix:self.read], skip_special_tokens=True) if self.read > self.prefix else ""
-        after = decode(self.ids[self.prefix:], skip_special_tokens=True)
+        before, after = self._decoded()
         if len(after) <= len(before) or after.endswith("\ufffd"):
             return False
         self.prefix, self.read = self.read, len(self.ids)
-        start = max(len(self.text) - self.hold, 0)
-        self.text += after[len(before):]
-        return self._cut(start)
+        return self._take(after[len(before):])
 
     def close(self) -> None:
         """The sequence has ended: take in text still held back for a half character."""
         if self.stopped or self.read == len(self.ids):
             return
-        decode = self.tokenizer.decode
-        before = decode(self.ids[self.prefix:self.read], skip_special_tokens=True) if self.read > self.prefix else ""
-        after = decode(self.ids[self.prefix:], skip_special_tokens=True)
+        before, after = self._decoded()
         self.prefix = self.read = len(self.ids)
         if len(after) > len(before):
-            start = max(len(self.text) - self.hold, 0)
-            self.text += after[len(before):]
-            self._cut(start)
+            self._take(after[len(before):])
 
-    def _cut(self, start: int) -> bool:
+    def _decoded(self) -> tuple[str, str]:
+        """The text from ``prefix`` without and with the tokens not read yet."""
+        decode = self.tokenizer.decode
+        before = decode(self.ids[self.prefix:self.read], skip_special_tokens=True) if self.read > self.prefix else ""
+        return before, decode(self.ids[self.prefix:], skip_special_tokens=True)
+
+    def _take(self, new: str) -> bool:
+        start = max(len(self.text) - self.hold, 0)  # where a stop string ending in the new text may begin
+        self.text += new
         found = [i for i in (self.text.find(s, start) for s in self.stops) if i >= 0]
         if not found:
             return False
@@ -71,8 +71,3 @@ class TextTracker:
         self.sent = end
         return out
 
-
-def stop_in(text: str, stops: tuple[str, ...]) -> str:
-    """``text`` up to its first stop string."""
-    found = [i for i in (text.find(s) for s in stops) if i >= 0]
-    return text[:min(found)] if found else text
