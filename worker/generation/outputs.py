@@ -24,7 +24,7 @@ class OutputPump:
     def __init__(self, write: Callable[[list[tuple[str, dict[str, Any]]]], None]) -> None:
         self._write = write
         self._cond = threading.Condition()
-        self._queue: Events = []
+        self._queue: list[tuple[str, dict[str, Any]]] = []
         self._queued: dict[str, int] = {}
         self._written: dict[str, int] = {}
         self._thread: threading.Thread | None = None
@@ -32,10 +32,10 @@ class OutputPump:
     def put(self, events: Events) -> None:
         """Queue events (those without a job id are dropped: a sequence run outside a job)."""
         with self._cond:
-            for job_id, _ in events:
+            for job_id, data in events:
                 if job_id is not None:
                     self._queued[job_id] = self._queued.get(job_id, 0) + 1
-            self._queue.extend(e for e in events if e[0] is not None)
+                    self._queue.append((job_id, data))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="gpuq-gen-outputs", daemon=True)
                 self._thread.start()
@@ -61,18 +61,18 @@ class OutputPump:
                 log.warning("could not write %d streamed outputs: %s", len(batch), exc)
             with self._cond:
                 for job_id, _ in batch:
-                    self._written[job_id] = self._written.get(job_id, 0) + 1  # type: ignore[index]
+                    self._written[job_id] = self._written.get(job_id, 0) + 1
                 self._cond.notify_all()
 
 
-def merge(events: Events) -> list[tuple[str, dict[str, Any]]]:
+def merge(events: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
     """One event per sequence: its texts joined, its ``finish_reason`` kept (first-seen order)."""
     merged: dict[tuple[Any, ...], tuple[str, dict[str, Any]]] = {}
     for job_id, data in events:
         key = (job_id, data.get("index"), data.get("choice"))
         seen = merged.get(key)
         if seen is None:
-            merged[key] = (job_id, dict(data))  # type: ignore[assignment]
+            merged[key] = (job_id, dict(data))
         else:
             seen[1]["text"] += data.get("text", "")
             if "finish_reason" in data:
