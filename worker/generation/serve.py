@@ -2,8 +2,8 @@
 in tokens, and builds the result (text, ``finish_reason``, ``usage``, optional choices and logprobs).
 
 The job's thread never runs the model: it submits, then wakes when one of its sequences ends or its state
-changes, and at least every ``TICK_S`` to report progress (which is also where a cancel, a drain or the
-time limit reaches it). The engine stops a job's sequences at its next step once ``stop_reason`` says so:
+changes, and every ``TICK_S``, reporting progress at most every ``PROGRESS_S`` (and at once when it starts or
+stops waiting for capacity). The engine stops a job's sequences at its next step once ``stop_reason`` says so:
 a cancel or a drain seen by the progress writer, the job's deadline, or the job's thread giving up (an
 exception while it waits: the watchdog's, Celery's soft time limit).
 """
@@ -23,7 +23,8 @@ from gpuq.worker.generation.sequence import CANCELLED, TIMEOUT, JobHandle, Seque
 from gpuq.worker.generation.text import TextTracker
 from gpuq.worker.progress_writer import writer_for
 
-TICK_S = 0.25
+TICK_S = 0.25  # how often the job's thread looks at its sequences
+PROGRESS_S = 1.0  # how often it reports progress while tokens come (each report costs Redis and Celery work)
 
 
 class GenerationTask(Protocol):
@@ -69,16 +70,16 @@ class GenerationJob:
     def _follow(self) -> None:
         total = sum(s.max_new_tokens for s in self.seqs)
         reported: tuple[int, bool] = (0, False)
-        next_at = time.monotonic() + TICK_S
+        next_at = time.monotonic() + PROGRESS_S
         while not all(s.done for s in self.seqs):
             self.handle.event.wait(TICK_S)
             self.handle.event.clear()
             state = (sum(len(s.tokens) for s in self.seqs), any(s.waiting_for_capacity for s in self.seqs))
             now = time.monotonic()
-            if state[1] != reported[1] or (state != reported and now >= next_at) or now >= next_at + 1.0:
+            if state[1] != reported[1] or now >= next_at:
                 extra = {"state": "waiting_for_capacity"} if state[1] else {}
                 self.ctx.progress(state[0], total, unit="tokens", **extra)
-                reported, next_at = state, now + TICK_S
+                reported, next_at = state, now + PROGRESS_S
 
     def _result(self) -> Any:
         ctx = self.ctx
