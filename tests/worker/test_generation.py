@@ -181,3 +181,20 @@ def test_kv_bytes_held_in_the_model_cache_evict_idle_models_and_are_refused_beyo
     assert not cache.hold("kv:m", 700, keep=key)  # 400 + 700 > 1000: refused, nothing changes
     assert cache.held() == 500
     assert cache.hold("kv:m", 0) and cache.held() == 0
+
+
+def test_models_with_windowed_or_hybrid_attention_keep_the_static_path() -> None:
+    from types import SimpleNamespace
+
+    from transformers import Gemma2Config, GPT2Config, LlamaConfig, MistralConfig, Qwen2Config
+
+    from gpuq.worker.generation.resident import unsupported
+
+    def why(config: Any, attention: str = "sdpa") -> str | None:
+        config._attn_implementation = attention
+        return unsupported(SimpleNamespace(config=config))
+
+    assert why(GPT2Config()) is None and why(LlamaConfig()) is None
+    assert why(Qwen2Config()) is None  # a sliding_window it does not use (use_sliding_window false)
+    assert "sliding" in str(why(MistralConfig())) and "sliding" in str(why(Gemma2Config()))
+    assert "flash_attention_2" in str(why(GPT2Config(), "flash_attention_2"))

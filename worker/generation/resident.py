@@ -28,8 +28,9 @@ def unsupported(model: Any) -> str | None:
     if getattr(config, "is_encoder_decoder", False):
         return "an encoder-decoder model"
     text = config.get_text_config()
-    if getattr(text, "sliding_window", None) or any(t != "full_attention" for t in getattr(text, "layer_types",
-                                                                                            None) or ()):
+    types = getattr(text, "layer_types", None)
+    windowed = getattr(text, "sliding_window", None) and getattr(text, "use_sliding_window", True)
+    if any(t != "full_attention" for t in types) if types else windowed:
         return "attention layers other than full attention (sliding windows, hybrid caches)"
     attention = getattr(config, "_attn_implementation", None) or "eager"
     if attention not in MASKED_ATTENTION:
