@@ -6,7 +6,7 @@ import time
 
 import httpx
 
-from tests.support.generation import events, gen, run_all, run_group, texts
+from tests.support.generation import events, gen, run_group, texts
 from tests.support.jobs import run
 
 HELLO = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello there"}]
@@ -76,9 +76,10 @@ def test_a_request_larger_than_the_whole_kv_cache_fails_at_once(gclient: httpx.C
 
 def test_a_request_that_cannot_get_cache_waits_for_capacity_then_runs(gclient: httpx.Client,
                                                                       gen_models: dict[str, str]) -> None:
-    # Each needs 192 of the 256 positions the wide model's KV cache holds: one runs while the other waits.
+    # Each needs 192 of the 256 positions the wide model's KV cache holds: one runs while the other waits
+    # (one group message: the worker starts both at once).
     body = gen(gen_models["wide"], "the queue", max_new_tokens=180, min_new_tokens=180)
-    records = run_all(gclient, [body, body])
+    records = run_group(gclient, [body, body])
     assert [r["status"] for r in records] == ["succeeded", "succeeded"], records
     states = [d.get("state") for r in records for kind, d in events(gclient, r["id"]) if kind == "progress"]
     assert "waiting_for_capacity" in states

@@ -170,7 +170,7 @@ class Engine:
                 return  # this step's prefill budget is spent; the rest join at the next step
             if not self._room_for(seq):
                 if not seq.waiting_for_capacity:
-                    seq.waiting_for_capacity = True
+                    seq.waiting_for_capacity = seq.job.waited = True
                     seq.job.wake()
                 return
             self.waiting.popleft()

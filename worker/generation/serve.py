@@ -74,7 +74,10 @@ class GenerationJob:
         while not all(s.done for s in self.seqs):
             self.handle.event.wait(TICK_S)
             self.handle.event.clear()
-            state = (sum(len(s.tokens) for s in self.seqs), any(s.waiting_for_capacity for s in self.seqs))
+            # A wait is reported even when it ended before this thread woke up.
+            waited, self.handle.waited = self.handle.waited, False
+            state = (sum(len(s.tokens) for s in self.seqs),
+                     waited or any(s.waiting_for_capacity for s in self.seqs))
             now = time.monotonic()
             if state[1] != reported[1] or now >= next_at:
                 extra = {"state": "waiting_for_capacity"} if state[1] else {}
