@@ -103,8 +103,10 @@ def test_cancel_mid_stream_frees_its_rows_at_the_next_step(gen_stack: Any, gclie
     assert gclient.post(f"/v1/jobs/{job['id']}/cancel").status_code == 200
     record = wait_status(gclient, job["id"])
     assert record["status"] == "cancelled", record
-    outputs = [d for kind, d in events(gclient, job["id"]) if kind == "output"]
+    stream = events(gclient, job["id"])
+    outputs = [d for kind, d in stream if kind == "output"]
     assert {o.get("finish_reason") for o in outputs} >= {"cancelled"}
+    assert stream[-1][0] == "cancelled"  # the last event of the stream: no output after it
     after = run(gclient, gen(model, "hello", max_new_tokens=4))
     assert after["status"] == "succeeded"
     wait_until_idle(gen_stack.metrics_url)
@@ -120,8 +122,9 @@ def test_the_time_limit_ends_a_long_generation(gen_stack: Any, gclient: httpx.Cl
     from gpuq.common.schemas import JobRequest
     from gpuq.common.settings import Settings
 
+    assert run(gclient, gen(gen_models["chat"], "warm", max_new_tokens=2))["status"] == "succeeded"  # loaded
     settings = Settings(redis_url=gen_stack.redis.url)
-    body = gen(gen_models["chat"], "the queue", max_new_tokens=1000, min_new_tokens=1000, n=4)
+    body = gen(gen_models["chat"], "the queue", max_new_tokens=1000, min_new_tokens=1000, n=4, stream=True)
     job = prepare(JobRequest(**body), "alpha", settings)
     JobStore(gen_stack.r()).create_many([(job.fields, None, "")])
     app = Celery("time-limit-producer")
@@ -129,6 +132,7 @@ def test_the_time_limit_ends_a_long_generation(gen_stack: Any, gclient: httpx.Cl
     app.send_task(TASK_NAME, args=[job.fields["id"]], queue="inference", soft_time_limit=0.3, time_limit=10)
     record = wait_status(gclient, job.fields["id"], timeout=60)
     assert record["status"] == "failed" and record["error"]["type"] == "timeout", record
+    assert events(gclient, job.fields["id"])[-1][0] == "failed"
     wait_until_idle(gen_stack.metrics_url)
 
 

@@ -22,6 +22,7 @@ class JobHandle:
     stop_reason: Callable[[], str | None] = lambda: None  # "cancelled" / "timeout" once the job must stop
     n: int = 1  # sequences per input (streamed events name their ``choice`` when more than one)
     waited: bool = False  # a sequence waited for capacity since the job's thread last reported
+    abandoned: bool = False  # the job's thread gave up (its job is ending): stop, and stream nothing more
     event: threading.Event = field(default_factory=threading.Event)
     # Largest number of jobs and of sequences that shared a decode step with this job, and its steps.
     shared_jobs: int = 0

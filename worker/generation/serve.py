@@ -10,7 +10,7 @@ exception while it waits: the watchdog's, Celery's soft time limit).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gpuq.common.errors import InvalidInput, JobCancelled, JobTimeout
@@ -55,17 +55,21 @@ class GenerationJob:
     single: bool
     seqs: list[Sequence]
     handle: JobHandle
-    abandoned: list[bool] = field(default_factory=lambda: [False])
 
     def wait(self) -> Any:
         """Block until every sequence ended; the job's result (or the reason it stopped, raised)."""
         try:
             self._follow()
         except BaseException:
-            self.abandoned[0] = True  # the engine drops the rest at its next step
-            self.engine.wake()
+            self.abandon()
             raise
         return self._result()
+
+    def abandon(self) -> None:
+        """The job is ending without its result: the engine drops its sequences at its next step, without
+        output events (the job's terminal event, written next, must be the last of its stream)."""
+        self.handle.abandoned = True
+        self.engine.wake()
 
     def _follow(self) -> None:
         total = sum(s.max_new_tokens for s in self.seqs)
@@ -86,6 +90,8 @@ class GenerationJob:
 
     def _result(self) -> Any:
         ctx = self.ctx
+        if any(s.stream for s in self.seqs) and ctx.job_id:
+            get_pump().flush(ctx.job_id)  # every output event before the terminal one
         errors = [s.error for s in self.seqs if s.error is not None]
         if errors:
             raise errors[0]
@@ -94,8 +100,6 @@ class GenerationJob:
             ctx.progress(sum(len(s.tokens) for s in self.seqs), sum(s.max_new_tokens for s in self.seqs),
                          unit="tokens")  # raises what stopped it: cancel, drain, deadline
             raise JobTimeout("job exceeded its time limit") if TIMEOUT in reasons else JobCancelled("cancelled")
-        if any(s.stream for s in self.seqs) and ctx.job_id:
-            get_pump().flush(ctx.job_id)
         ctx.record_fields["batch"] = {"jobs": self.handle.shared_jobs, "inputs": self.handle.shared_sequences,
                                       "passes": self.handle.steps}
         out = [self._item(i, item) for i, item in enumerate(self.items)]
@@ -120,16 +124,21 @@ def start(ctx: JobContext, task: GenerationTask, resident: Any, engine: Engine) 
     items, single = task.split(ctx.inputs)
     prompts = [task.prompt_ids(resident, item, params, i) for i, item in enumerate(items)]
     _check_positions(resident.model, prompts, int(params.get("max_new_tokens", 32)))
-    abandoned = [False]
-    handle = JobHandle(ctx.job_id, _stop_reason(ctx, abandoned), n=int(params.get("n", 1)))
+    handle = JobHandle(ctx.job_id, n=int(params.get("n", 1)))
+    handle.stop_reason = _stop_reason(ctx, handle)
     seqs = _sequences(ctx, resident, engine, prompts, handle)
     for seq in seqs:
         engine.check_fits(seq, f"inputs.{seq.index}")
     ctx.progress(0, sum(s.max_new_tokens for s in seqs), unit="tokens")  # also: the flags the engine reads
     if source is not None:
         _pin(ctx, resident.model, source, seqs)
-    engine.submit(seqs)
-    return GenerationJob(ctx, task, resident, engine, items, single, seqs, handle, abandoned)
+    job = GenerationJob(ctx, task, resident, engine, items, single, seqs, handle)
+    try:
+        engine.submit(seqs)
+    except BaseException:  # a time limit landing here must not leave the sequences running for nobody
+        job.abandon()
+        raise
+    return job
 
 
 def _sequences(ctx: JobContext, resident: Any, engine: Engine, prompts: list[list[int]],
@@ -148,11 +157,11 @@ def _sequences(ctx: JobContext, resident: Any, engine: Engine, prompts: list[lis
     return seqs
 
 
-def _stop_reason(ctx: JobContext, abandoned: list[bool]) -> Any:
+def _stop_reason(ctx: JobContext, handle: JobHandle) -> Any:
     writer, job_id, deadline = writer_for(ctx.redis), ctx.job_id, ctx.deadline
 
     def reason() -> str | None:
-        if abandoned[0]:
+        if handle.abandoned:
             return CANCELLED
         flags = writer.flags(job_id)
         if flags.cancel or flags.draining:

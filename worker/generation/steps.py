@@ -98,7 +98,7 @@ def finish(seq: Sequence, reason: str, emit: Any = None) -> None:
     seq.finish_reason = reason
     if seq.tracker is not None:
         seq.tracker.close()
-        if seq.stream and emit is not None:
+        if seq.stream and emit is not None and not seq.job.abandoned:
             emit([(seq.job.job_id, {**_event(seq, seq.tracker.delta(final=True)), "finish_reason": reason})])
     seq.job.wake()
 

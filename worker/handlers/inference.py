@@ -93,7 +93,7 @@ def run(ctx: JobContext) -> Any:
     """
     continuous = _start_continuous(ctx)
     if continuous is not None:
-        return continuous.wait()
+        return continuous.wait()  # (wait abandons the sequences if the job ends while it waits)
     batcher = get_batcher()
     with batcher.arriving() as arrival:
         job = _prepare(ctx)
@@ -115,29 +115,42 @@ def run_many(ctxs: list[JobContext]) -> list[Any]:
     """
     batcher = get_batcher()
     started: list[tuple[_Job, list[Request]] | GenerationJob | BaseException] = []
-    with batcher.arriving():  # the executor waits for the whole group rather than run its first job alone
-        for ctx in ctxs:
-            try:
-                continuous = _start_continuous(ctx)
-                if continuous is not None:
-                    started.append(continuous)
-                    continue
-                job = _prepare(ctx)
-                started.append((job, [batcher.enqueue(job.key, job.items[i:i + job.size], job.forward, job.limits,
-                                                      job_id=ctx.job_id, first_index=i)
-                                      for i in range(0, len(job.items), job.size)]))
-            except Exception as exc:  # noqa: BLE001 - this job's failure, not the group's
-                started.append(exc)
     outcomes: list[Any] = []
-    for ctx, begun in zip(ctxs, started):
-        if isinstance(begun, BaseException):
-            outcomes.append(begun)
-            continue
-        try:
-            outcomes.append(_finish_static(ctx, batcher, *begun) if isinstance(begun, tuple) else begun.wait())
-        except Exception as exc:  # noqa: BLE001
-            outcomes.append(exc)
+    try:
+        with batcher.arriving():  # the executor waits for the whole group rather than run its first job alone
+            for ctx in ctxs:
+                started.append(_start_one(ctx, batcher))
+        for ctx, begun in zip(ctxs, started):
+            outcomes.append(_finish_one(ctx, batcher, begun))
+    except BaseException:  # the group's time limit: generation jobs not waited for yet must not run on
+        for begun in started[len(outcomes):]:
+            if not isinstance(begun, (tuple, BaseException)):
+                begun.abandon()
+        raise
     return outcomes
+
+
+def _start_one(ctx: JobContext, batcher: Any) -> tuple[_Job, list[Request]] | GenerationJob | BaseException:
+    """A group member started: on the engine, queued in the batcher, or the exception that failed it."""
+    try:
+        continuous = _start_continuous(ctx)
+        if continuous is not None:
+            return continuous
+        job = _prepare(ctx)
+        return job, [batcher.enqueue(job.key, job.items[i:i + job.size], job.forward, job.limits,
+                                     job_id=ctx.job_id, first_index=i) for i in range(0, len(job.items), job.size)]
+    except Exception as exc:  # noqa: BLE001 - this job's failure, not the group's
+        return exc
+
+
+def _finish_one(ctx: JobContext, batcher: Any, begun: Any) -> Any:
+    """A started group member's result, or the exception that failed it."""
+    if isinstance(begun, BaseException):
+        return begun
+    try:
+        return _finish_static(ctx, batcher, *begun) if isinstance(begun, tuple) else begun.wait()
+    except Exception as exc:  # noqa: BLE001
+        return exc
 
 
 def _finish_static(ctx: JobContext, batcher: Any, job: _Job, requests: list[Request]) -> Any:
