@@ -12,12 +12,13 @@ every ``--gap-ms`` while the first half runs, on a GPT-2 of ``--layers`` x ``--w
   (d) gpuq over HTTP, ``GPUQ_GENERATION_ENGINE=static`` (gpuq before continuous batching): one threads-pool
       worker, two executors of one intra-op thread each (the recommended CPU setting)
   (e) gpuq over HTTP with continuous batching: one threads-pool worker, ``--threads`` intra-op threads
+  (f) gpuq's engine called directly (no queue, no HTTP): its scheduler alone, against (c)
 For HTTP, every request is a job with ``stream: true``, submitted at its arrival time; first and last token
 times are those of its first and last ``output`` events in Redis (stream ids, milliseconds).
 Prints tokens/s, time to first token p50/p95, inter-token latency p50 and the ratios; writes
 bench/results/generation.json.
 
-    python -m bench.generation [--requests 64] [--layers 6 --width 512 --heads 8] [--only a,b,c,d,e]
+    python -m bench.generation [--requests 64] [--layers 6 --width 512 --heads 8] [--only a,b,c,d,e,f]
     python -m bench.generation --smoke        # 16 requests on a 2 x 128 model, to see that it runs
 """
 from __future__ import annotations
@@ -43,7 +44,7 @@ from tests.support.processes import Service, start_api, start_worker, wait_for, 
 
 KEY = "bench-key-0123456789"
 METHODS = {"a": "direct generate, sequential", "b": "direct static batches", "c": "transformers continuous",
-           "d": "gpuq HTTP, static path", "e": "gpuq HTTP, continuous"}
+           "d": "gpuq HTTP, static path", "e": "gpuq HTTP, continuous", "f": "gpuq engine, direct"}
 
 
 def body(model: str, r: genwork.Request) -> dict[str, Any]:
@@ -144,11 +145,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     work = genwork.workload(args.requests, args.gap_ms / 1000, (8, args.max_prompt), (8, args.max_new))
     results: dict[str, Any] = {}
     only = set(args.only.split(","))
-    model = genwork.load(model_dir) if only & {"a", "b", "c"} else None
+    model = genwork.load(model_dir) if only & {"a", "b", "c", "f"} else None
     direct = {"a": lambda r: genwork.run_sequential(model, r),
               "b": lambda r: genwork.run_static(model, r, args.static_batch),
-              "c": lambda r: genwork.run_library(model, r)}
-    for key in ("a", "b", "c"):
+              "c": lambda r: genwork.run_library(model, r), "f": lambda r: genwork.run_engine(model, r)}
+    for key in ("a", "b", "c", "f"):
         if key in only:
             results[key] = measure(key, lambda reqs, k=key: direct[k](reqs), work)
     if only & {"d", "e"}:
@@ -181,7 +182,8 @@ def measure(key: str, runner: Any, work: genwork.Workload) -> dict[str, float]:
 def ratios(results: dict[str, Any]) -> dict[str, float]:
     out = {}
     for num, den, what in (("e", "b", "tokens_per_s"), ("e", "c", "tokens_per_s"), ("e", "d", "tokens_per_s"),
-                           ("e", "a", "tokens_per_s"), ("c", "b", "tokens_per_s"), ("e", "c", "ttft_p50_ms")):
+                           ("e", "a", "tokens_per_s"), ("c", "b", "tokens_per_s"), ("e", "c", "ttft_p50_ms"),
+                           ("f", "c", "tokens_per_s"), ("f", "c", "ttft_p50_ms")):
         if num in results and den in results:
             out[f"{num}/{den} {what}"] = results[num][what] / results[den][what]
     return out
@@ -208,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gap-ms", type=float, default=200.0)
     parser.add_argument("--static-batch", type=int, default=8)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="intra-op threads")
-    parser.add_argument("--only", default="a,b,c,d,e")
+    parser.add_argument("--only", default="a,b,c,d,e,f")
     parser.add_argument("--smoke", action="store_true", help="16 requests on a 2 x 128 model")
     parser.add_argument("--out", default=None, help="default: bench/results/generation[-smoke].json")
     args = parser.parse_args(argv)

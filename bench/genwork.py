@@ -175,6 +175,34 @@ def run_library(model: Any, reqs: list[Request]) -> float:
     return start
 
 
+def run_engine(model: Any, reqs: list[Request]) -> float:
+    """(f) gpuq's continuous-batching engine called directly, no queue: the scheduler alone against (c)."""
+    from gpuq.worker.generation.cache import probe_shape
+    from gpuq.worker.generation.engine import Engine, Limits
+    from gpuq.worker.generation.sampling import Sampling
+    from gpuq.worker.generation.sequence import JobHandle, Sequence
+
+    attention = model.config._attn_implementation
+    shape = probe_shape(model, model.config.num_hidden_layers, attention)
+    engine = Engine(model, shape, Limits(1 << 34, 64, 1024), lambda n: True, attention, [VOCAB - 1], "bench")
+    job = JobHandle(None)
+    seqs = [Sequence(r.prompt, r.max_new_tokens, Sampling(min_new_tokens=r.max_new_tokens), job, i)
+            for i, r in enumerate(reqs)]
+    start = time.perf_counter()
+    for r, seq in zip(reqs, seqs):
+        _wait_until(start, r.arrive_s)
+        seq.arrived = time.monotonic()
+        engine.submit([seq])
+    while not all(s.done for s in seqs):
+        job.event.wait(0.05)
+        job.event.clear()
+    offset = time.monotonic() - time.perf_counter()  # sequences stamp tokens on the monotonic clock
+    for r, seq in zip(reqs, seqs):
+        r.first_s = (seq.first_token_at or 0.0) - offset - start
+        r.last_s, r.tokens = (seq.last_token_at or 0.0) - offset - start, len(seq.tokens)
+    return start
+
+
 def _feed(manager: Any, reqs: list[Request], start: float) -> None:
     for i, r in enumerate(reqs):
         _wait_until(start, r.arrive_s)
