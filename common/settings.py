@@ -182,6 +182,17 @@ class Settings(BaseSettings):
     api_workers: int = Field(default=1, ge=1, le=256)
     submit_one_trip: bool = True
 
+    # Text generation: continuous batching over a KV cache (worker/generation/) or static generate calls.
+    generation_engine: Literal["continuous", "static"] = "continuous"
+    # KV-cache bytes one resident causal LM may hold, counted in the model cache's budget; default: this
+    # fraction of that budget.
+    kv_cache_budget: ByteSize | None = None
+    kv_cache_fraction: float = Field(default=0.25, gt=0, le=0.9)
+    generation_max_sequences: int = Field(default=64, ge=1, le=4096)  # sequences sharing one decode step
+    # Prompt tokens prefilled before the next decode step (at least one prompt): time to first token of
+    # arrivals against inter-token latency of the running sequences.
+    generation_prefill_tokens: int = Field(default=1024, ge=1)
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _parse_api_keys(cls, value: object) -> object:

@@ -62,9 +62,16 @@ class AdapterSet:
         self.max_adapters = max(1, max_adapters)
         self.peft: Any = None
         self.names: OrderedDict[str, str] = OrderedDict()
+        self.pinned: dict[str, int] = {}  # adapter name -> sequences using it
 
     def activate(self, source: AdapterSource) -> float:
         """Make ``source`` the active adapter, loading it if needed; returns the load time in ms (0 if resident)."""
+        name, load_ms = self.ensure(source)
+        self.peft.set_adapter(name, inference_mode=True)
+        return load_ms
+
+    def ensure(self, source: AdapterSource) -> tuple[str, float]:
+        """Load ``source`` beside the others if needed (the active one unchanged); (its name, load ms)."""
         name = self.names.get(source.key)
         load_ms = 0.0
         if name is None:
@@ -74,9 +81,8 @@ class AdapterSet:
             self.names[source.key] = name
             load_ms = (time.perf_counter() - started) * 1000
         self.names.move_to_end(source.key)
-        self.peft.set_adapter(name, inference_mode=True)
-        self._evict()
-        return load_ms
+        self._evict(keep=source.key)
+        return name, load_ms
 
     def _load(self, path: Path, name: str) -> None:
         from peft import PeftModel
@@ -91,9 +97,12 @@ class AdapterSet:
                 self.peft.delete_adapter(name)
             raise ModelLoadError(f"adapter at {path.name!r} does not fit this model: {str(exc)[:300]}") from None
 
-    def _evict(self) -> None:
-        while len(self.names) > self.max_adapters:
-            key, name = self.names.popitem(last=False)
+    def _evict(self, keep: str) -> None:
+        # Adapters that running sequences use (continuous batching, ``pinned``) stay, even beyond the limit.
+        for key in [k for k in self.names if k != keep and self.pinned.get(self.names[k], 0) == 0]:
+            if len(self.names) <= self.max_adapters:
+                break
+            name = self.names.pop(key)
             self.peft.delete_adapter(name)
             log.info("unloaded adapter %s", key)
 
@@ -179,6 +188,9 @@ class _PassGuard:
         self._readers = 0
         self._writer = False
         self._waiting = 0  # writers waiting: new readers queue behind them, so an adapter pass is never starved
+        self._issued = 0  # writer tickets handed out ...
+        self._serving = 0  # ... and the one whose turn it is
+        self._abandoned: set[int] = set()  # tickets whose holder stopped waiting
 
     @contextmanager
     def shared(self) -> Iterator[None]:
@@ -195,18 +207,40 @@ class _PassGuard:
 
     @contextmanager
     def exclusive(self) -> Iterator[None]:
+        # Writers go in arrival order (tickets): the generation engine takes the guard for every decode step
+        # of a base with adapters, and without an order it would take it again before a waiting writer (a job
+        # loading its adapter) ever woke up.
         with self._cond:
+            ticket = self._issued
+            self._issued += 1
             self._waiting += 1
-            while self._writer or self._readers:
-                self._cond.wait()
-            self._waiting -= 1
+            try:
+                while self._writer or self._readers or self._serving != ticket:
+                    self._cond.wait()
+            except BaseException:  # given up while waiting (a time limit): its turn must not block the rest
+                self._skip(ticket)
+                raise
+            finally:
+                self._waiting -= 1
             self._writer = True
         try:
             yield
         finally:
             with self._cond:
                 self._writer = False
-                self._cond.notify_all()
+                self._advance()
+
+    def _skip(self, ticket: int) -> None:
+        self._abandoned.add(ticket)
+        if self._serving == ticket and not self._writer:
+            self._advance()
+
+    def _advance(self) -> None:
+        self._serving += 1
+        while self._serving in self._abandoned:
+            self._abandoned.discard(self._serving)
+            self._serving += 1
+        self._cond.notify_all()
 
 
 _GUARD_LOCK = threading.Lock()
@@ -219,3 +253,43 @@ def _pass_guard(model: Any) -> _PassGuard:
         if guard is None:
             guard = model.__dict__["_gpuq_pass_guard"] = _PassGuard()
         return guard  # type: ignore[no-any-return]
+
+
+# peft's adapter name for rows of a mixed-adapter batch that run on the base alone.
+BASE_ROWS = "__base__"
+
+
+def pin_for_mixed(model: Any, source: AdapterSource, max_adapters: int) -> tuple[str, float]:
+    """Load ``source`` on ``model`` for mixed-adapter batches (``mixed``) and keep it loaded until ``unpin``;
+    returns (its name, load ms: 0 when it was resident)."""
+    with _pass_guard(model).exclusive():  # loading injects layers into modules a pass may be running
+        aset = adapters_of(model, max_adapters)
+        name, ms = aset.ensure(source)
+        aset.pinned[name] = aset.pinned.get(name, 0) + 1
+    return name, ms
+
+
+def unpin(model: Any, name: str) -> None:
+    """A sequence no longer uses adapter ``name`` (it may be evicted again)."""
+    with _pass_guard(model).exclusive():
+        aset = model.__dict__.get(_ATTR)
+        if aset is not None and aset.pinned.get(name):
+            aset.pinned[name] -= 1
+
+
+@contextmanager
+def mixed(model: Any) -> Iterator[Any]:
+    """Run a pass whose rows may each name an adapter: yields the ``PeftModel`` to call with
+    ``adapter_names`` (one per row, ``BASE_ROWS`` for none), or None while the base has never had an adapter
+    (then call the base itself). peft runs such a batch per adapter inside each LoRA layer, leaving the active
+    adapter alone, so a pass with adapters only has to exclude passes that switch or disable them."""
+    guard = _pass_guard(model)
+    with guard.shared():
+        found = model.__dict__.get(_ATTR)
+        plain = found is None or found.peft is None
+        if plain:
+            yield None
+    if plain:
+        return
+    with guard.exclusive():
+        yield found.peft

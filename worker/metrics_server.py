@@ -34,6 +34,7 @@ from gpuq.common.redis_client import get_redis
 from gpuq.common.scrape import guarded
 from gpuq.common.settings import get_settings
 from gpuq.common.stats import HistogramData
+from gpuq.worker.generation.metrics import itl_histogram, ttft_histogram
 from gpuq.worker.preload import boot_id
 from gpuq.worker.telemetry import CACHE_COUNTERS, batch_histogram, run_histogram
 
@@ -135,6 +136,7 @@ class WorkerCollector(Collector):
         _histogram(batch, [], batch_histogram(name).read(r))
         yield batch
         yield from _cache_and_device(raw)
+        yield from _generation(r, name, raw)
 
 
 def _cache_and_device(raw: dict[str, str]) -> Iterator[Metric]:
@@ -161,6 +163,33 @@ def _cache_and_device(raw: dict[str, str]) -> Iterator[Metric]:
     done = raw.get("preload") == "done" and raw.get("preload_boot") == boot_id()
     preload.add_metric([], 1.0 if done else 0.0)
     yield preload
+
+
+def _generation(r: Any, name: str, raw: dict[str, str]) -> Iterator[Metric]:
+    """The continuous-batching engines' gauges, token count and latency histograms."""
+    seqs = GaugeMetricFamily("gpuq_worker_generation_sequences", "Sequences in the generation engines",
+                             labels=["state"])
+    blocks = GaugeMetricFamily("gpuq_worker_kv_cache_blocks", "KV-cache blocks (16 positions of one row)",
+                               labels=["state"])
+    for family, prefix, states in ((seqs, "gen_", ("running", "waiting")), (blocks, "kv_blocks_", ("used", "free"))):
+        for state in states:
+            family.add_metric([state], float(raw.get(prefix + state, 0)))
+        yield family
+    rate = GaugeMetricFamily("gpuq_worker_generation_tokens_per_second",
+                             "Tokens generated per second over the last 10 s")
+    rate.add_metric([], float(raw.get("gen_tokens_per_s", 0)))
+    yield rate
+    tokens = CounterMetricFamily("gpuq_worker_generation_tokens", "Tokens the generation engines generated")
+    tokens.add_metric([], float(raw.get("gen_tokens", 0)))
+    yield tokens
+    for metric, doc, hist in (
+            ("gpuq_worker_generation_time_to_first_token_seconds", "From reaching the engine to the first token",
+             ttft_histogram),
+            ("gpuq_worker_generation_inter_token_latency_seconds", "Between consecutive tokens of a sequence",
+             itl_histogram)):
+        family = HistogramMetricFamily(metric, doc)
+        _histogram(family, [], hist(name).read(r))
+        yield family
 
 
 def registry() -> CollectorRegistry:

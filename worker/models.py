@@ -76,6 +76,7 @@ class ResidentModels:
         self.on_change = on_change
         self.stats = CacheStats()
         self._items: OrderedDict[ModelKey, Loaded] = OrderedDict()
+        self._held: dict[str, int] = {}  # bytes held beside the models (KV caches), by owner
         self._pending: dict[ModelKey, _Pending] = {}
         self._lock = threading.Lock()
         self._load_lock = threading.Lock()  # one load at a time, so a GPU allocation delta is one model's
@@ -135,12 +136,14 @@ class ResidentModels:
         """Refuse a model larger than the budget left by pinned models; else evict LRU entries for room."""
         with self._lock:
             pinned = sum(item.nbytes for item in self._items.values() if item.pinned)
-            if need > self.budget - pinned:
+            held = sum(self._held.values())
+            if need > self.budget - pinned - held:
                 self.stats.refused += 1
                 raise ResourceExhausted(
                     f"model {key.model} needs about {need / MiB:.1f} MiB but the resident-model budget is "
-                    f"{self.budget / MiB:.1f} MiB ({pinned / MiB:.1f} MiB pinned): it cannot fit even after "
-                    f"evicting every other model (raise GPUQ_MODEL_CACHE_BUDGET or use a smaller dtype)")
+                    f"{self.budget / MiB:.1f} MiB ({pinned / MiB:.1f} MiB pinned, {held / MiB:.1f} MiB of KV "
+                    f"cache in use): it cannot fit even after evicting every other model (raise "
+                    f"GPUQ_MODEL_CACHE_BUDGET or use a smaller dtype)")
             evicted = self._evict_until(need, len(self._items) >= self.max_models)
         if evicted:
             release_memory()
@@ -181,7 +184,31 @@ class ResidentModels:
         return evicted
 
     def _used(self) -> int:
-        return sum(item.nbytes for item in self._items.values())
+        return sum(item.nbytes for item in self._items.values()) + sum(self._held.values())
+
+    def hold(self, owner: str, nbytes: int, keep: ModelKey | None = None) -> bool:
+        """Set the bytes ``owner`` holds beside the models (a KV cache) to ``nbytes``, evicting unpinned models
+        but ``keep``, least recently used first, to make room; False (and nothing changed) if it cannot fit."""
+        with self._lock:
+            grow = nbytes - self._held.get(owner, 0)
+            spare = sum(v.nbytes for k, v in self._items.items() if not v.pinned and k != keep)
+            if grow > 0 and self._used() + grow - spare > self.budget:
+                return False  # would not fit even with every idle model gone: evict nothing
+            evicted = self._evict_until(grow, False, keep=keep) if grow > 0 else []
+            fits = grow <= 0 or self._used() + grow <= self.budget
+            if fits and nbytes > 0:
+                self._held[owner] = nbytes
+            elif fits:
+                self._held.pop(owner, None)
+        if evicted:
+            release_memory()
+            self._changed()
+        return fits
+
+    def held(self) -> int:
+        """Bytes held beside the models (KV caches)."""
+        with self._lock:
+            return sum(self._held.values())
 
     def used(self) -> int:
         """Bytes held by resident models."""

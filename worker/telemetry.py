@@ -104,6 +104,9 @@ def _queue_state(pipe: Any, node: str, gauges: bool = True) -> None:
     _pending_batches.clear()
     batch_histogram(node).observe_many(pipe, batches, TTL_S)
     _queue_cache_deltas(pipe, key)
+    generation = sys.modules.get("gpuq.worker.generation.metrics")  # only where an engine ever ran
+    if generation is not None:
+        generation.METRICS.publish(pipe, node)
     if not gauges:
         pipe.expire(key, TTL_S)
         return

@@ -8,11 +8,11 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, ClassVar, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
+from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator, model_validator
 
 from gpuq.common.errors import InvalidInput
 from gpuq.common.jobs.adapterref import AdapterRef, check_adapter
-from gpuq.common.jobs.chat import check_conversations
+from gpuq.common.jobs.chat import check_chat_template, check_conversations
 from gpuq.common.jobs.inputs import check_image_uploads, check_images, check_qa, check_texts, check_token_ids
 from gpuq.common.jobs.modelref import check_model_ref
 from gpuq.common.jobs.registry import JobSpec, Submitter, Validated, register
@@ -41,6 +41,9 @@ class _Common(BaseModel):
 
     def check_limits(self, settings: Settings) -> None:
         """Deployment limits beyond the params' own bounds."""
+
+    def check_model(self, model: str) -> None:
+        """What the task needs of the model, where the API can tell (its resolved reference)."""
 
 
 class _Generate(_Common):
@@ -95,26 +98,47 @@ class QuestionAnsweringParams(_Common):
         return check_qa(inputs, settings)
 
 
-class TextGenerationParams(_Generate):
-    task: Literal["text-generation"]
-    return_full_text: bool = False
+class _Continue(_Generate):
+    """Generation settings of the causal-LM tasks (text-generation, chat)."""
+
+    # Stop strings end a sequence where they start (never part of the text); one string or a list.
     stop: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(default_factory=list, max_length=8)
     stream: bool = False  # append each new piece of text as an ``output`` event while generating
+    n: int = Field(1, ge=1, le=16)  # sequences per input (seeded: the j-th draws with seed + j)
+    logprobs: int | None = Field(None, ge=0, le=20)  # per token: its log-probability and this many alternatives
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _one_stop(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
 
     def check_limits(self, settings: Settings) -> None:
         super().check_limits(settings)
         if self.stream and self.num_beams > 1:
             raise InvalidInput("params.stream: token streaming needs num_beams 1", field="params.stream")
+        if self.num_beams > 1 and self.n > self.num_beams:
+            raise InvalidInput("params.n: beam search returns at most num_beams sequences", field="params.n")
+        if self.logprobs is not None and (self.num_beams > 1 or self.no_repeat_ngram_size):
+            raise InvalidInput("params.logprobs: needs num_beams 1 and no no_repeat_ngram_size (the continuous "
+                               "engine)", field="params.logprobs")
 
 
-class ChatParams(TextGenerationParams):
-    """``inputs``: a list of conversations (``[{role, content}, ...]``), rendered by the model's own chat
-    template with the assistant's turn open."""
+class TextGenerationParams(_Continue):
+    task: Literal["text-generation"]
+    return_full_text: bool = False
 
-    task: Literal["chat"]  # type: ignore[assignment]
+
+class ChatParams(_Continue):
+    """``inputs``: a conversation (``[{role, content}, ...]``) or a list of them, rendered by the model's own
+    chat template with the assistant's turn open."""
+
+    task: Literal["chat"]
 
     def check_inputs(self, inputs: Any, settings: Settings) -> Any:
         return check_conversations(inputs, settings)
+
+    def check_model(self, model: str) -> None:
+        check_chat_template(model)
 
 
 class SummarizationParams(_Generate):
@@ -218,6 +242,7 @@ def check(model: str, inputs: Any, parsed: Any, who: Submitter) -> Validated:
     params, settings = parsed.root, who.settings
     params.check_limits(settings)
     ref = check_model_ref(model, settings)
+    params.check_model(ref)
     checked = params.check_inputs(inputs, settings)
     if isinstance(params, ImageClassificationParams):
         check_image_uploads(checked, who, params.max_image_bytes)

@@ -35,6 +35,19 @@ CASES = [
     (body("x", task="summarization", min_new_tokens=50, max_new_tokens=10), "params.min_new_tokens"),
     (body("x", task="text-generation", stop=["a"] * 9), "params.stop"),
     (body("x", task="text-generation", stream=True, num_beams=3), "params.stream"),
+    (body("x", task="text-generation", n=17), "params.n"),
+    (body("x", task="text-generation", n=3, num_beams=2), "params.n"),
+    (body("x", task="text-generation", logprobs=21), "params.logprobs"),
+    (body("x", task="text-generation", logprobs=1, num_beams=2), "params.logprobs"),
+    (body("x", task="chat"), "inputs"),
+    (body([], task="chat"), "inputs"),
+    (body([{"role": "user", "content": "hi"}, "hello"], task="chat"), "inputs.1"),
+    (body([{"role": "bot", "content": "hi"}], task="chat"), "inputs.0.role"),
+    (body([[{"role": "user", "content": "hi"}], [{"role": "user", "content": 5}]], task="chat"),
+     "inputs.1.0.content"),
+    (body([{"role": "user", "content": [{"type": "image_url", "url": "x"}]}], task="chat"), "inputs.0.content.0"),
+    (body([{"role": "user", "content": "hi", "mood": "calm"}], task="chat"), "inputs.0.mood"),
+    (body([{"role": "user", "content": "hi"}], task="chat", return_full_text=True), "params.return_full_text"),
     (body("not base64 at all!", task="image-classification"), "inputs"),
     (body(["aGVsbG8gd29ybGQ="], task="image-classification"), "inputs.0"),
     (body([PNG_1PX, 7], task="image-classification"), "inputs.1"),
@@ -55,7 +68,10 @@ def test_good_inputs_of_every_shape_are_accepted(client: httpx.Client) -> None:
                     body("x", task="zero-shot-classification", candidate_labels=["a", "b"], multi_label=True),
                     body([PNG_1PX, "data:image/png;base64," + PNG_1PX], task="image-classification"),
                     body("x [MASK]", task="fill-mask", targets=["a"]),
-                    body("x", task="translation_en_to_ro")):
+                    body("x", task="translation_en_to_ro"),
+                    body("x", task="text-generation", stop="one stop", n=2, logprobs=0),
+                    body([[{"role": "system", "content": "s"}, {"role": "user", "content": [
+                        {"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}]], task="chat")):
         resp = client.post("/v1/jobs", json=payload)
         assert resp.status_code == 202, resp.text
         client.post(f"/v1/jobs/{resp.json()['id']}/cancel")

@@ -74,10 +74,11 @@ def test_one_bad_input_fails_only_its_own_job(client: httpx.Client) -> None:
     params = {"task": "text-generation", "max_new_tokens": 3}
     good = [{"kind": "inference", "model": gpt2, "inputs": f"the worker {i}", "params": params}
             for i in range(6)]
-    # Longer than the model's 1024 positions: fails inside the forward pass, not at validation.
+    # Longer than the model's 1024 positions: known only once tokenized, on the worker.
     bad = {"kind": "inference", "model": gpt2, "inputs": "queue " * 1500, "params": params}
     records = submit_all(client, good[:3] + [bad] + good[3:])
-    assert records[3]["status"] == "failed" and records[3]["error"]["type"] == "job_error"
+    assert records[3]["status"] == "failed" and records[3]["error"]["type"] == "invalid_input"
+    assert "1024 positions" in records[3]["error"]["message"] and records[3]["error"]["field"] == "inputs.0"
     assert [r["status"] for i, r in enumerate(records) if i != 3] == ["succeeded"] * 6
 
 

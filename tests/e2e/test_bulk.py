@@ -76,7 +76,7 @@ def test_mixed_kinds_and_a_bad_input_fail_only_their_own_job(client: httpx.Clien
     resp = bulk(client, good[:2] + [bad, synthetic] + good[2:])
     assert resp.status_code == 200, resp.text
     records = resp.json()["jobs"]
-    assert records[2]["status"] == "failed" and records[2]["error"]["type"] == "job_error", records[2]
+    assert records[2]["status"] == "failed" and records[2]["error"]["type"] == "invalid_input", records[2]
     assert [r["status"] for i, r in enumerate(records) if i != 2] == ["succeeded"] * 6
     assert event_types(client, records[2]["id"])[-1] == "failed"
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gpuq.common.files import get_file_store
 from gpuq.common.settings import Settings
@@ -17,6 +17,9 @@ from gpuq.worker.device import device, torch_dtype
 from gpuq.worker.inference import InferenceTask, LoadSpec, get_task
 from gpuq.worker.models import ModelKey, get_cache
 from gpuq.worker.sizing import estimate_bytes
+
+if TYPE_CHECKING:  # the engine imports torch; this module is imported before a job needs it
+    from gpuq.worker.generation.serve import GenerationJob
 
 
 def model_key(spec: LoadSpec, task: InferenceTask) -> ModelKey:
@@ -88,6 +91,9 @@ def run(ctx: JobContext) -> Any:
     inside the forward pass, which the batcher's one executor thread runs: jobs in one pass share the adapter
     (it is part of the batch key), and passes never overlap, so switching adapters between passes is safe.
     """
+    continuous = _start_continuous(ctx)
+    if continuous is not None:
+        return continuous.wait()  # (wait abandons the sequences if the job ends while it waits)
     batcher = get_batcher()
     with batcher.arriving() as arrival:
         job = _prepare(ctx)
@@ -108,29 +114,65 @@ def run_many(ctxs: list[JobContext]) -> list[Any]:
     itself; each job keeps its own outcome: a result, or the exception that failed only that job.
     """
     batcher = get_batcher()
-    started: list[tuple[_Job, list[Request]] | BaseException] = []
-    with batcher.arriving():  # the executor waits for the whole group rather than run its first job alone
-        for ctx in ctxs:
-            try:
-                job = _prepare(ctx)
-                started.append((job, [batcher.enqueue(job.key, job.items[i:i + job.size], job.forward, job.limits,
-                                                      job_id=ctx.job_id, first_index=i)
-                                      for i in range(0, len(job.items), job.size)]))
-            except Exception as exc:  # noqa: BLE001 - this job's failure, not the group's
-                started.append(exc)
+    started: list[tuple[_Job, list[Request]] | GenerationJob | BaseException] = []
     outcomes: list[Any] = []
-    for ctx, begun in zip(ctxs, started):
-        if isinstance(begun, BaseException):
-            outcomes.append(begun)
-            continue
-        job, requests = begun
-        try:
-            for request in requests:
-                _collect(ctx, job, batcher.wait(request))
-            outcomes.append(_result(ctx, job))
-        except Exception as exc:  # noqa: BLE001
-            outcomes.append(exc)
+    try:
+        with batcher.arriving():  # the executor waits for the whole group rather than run its first job alone
+            for ctx in ctxs:
+                started.append(_start_one(ctx, batcher))
+        for ctx, begun in zip(ctxs, started):
+            outcomes.append(_finish_one(ctx, batcher, begun))
+    except BaseException:  # the group's time limit: generation jobs not waited for yet must not run on
+        for begun in started[len(outcomes):]:
+            if not isinstance(begun, (tuple, BaseException)):
+                begun.abandon()
+        raise
     return outcomes
+
+
+def _start_one(ctx: JobContext, batcher: Any) -> tuple[_Job, list[Request]] | GenerationJob | BaseException:
+    """A group member started: on the engine, queued in the batcher, or the exception that failed it."""
+    try:
+        continuous = _start_continuous(ctx)
+        if continuous is not None:
+            return continuous
+        job = _prepare(ctx)
+        return job, [batcher.enqueue(job.key, job.items[i:i + job.size], job.forward, job.limits,
+                                     job_id=ctx.job_id, first_index=i) for i in range(0, len(job.items), job.size)]
+    except Exception as exc:  # noqa: BLE001 - this job's failure, not the group's
+        return exc
+
+
+def _finish_one(ctx: JobContext, batcher: Any, begun: Any) -> Any:
+    """A started group member's result, or the exception that failed it."""
+    if isinstance(begun, BaseException):
+        return begun
+    try:
+        return _finish_static(ctx, batcher, *begun) if isinstance(begun, tuple) else begun.wait()
+    except Exception as exc:  # noqa: BLE001
+        return exc
+
+
+def _finish_static(ctx: JobContext, batcher: Any, job: _Job, requests: list[Request]) -> Any:
+    for request in requests:
+        _collect(ctx, job, batcher.wait(request))
+    return _result(ctx, job)
+
+
+def _start_continuous(ctx: JobContext) -> GenerationJob | None:
+    """Submit a generation job to its model's continuous-batching engine; None: the static path runs it
+    (another task, beam search, ``GPUQ_GENERATION_ENGINE=static``, a model or adapter the engine cannot run)."""
+    from gpuq.worker.generation import serve
+
+    task = get_task(ctx.params["task"])
+    if not serve.serves(task, ctx.params, ctx.settings.generation_engine):
+        return None
+    from gpuq.worker.generation.resident import engine_for
+
+    spec = LoadSpec(ctx.model, ctx.params.get("revision"), ctx.params.get("dtype", "auto"))
+    resident = load_resident(ctx, task, spec)
+    engine = engine_for(resident, model_key(spec, task), ctx.settings)
+    return None if engine is None else serve.start(ctx, task, resident, engine)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -157,8 +199,8 @@ def _prepare(ctx: JobContext) -> _Job:
     """Resolve the task and model (loading it on a miss) and prepare the job's inputs for forward passes."""
     params = ctx.params
     task = get_task(params["task"])
-    single = not isinstance(ctx.inputs, list)
-    inputs = resolve_uploads(ctx, [ctx.inputs] if single else list(ctx.inputs))
+    items, single = task.split(ctx.inputs)
+    inputs = resolve_uploads(ctx, items)
     spec = LoadSpec(ctx.model, params.get("revision"), params.get("dtype", "auto"))
     resident = load_resident(ctx, task, spec)
     source = adapters.source_for(ctx)

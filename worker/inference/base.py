@@ -35,6 +35,8 @@ class InferenceTask(Protocol):
 
     def load(self, spec: LoadSpec) -> Any: ...
 
+    def split(self, inputs: Any) -> tuple[list[Any], bool]: ...
+
     def group(self, params: dict[str, Any]) -> Hashable: ...
 
     def prepare(self, resident: Any, inputs: list[Any], params: dict[str, Any]) -> list[Any]: ...
@@ -90,6 +92,10 @@ class SimpleTask:
 
     def load(self, spec: LoadSpec) -> Any:
         return load_pretrained(spec, self.auto_class)
+
+    def split(self, inputs: Any) -> tuple[list[Any], bool]:
+        """The job's inputs as a list, and whether it gave a single one (then it gets a single result)."""
+        return (list(inputs), False) if isinstance(inputs, list) else ([inputs], True)
 
     def group(self, params: dict[str, Any]) -> Hashable:
         return ()
