@@ -12,12 +12,15 @@ from gpuq.common.settings import get_settings
 
 
 def _models() -> dict[str, str]:
-    from gpuq.worker.devmodels import build_tiny_bert_classifier, build_tiny_gpt2, packaged_minilm_path
+    from gpuq.worker.devmodels import (build_tiny_bert_classifier, build_tiny_chat_gpt2, build_tiny_gpt2,
+                                       packaged_minilm_path)
 
     root = get_settings().data_dir.resolve() / "models"
     minilm = root / "all-MiniLM-L6-v2"  # where `gpuq up` lays the packaged model out
     return {"sentiment": str(build_tiny_bert_classifier(root / "bert-sentiment")),
             "gpt2": str(build_tiny_gpt2(root / "gpt2")),
+            # The OpenAI-compatible chat route needs a model with a chat template (README, Speaking OpenAI).
+            "gpt2-chat": str(build_tiny_chat_gpt2(root / "gpt2-chat")),
             "minilm": str(minilm if minilm.is_dir() else packaged_minilm_path())}
 
 

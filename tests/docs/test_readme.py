@@ -49,9 +49,11 @@ def quick_start(heading: str) -> list[tuple[str, str]]:
 
 
 def api_examples() -> list[tuple[str, str]]:
-    """The shell blocks of "The API in brief" above its first sub-section."""
-    api = section(README.read_text(), "The API in brief")
-    return [(lang, code) for lang, code in blocks(api.split("\n### ")[0]) if lang == "bash"]
+    """The shell blocks of "The API in brief" above its first sub-section, then every block of its
+    "Speaking OpenAI" sub-section (the official SDK against the same stack)."""
+    parts = section(README.read_text(), "The API in brief").split("\n### ")
+    openai = next(part for part in parts if part.startswith("Speaking OpenAI\n"))
+    return [(lang, code) for lang, code in blocks(parts[0]) if lang == "bash"] + blocks(openai)
 
 
 def test_the_chinese_quick_start_carries_the_same_commands() -> None:
@@ -100,7 +102,8 @@ def test_the_quick_start_runs_as_written_against_gpuq_up(tmp_path: Path) -> None
                              capture_output=True, timeout=600)
         failed_at = (re.findall(r"=== README block .*", ran.stderr) or ["before the first block"])[-1]
         assert ran.returncode == 0, f"{failed_at}\n{ran.stdout[-3000:]}\n{ran.stderr[-3000:]}"
-        for promised in ("gpt2", "all-MiniLM-L6-v2", "bert-sentiment", '"result"', "completed"):
+        for promised in ("gpt2", "all-MiniLM-L6-v2", "bert-sentiment", '"result"', "completed", "chatcmpl-",
+                         "\n384\n"):
             assert promised in ran.stdout, promised
         assert (repo / "out" / "outputs.parquet").stat().st_size > 0
         took = up.signal(signal.SIGINT)  # Ctrl-C in step 1's terminal
