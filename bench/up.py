@@ -3,8 +3,8 @@ measured in the same run.
 
 The tuned stack is bench/inference.py's: one threads-pool worker with batches of 64, two passes at once with
 one intra-op thread each, task events off (GPUQ_BATCH_MAX_SIZE=64, GPUQ_BATCH_EXECUTORS=2,
-GPUQ_TORCH_THREADS=1, GPUQ_TASK_EVENTS=false). The plain one is ``gpuq up --no-flower`` with nothing set, as a
-newcomer starts it (its own var/ and Redis, the topology it picks for the cores it sees). Both stacks stay up
+GPUQ_TORCH_THREADS=1, GPUQ_TASK_EVENTS=false). The plain one is ``gpuq up`` with nothing set, as a newcomer
+starts it (Flower included, so its inference worker sends task events; ``--no-flower`` measures without) (its own var/ and Redis, the topology it picks for the cores it sees). Both stacks stay up
 for the whole run and take turns, in interleaved rounds (the order alternating per round), on the same
 one-sentence all-MiniLM-L6-v2 jobs: one job per ``POST /v1/jobs`` and 64 per ``POST /v1/jobs/batch``; each
 ratio (plain / tuned) is taken within a round and the median round is reported (target: >= 0.8x).
@@ -49,11 +49,11 @@ def tuned_stack(tmp: Path) -> tuple[Stack, EmbeddedRedis, str]:
     return stack, redis, model
 
 
-def plain_up(tmp: Path) -> tuple[Up, str, str]:
-    """A plain `gpuq up` (no Flower) in its own directory: (it, its dev key, the packaged model's path there)."""
+def plain_up(tmp: Path, flower: bool) -> tuple[Up, str, str]:
+    """A plain `gpuq up` in its own directory: (it, its dev key, the packaged model's path there)."""
     env = {k: v for k, v in up_env().items() if k not in TUNED and k != "OMP_NUM_THREADS"}
     env["HF_HUB_OFFLINE"] = "1"
-    up = Up(tmp / "up", "--no-flower", env=env)
+    up = Up(tmp / "up", *([] if flower else ["--no-flower"]), env=env)
     key = up.wait_banner()
     return up, key, str(tmp / "up" / "var" / "models" / "all-MiniLM-L6-v2")
 
@@ -63,7 +63,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="gpuq-bench-up-"))
     texts = sentences(args.jobs)
     stack, redis, tuned_model = tuned_stack(tmp / "tuned")
-    up, up_key, up_model = plain_up(tmp)
+    up, up_key, up_model = plain_up(tmp, not args.no_flower)
     sides = {"tuned": (stack.url, KEY, [body(tuned_model, t) for t in texts]),
              "up": (up.url, up_key, [body(up_model, t) for t in texts])}
     rounds: list[dict[str, float]] = []
@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--in-flight", type=int, default=256)
     parser.add_argument("--per-request", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--no-flower", action="store_true", help="the plain stack without Flower (task events off)")
     out = measure(parser.parse_args(argv))
     print(f"\nall-MiniLM-L6-v2, {out['jobs']} one-sentence jobs, {out['in_flight']} in flight, {out['cpus']} CPUs, "
           f"median of {len(out['rounds'])} interleaved rounds (load average at the end {out['load_avg']:.1f})")

@@ -2,8 +2,9 @@
 
 - ``api``, the ``webhooks`` sender and ``flower``;
 - ``worker-inference``: a threads-pool worker with dynamic batching for the ``inference`` queue, sized from the
-  cores this process may use (one forward pass per core, one intra-op thread each, Celery task events off: the
-  CPU inference-worker setting bench/inference.py measures); on a GPU one pass at a time;
+  cores this process may use (one forward pass per core, one intra-op thread each: the CPU inference-worker
+  setting bench/inference.py measures); on a GPU one pass at a time. Celery task events, which Flower shows jobs
+  from, are on when Flower runs and off without it (three Redis publishes a job that nobody would read);
 - ``worker-jobs``: a prefork worker for the ``image`` and ``finetune`` queues, so a fine-tune that runs for an
   hour never holds the inference worker's slots.
 
@@ -39,12 +40,13 @@ def has_gpu(settings: Settings) -> bool:
     return Path("/dev/nvidia0").exists()
 
 
-def inference_env(settings: Settings, cores: int) -> dict[str, str]:
-    """Batching settings for the inference worker: cores / torch threads executors on a CPU, one on a GPU."""
+def inference_env(settings: Settings, cores: int, flower: bool) -> dict[str, str]:
+    """Batching settings for the inference worker: cores / torch threads executors on a CPU, one on a GPU;
+    task events only for a Flower to show them."""
+    events = {"GPUQ_TASK_EVENTS": "true" if flower else "false"}
     if has_gpu(settings):
-        return {"GPUQ_BATCH_EXECUTORS": "1", "GPUQ_TASK_EVENTS": "false"}
-    return {"GPUQ_BATCH_EXECUTORS": str(cores), "GPUQ_TORCH_THREADS": "1", "GPUQ_BATCH_MAX_SIZE": "64",
-            "GPUQ_TASK_EVENTS": "false"}
+        return {"GPUQ_BATCH_EXECUTORS": "1", **events}
+    return {"GPUQ_BATCH_EXECUTORS": str(cores), "GPUQ_TORCH_THREADS": "1", "GPUQ_BATCH_MAX_SIZE": "64", **events}
 
 
 def _own(env: dict[str, str], defaults: dict[str, str]) -> dict[str, str]:
@@ -57,7 +59,7 @@ def services(settings: Settings, env: dict[str, str], flower: bool) -> list[Serv
     metrics = settings.worker_metrics_port
     worker_defaults = {"GPUQ_WORKER_SOFT_SHUTDOWN_S": SOFT_SHUTDOWN_S}
     # Two workers on one host need two metrics ports: the configured one and the next (0 keeps both off).
-    inference = {**_own(env, {**worker_defaults, **inference_env(settings, usable_cores())}),
+    inference = {**_own(env, {**worker_defaults, **inference_env(settings, usable_cores(), flower)}),
                  "GPUQ_WORKER_METRICS_PORT": str(metrics)}
     jobs = {**_own(env, worker_defaults), "GPUQ_WORKER_METRICS_PORT": str(metrics + 1 if metrics else 0)}
     out = [
