@@ -29,6 +29,7 @@ from gpuq.common.settings import get_settings
 from gpuq.worker import telemetry
 from gpuq.worker.context import JobContext, now
 from gpuq.worker.handlers import get_handler
+from gpuq.worker.identity import node_name, worker_id
 from gpuq.worker.lease import Leases
 from gpuq.worker.models import release_memory
 from gpuq.worker.runner import (
@@ -39,12 +40,10 @@ from gpuq.worker.runner import (
     hand_back,
     job_store,
     make_context,
-    node_name,
     run_job,
     terminal_change,
     timed,
     unlist,
-    worker_id,
 )
 from gpuq.worker.watchdog import get_watchdog
 

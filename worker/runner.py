@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import socket
 import time
 from contextlib import AbstractContextManager, nullcontext
 from functools import lru_cache
@@ -29,6 +27,7 @@ from gpuq.common.storage import ArtifactStore, get_store
 from gpuq.worker import telemetry
 from gpuq.worker.context import JobContext, now
 from gpuq.worker.handlers import get_handler
+from gpuq.worker.identity import node_name, worker_id
 from gpuq.worker.lease import Lease
 from gpuq.worker.models import release_memory
 from gpuq.worker.taskevents import ProgressEvents
@@ -39,18 +38,8 @@ Limits = tuple[float, float | None]  # (soft, hard) seconds
 _EVENT_FOR = {"succeeded": "completed", "failed": "failed", "cancelled": "cancelled"}
 
 
-def node_name() -> str:
-    """This worker's node name (inherited by pool children), which heartbeats, queues and held jobs use."""
-    return os.environ.get("GPUQ_WORKER_NAME") or socket.gethostname()
-
-
 class Requeue(Exception):
     """Raised to the task layer: give the message back to the broker at once."""
-
-
-def worker_id() -> str:
-    """Identity recorded on the job: the Celery node name plus the pid."""
-    return f"{node_name()}:{os.getpid()}"
 
 
 @lru_cache(maxsize=1)

@@ -95,7 +95,8 @@ class Watchdog:
                     log.exception("watchdog could not fail job %s", watch.job_id)
 
     def _fail(self, watch: _Watch) -> None:
-        from gpuq.worker.runner import finish, job_store, node_name
+        from gpuq.worker.identity import node_name
+        from gpuq.worker.runner import finish, job_store
 
         self.fired_hard += 1
         log.error("job %s passed its hard time limit with its thread still busy; failing it", watch.job_id)
