@@ -30,6 +30,7 @@ from gpuq.worker import telemetry
 from gpuq.worker.context import JobContext, now
 from gpuq.worker.handlers import get_handler
 from gpuq.worker.identity import node_name, worker_id
+from gpuq.worker.jobstore import job_store
 from gpuq.worker.lease import Leases
 from gpuq.worker.models import release_memory
 from gpuq.worker.runner import (
@@ -38,7 +39,6 @@ from gpuq.worker.runner import (
     classify,
     encode_result,
     hand_back,
-    job_store,
     make_context,
     run_job,
     terminal_change,

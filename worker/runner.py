@@ -10,7 +10,6 @@ import json
 import logging
 import time
 from contextlib import AbstractContextManager, nullcontext
-from functools import lru_cache
 from typing import Any
 
 import redis
@@ -20,14 +19,13 @@ from gpuq.common.errors import (GpuqError, JobCancelled, JobError, JobInterrupte
                            WorkerLost)
 from gpuq.common.jobs.registry import get_spec
 from gpuq.common.records import JobStore, json_text
-from gpuq.common.redis_client import get_redis
 from gpuq.common.schemas import TERMINAL_STATUSES
 from gpuq.common.settings import get_settings
-from gpuq.common.storage import ArtifactStore, get_store
 from gpuq.worker import telemetry
 from gpuq.worker.context import JobContext, now
 from gpuq.worker.handlers import get_handler
 from gpuq.worker.identity import node_name, worker_id
+from gpuq.worker.jobstore import artifact_store, job_store
 from gpuq.worker.lease import Lease
 from gpuq.worker.models import release_memory
 from gpuq.worker.taskevents import ProgressEvents
@@ -40,17 +38,6 @@ _EVENT_FOR = {"succeeded": "completed", "failed": "failed", "cancelled": "cancel
 
 class Requeue(Exception):
     """Raised to the task layer: give the message back to the broker at once."""
-
-
-@lru_cache(maxsize=1)
-def _store() -> ArtifactStore:
-    return get_store(get_settings().artifact_dir)  # resolving the root is a syscall: once per process
-
-
-@lru_cache(maxsize=1)
-def job_store() -> JobStore:
-    """One store (and its registered scripts) per process."""
-    return JobStore(get_redis())
 
 
 def run_job(job_id: str, limits: Limits | None = None) -> str:
@@ -115,7 +102,7 @@ def _claim(jobs: JobStore, raw: dict[str, Any], node: str) -> JobContext | None:
 def make_context(jobs: JobStore, raw: dict[str, Any], node: str, timings: dict[str, Any], attempt: int,
                  on_progress: Any = None) -> JobContext:
     """The handler's view of a claimed job (``raw`` is its record as read before the claim)."""
-    store = _store()
+    store = artifact_store()
     # A redelivered job keeps what its earlier attempts stored (checkpoints a resume starts from).
     earlier = store.list(raw["tenant"], raw["id"]) if attempt > 1 else []
     return JobContext(

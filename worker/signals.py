@@ -148,7 +148,8 @@ def _hard_time_limit(task_id: str | None = None, exception: BaseException | None
     if not isinstance(exception, TimeLimitExceeded) or not task_id:
         return
     from gpuq.worker.identity import node_name
-    from gpuq.worker.runner import finish, job_store
+    from gpuq.worker.jobstore import job_store
+    from gpuq.worker.runner import finish
 
     jobs = job_store()
     raw = jobs.get_raw(task_id)

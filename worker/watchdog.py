@@ -96,7 +96,8 @@ class Watchdog:
 
     def _fail(self, watch: _Watch) -> None:
         from gpuq.worker.identity import node_name
-        from gpuq.worker.runner import finish, job_store
+        from gpuq.worker.jobstore import job_store
+        from gpuq.worker.runner import finish
 
         self.fired_hard += 1
         log.error("job %s passed its hard time limit with its thread still busy; failing it", watch.job_id)
