@@ -13,12 +13,13 @@ from celery import signals
 from celery.exceptions import TimeLimitExceeded
 
 from gpuq.common import keys
-from gpuq.common.errors import JobTimeout
 from gpuq.common.outage import OUTAGE_ERRORS, Outage
 from gpuq.common.redis_client import get_redis
 from gpuq.common.settings import get_settings
-from gpuq.worker import affinity, identity
+from gpuq.worker import affinity, identity, outcome
+from gpuq.worker.jobstore import job_store
 from gpuq.worker.metrics_server import HEARTBEAT
+from gpuq.worker.telemetry import count_job
 
 log = logging.getLogger(__name__)
 _stop = threading.Event()
@@ -147,20 +148,11 @@ def _hard_time_limit(task_id: str | None = None, exception: BaseException | None
     """The parent sees a hard time limit after killing the child; fail the job record there."""
     if not isinstance(exception, TimeLimitExceeded) or not task_id:
         return
-    from gpuq.worker.identity import node_name
-    from gpuq.worker.jobstore import job_store
-    from gpuq.worker.runner import finish
-
     jobs = job_store()
-    raw = jobs.get_raw(task_id)
-    if raw is None:
-        return
-    timings = {**(raw.get("timings") or {}), "finished_at": time.time()}
-    status = finish(jobs, task_id, raw["queue"], "failed", timings, node=node_name(),
-                    error=JobTimeout(f"job exceeded its hard time limit ({exception})").to_dict())
-    if status == "failed" and raw["status"] in ("queued", "running"):  # counted once, by whoever failed it
-        from gpuq.worker.telemetry import count_job
-
+    failed = outcome.time_out(jobs, [task_id], None, f"job exceeded its hard time limit ({exception})",
+                              identity.node_name())
+    if failed:  # counted once, by whoever failed it
         pipe = jobs.r.pipeline(transaction=False)
-        count_job(pipe, node_name(), raw["kind"], "failed")
+        for raw in failed:
+            count_job(pipe, identity.node_name(), raw["kind"], "failed")
         pipe.execute()
