@@ -14,7 +14,7 @@ def _parents(tree: ast.AST) -> dict[ast.AST, ast.AST]:
 
 
 def _is_write(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> bool:
-    """``os.environ[name] = value`` (or ``del``): handing a value to processes started later, not reading one."""
+    """``os.environ[name] = value`` (or ``del``): handing a value to processes started later, not a read."""
     parent = parents.get(node)
     return isinstance(parent, ast.Subscript) and isinstance(parent.ctx, (ast.Store, ast.Del))
 

@@ -5,8 +5,10 @@ priority and queue, instead of one message per job. On two cores a message costs
 forward pass it carries (kombu's receive, unacked bookkeeping and ack; Celery's request; a lease thread; a
 dozen Redis round trips), so the group does the per-job work in bulk: one round trip reads the records, one
 claims them (each still gets its own ``started`` event, lease and running entry), the kind's handler runs them
-together (the inference handler queues every job's chunks in the batcher before waiting for any), and one
-round trip writes every outcome (each job's own ``completed``/``failed`` event, result and error).
+together (the inference handler queues every job's chunks in the batcher before waiting for any), and
+``outcome.settle`` writes every outcome in one round trip (each job's own ``completed``/``failed`` event,
+result and error), deciding each exactly as for a single job: a member interrupted by shutdown or by Redis
+going away is handed back, one that failed with a retryable error is retried, as the job alone would be.
 
 Safety is the single-job runner's: the message is acknowledged after every job in it has its outcome, so a
 worker lost mid-group loses nothing; the redelivered message finds those jobs running (attempts 1) and hands
@@ -107,11 +109,12 @@ def _execute(claimed: list[dict[str, Any]], node: str, limits: Limits | None) ->
             stats.wait_histogram(queue).observe_many(pipe, values)
 
     # Every outcome in one round trip (each job's own event, result and error), as a single job's would be.
-    statuses = outcome.settle(jobs, contexts, [outcomes[c.job_id] for c in contexts], raws, begin, after=waits)
+    results = [outcomes[c.job_id] for c in contexts]
+    statuses = outcome.settle(jobs, contexts, results, raws, begin, after=waits)
     run_s = time.perf_counter() - begin[0]
     for kind, group in by_kind.items():
-        telemetry.jobs_done(jobs.r, kind, [(statuses[c.job_id], run_s - c.model_load_ms / 1000)
-                                           for c in group if statuses.get(c.job_id) not in ("requeued", "retrying")])
+        ended = [c for c in group if statuses[c.job_id] not in ("requeued", "retrying")]  # counted when they end
+        telemetry.jobs_done(jobs.r, kind, [(statuses[c.job_id], run_s - c.model_load_ms / 1000) for c in ended])
     return statuses
 
 

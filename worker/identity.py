@@ -20,7 +20,7 @@ _boot: str | None = None
 
 
 def node_name() -> str:
-    """This worker's node name (heartbeats, private queues, held jobs and records use it); else the host name."""
+    """This worker's node name (heartbeats, private queues, held jobs, records); else the host name."""
     return _node or get_settings().worker_name or socket.gethostname()
 
 
@@ -35,7 +35,7 @@ def worker_id() -> str:
 
 
 def name(node: str | None) -> str:
-    """Take ``node`` (Celery's node name; None: the host name) as this worker's name, for it and its children."""
+    """Take ``node`` (Celery's node name; None: the host name) as this worker's name, and its children's."""
     global _node
     _node = str(node or socket.gethostname())
     os.environ[NAME_ENV] = _node  # writing, for processes this worker spawns

@@ -15,8 +15,8 @@ a ``retryable`` error class           retry: queued again, published with an exp
 anything else                         fail (``classify`` names it in gpuq's error tree)
 ====================================  =============================================================
 
-``settle`` applies the actions for one job or a group's jobs alike, writing every terminal outcome in one round
-trip (``JobStore.transition_many``). Time limits that fire outside the job's own thread (``time_out``), worker
+``settle`` applies the actions for one job or a group's jobs alike, writing every terminal outcome in one
+round trip (``JobStore.transition_many``). Time limits that fire outside the job's own thread (``time_out``), worker
 loss found at claim (``give_up``) and recoveries by the sweeper and the reaper (``requeue``) end here too. A
 single job and a member of a group end the same way; Celery acks the message unless ``Requeue`` is raised.
 """
@@ -31,8 +31,8 @@ from typing import Any
 import redis
 
 from gpuq.common import dispatch, keys
-from gpuq.common.errors import (GpuqError, JobCancelled, JobError, JobInterrupted, JobTimeout, ResourceExhausted,
-                                WorkerLost)
+from gpuq.common.errors import (GpuqError, JobCancelled, JobError, JobInterrupted, JobTimeout,
+                                ResourceExhausted, WorkerLost)
 from gpuq.common.jobs.registry import get_spec
 from gpuq.common.records import JobStore, json_text
 from gpuq.common.settings import get_settings
@@ -89,8 +89,8 @@ def backoff_s(attempt: int) -> float:
     return float(min(settings.retry_backoff_s * 2 ** max(attempt - 1, 0), settings.retry_backoff_max_s))
 
 
-def settle(jobs: JobStore, contexts: Sequence[JobContext], outcomes: Sequence[Any], raws: dict[str, dict[str, Any]],
-           begin: tuple[float, float], after: Callable[[Any], None] | None = None) -> dict[str, str]:
+def settle(jobs: JobStore, contexts: Sequence[JobContext], outcomes: Sequence[Any],
+           raws: dict[str, dict[str, Any]], begin: tuple[float, float], after: Callable[[Any], None] | None = None) -> dict[str, str]:
     """End claimed jobs by their outcomes; returns each job's status. Terminal outcomes (and ``after(pipe)``'s
     commands) are written in one round trip; hand-backs and retries follow, one job at a time."""
     changes: list[Change] = []
@@ -134,8 +134,7 @@ def _change(ctx: JobContext, result: Any, raw: dict[str, Any], begin: tuple[floa
         except Exception as exc:  # noqa: BLE001 - e.g. the result could not be stored
             result = exc
             action, error = decide(exc, ctx.attempt, max_attempts)
-    if isinstance(result, BaseException):
-        _forget_frames(result)  # the traceback's frames (and their tensors) go before memory is released
+    _forget_frames(result if isinstance(result, BaseException) else None)  # frames hold tensors: free them
     timings = timed(ctx, begin)
     if action == "succeed":
         return terminal_change(ctx.job_id, "succeeded", timings, result=encoded, extra=ctx.record_fields)
@@ -152,13 +151,9 @@ def _change(ctx: JobContext, result: Any, raw: dict[str, Any], begin: tuple[floa
     return terminal_change(ctx.job_id, "failed", timings, error=error.to_dict(), extra=ctx.record_fields)
 
 
-def _forget_frames(exc: BaseException) -> None:
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        current.__traceback__ = None
-        current = current.__cause__ or current.__context__
+def _forget_frames(exc: BaseException | None, depth: int = 8) -> None:
+    while exc is not None and depth:
+        exc.__traceback__, exc, depth = None, exc.__cause__ or exc.__context__, depth - 1
 
 
 def _later(jobs: JobStore, ctx: JobContext, raw: dict[str, Any], action: str, error: GpuqError | None) -> str:
@@ -167,8 +162,7 @@ def _later(jobs: JobStore, ctx: JobContext, raw: dict[str, Any], action: str, er
         assert error is not None
         return retry(jobs, ctx, raw, error)
     why = error.message if isinstance(error, JobInterrupted) else "job store unreachable"
-    if error is None:
-        log.warning("job %s lost Redis; handing it back", ctx.job_id)
+    log.warning("job %s: %s; handing it back", ctx.job_id, why)
     try:
         return hand_back(jobs, ctx, raw, why)
     except redis.RedisError:
@@ -195,10 +189,11 @@ def retry(jobs: JobStore, ctx: JobContext, raw: dict[str, Any], error: GpuqError
     """A retryable failure: back to queued, published again once its backoff has passed."""
     delay = backoff_s(ctx.attempt)
     max_attempts = get_spec(ctx.kind).max_attempts
-    log.warning("job %s failed (%s: %s); retrying in %.1fs", ctx.job_id, error.type_name, error.message, delay)
+    log.warning("job %s failed (%s: %s); retrying in %.1fs", ctx.job_id, error.type_name, error.message,
+                delay)
     requeue(jobs, ctx.job_id, ["running"], raw["queue"], ctx.node,
-            {"message": f"{error.type_name}: {error.message}; retrying in {delay:g}s (attempt {ctx.attempt} of "
-                        f"{max_attempts})", "error": error.to_dict(), "retry_in_s": delay})
+            {"message": f"{error.type_name}: {error.message}; retrying in {delay:g}s (attempt {ctx.attempt}"
+                        f" of {max_attempts})", "error": error.to_dict(), "retry_in_s": delay})
     _publish(ctx, raw, error.message, countdown=delay)
     return "retrying"
 
@@ -207,15 +202,16 @@ def _publish(ctx: JobContext, raw: dict[str, Any], why: str, countdown: float | 
     from gpuq.worker.celery_app import app  # the app only: it imports no worker module
 
     try:
-        dispatch.publish(app, ctx.job_id, get_spec(ctx.kind), raw.get("priority") or "normal", countdown=countdown)
+        dispatch.publish(app, ctx.job_id, get_spec(ctx.kind), raw.get("priority") or "normal",
+                         countdown=countdown)
     except GpuqError:
         raise Requeue(why) from None
 
 
-def requeue(jobs: JobStore, job_id: str, allowed: list[str], queue: str, node: str | None, data: dict[str, Any],
-            drop_lease: bool = True) -> bool:
-    """Put a job back to queued (its ``log`` event says why) and off its queue's running set and ``node``'s held
-    jobs; the caller publishes its message. True when the record moved."""
+def requeue(jobs: JobStore, job_id: str, allowed: list[str], queue: str, node: str | None,
+            data: dict[str, Any], drop_lease: bool = True) -> bool:
+    """Put a job back to queued (its ``log`` event says why), off its queue's running set and ``node``'s
+    held jobs; the caller publishes its message. True when the record moved."""
     moved = jobs.transition(job_id, allowed, {"status": "queued"}, "log", data)
     pipe = jobs.r.pipeline(transaction=False)
     unlist(pipe, job_id, queue, node)

@@ -1,4 +1,7 @@
-"""Worker lifecycle hooks: identity, heartbeats (+ the reaper), preloading, hard-time-limit bookkeeping."""
+"""Worker lifecycle hooks: the node's name (``identity``), heartbeats with the sweeper's and the reaper's
+turns, draining on shutdown signals, and the prefork parent's hard time limit (ended through ``outcome``).
+
+Connected when ``gpuq.worker.main`` imports this module; nothing in the worker imports it back."""
 from __future__ import annotations
 
 import logging

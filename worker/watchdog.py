@@ -5,8 +5,9 @@ exception: it lands at the thread's next Python bytecode, so a job blocked in na
 forward pass, is interrupted only when that call returns; handlers' progress points also check the deadline).
 At the hard limit (soft + grace) a job that is still running is failed in its record by the watchdog itself,
 so the caller learns of the timeout; its thread, stuck in native code, keeps its pool slot until it returns (a
-thread cannot be killed), and its late outcome is ignored because the record is already terminal. Use a
-prefork worker for work that can hang in native code for good.
+thread cannot be killed), and its late outcome is ignored because the record is already terminal. Both ends
+go through ``outcome`` (the soft one as the exception the job's thread raises, the hard one as ``time_out``).
+Use a prefork worker for work that can hang in native code for good.
 """
 from __future__ import annotations
 

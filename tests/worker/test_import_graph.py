@@ -46,7 +46,8 @@ def _imported(name: str, path: Path) -> set[str]:
 def import_graph() -> dict[str, set[str]]:
     """gpuq.worker module -> the gpuq.worker modules it imports."""
     modules = _modules()
-    return {name: {m for m in _imported(name, path) if m in modules and m != name} for name, path in modules.items()}
+    return {name: {m for m in _imported(name, path) if m in modules and m != name}
+            for name, path in modules.items()}
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
