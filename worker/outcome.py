@@ -90,7 +90,8 @@ def backoff_s(attempt: int) -> float:
 
 
 def settle(jobs: JobStore, contexts: Sequence[JobContext], outcomes: Sequence[Any],
-           raws: dict[str, dict[str, Any]], begin: tuple[float, float], after: Callable[[Any], None] | None = None) -> dict[str, str]:
+           raws: dict[str, dict[str, Any]], begin: tuple[float, float],
+           after: Callable[[Any], None] | None = None) -> dict[str, str]:
     """End claimed jobs by their outcomes; returns each job's status. Terminal outcomes (and ``after(pipe)``'s
     commands) are written in one round trip; hand-backs and retries follow, one job at a time."""
     changes: list[Change] = []
@@ -158,12 +159,11 @@ def _forget_frames(exc: BaseException | None, depth: int = 8) -> None:
 
 def _later(jobs: JobStore, ctx: JobContext, raw: dict[str, Any], action: str, error: GpuqError | None) -> str:
     """Hand back or retry one job; ``Requeue`` when Redis or the broker cannot take it now."""
-    if action == "retry":
-        assert error is not None
-        return retry(jobs, ctx, raw, error)
-    why = error.message if isinstance(error, JobInterrupted) else "job store unreachable"
-    log.warning("job %s: %s; handing it back", ctx.job_id, why)
+    why = error.message if error is not None else "job store unreachable"
     try:
+        if action == "retry" and error is not None:
+            return retry(jobs, ctx, raw, error)
+        log.warning("job %s: %s; handing it back", ctx.job_id, why)
         return hand_back(jobs, ctx, raw, why)
     except redis.RedisError:
         # Redis is still down: let the broker requeue the message; failing both, the sweeper requeues the
