@@ -125,9 +125,9 @@ _TLS = threading.local()
 
 def _thread_local_redis() -> None:
     """Give every simulated worker its own gpuq client, as every real pool child has."""
-    from gpuq.worker import runner
+    from gpuq.worker import jobstore
 
-    runner.get_redis = lambda: _TLS.client  # type: ignore[assignment]
+    jobstore.get_redis = lambda: _TLS.client  # type: ignore[assignment]
 
 
 def redis_sample(r: Any) -> dict[str, float]:

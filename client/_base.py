@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import uuid
 from collections.abc import AsyncIterable, Iterable
@@ -18,6 +17,7 @@ import httpx
 
 from gpuq.common import errors
 from gpuq.common.schemas import JobEvent, JobRecord, WebhookSpec
+from gpuq.common.settings import client_settings
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
 # Longest single long-poll the client asks for; the server caps it further (GPUQ_SYNC_WAIT_MAX_S).
@@ -28,12 +28,12 @@ TRANSIENT = (httpx.TransportError,)
 
 def api_url(value: str | None) -> str:
     """The API base URL: the argument, else ``GPUQ_API_URL``, else the local default."""
-    return (value or os.environ.get("GPUQ_API_URL") or DEFAULT_API_URL).rstrip("/")
+    return (value or client_settings().api_url or DEFAULT_API_URL).rstrip("/")
 
 
 def api_key(value: str | None) -> str | None:
     """The API key: the argument, else ``GPUQ_API_KEY``."""
-    return value or os.environ.get("GPUQ_API_KEY") or None
+    return value or client_settings().api_key or None
 
 
 def headers(key: str | None) -> dict[str, str]:

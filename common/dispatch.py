@@ -11,10 +11,14 @@ from gpuq.common.jobs.registry import JobSpec
 from gpuq.common.settings import get_settings
 
 
-def publish(app: Celery, job_id: str, spec: JobSpec, priority: str, queue: str | None = None) -> None:
-    """Send ``gpuq.run_job(job_id)`` to ``queue`` (default: the kind's shared queue); 503 when the broker is
-    unreachable. A job past its hard limit is killed, and the worker parent records that."""
+def publish(app: Celery, job_id: str, spec: JobSpec, priority: str, queue: str | None = None,
+            countdown: float | None = None) -> None:
+    """Send ``gpuq.run_job(job_id)`` to ``queue`` (default: the kind's shared queue), to run no sooner than
+    ``countdown`` seconds from now (a retry's backoff); 503 when the broker is unreachable. A job past its hard
+    limit is killed, and the worker parent records that."""
     options = _options(spec, priority, queue)
+    if countdown:
+        options["countdown"] = countdown
     # Display only (Flower's args/kwargs columns): the message itself carries just the job id.
     options.update(task_id=job_id, argsrepr=repr([job_id]), kwargsrepr=repr({"kind": spec.kind, "priority": priority}))
     _send(app, TASK_NAME, [job_id], options)

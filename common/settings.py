@@ -65,6 +65,14 @@ class Settings(BaseSettings):
     worker_heartbeat_s: float = 5.0
     worker_ttl_s: float = 20.0
     worker_metrics_port: int = 9100
+    # The worker's identity and retry policy. ``worker_name``: the Celery node name (``gpuq worker`` sets it for
+    # its pool children; unset: the host name). ``worker_boot``: this worker run's boot id, set by the parent
+    # before it forks (a restarted worker must not pass for its previous life). A job failing with a retryable
+    # error goes back to its queue after ``retry_backoff_s`` x 2^(attempt-1), capped at ``retry_backoff_max_s``.
+    worker_name: str | None = None
+    worker_boot: str = ""
+    retry_backoff_s: float = Field(default=1.0, ge=0)
+    retry_backoff_max_s: float = Field(default=60.0, ge=0)
     record_ttl_s: int = 7 * 86400
     idempotency_ttl_s: int = 86400
     result_inline_max_bytes: int = 64_000
@@ -288,6 +296,21 @@ class Settings(BaseSettings):
         if not self.redis_url:
             raise RuntimeError("GPUQ_REDIS_URL is unset: start the stack with `gpuq up` for an embedded Redis")
         return self.redis_url
+
+
+class ClientSettings(BaseSettings):
+    """What the Python client reads from the environment; read at each client's construction (a client is cheap,
+    and a process that only talks to gpuq must not be refused over the server's settings)."""
+
+    model_config = SettingsConfigDict(env_prefix="GPUQ_", extra="ignore")
+
+    api_url: str | None = None
+    api_key: str | None = None
+
+
+def client_settings() -> ClientSettings:
+    """The client's settings as the environment says now (not cached)."""
+    return ClientSettings()
 
 
 @lru_cache(maxsize=1)

@@ -17,15 +17,9 @@ from gpuq.common import keys
 from gpuq.common.outage import OUTAGE_ERRORS, Outage
 from gpuq.common.redis_client import get_redis
 from gpuq.common.settings import get_settings
+from gpuq.worker.identity import node_name
 
 log = logging.getLogger(__name__)
-
-
-def current_node() -> str:
-    """This worker's node name (the Celery node; pool children inherit it through the environment)."""
-    from gpuq.worker.runner import node_name
-
-    return node_name()
 
 
 def own_queues(consumed: list[str]) -> dict[str, str]:
@@ -91,7 +85,7 @@ def _republish() -> None:
 
 
 def _write_held(models: list[str]) -> None:
-    key = keys.worker_models(current_node())
+    key = keys.worker_models(node_name())
     pipe = get_redis().pipeline(transaction=True)
     pipe.delete(key)
     if models:

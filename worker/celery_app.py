@@ -13,6 +13,9 @@ Pool choice, per worker (``gpuq worker --pool``, ``GPUQ_WORKER_POOL``):
   (``worker/watchdog.py``) does, with the limits the message carries.
 
 Scale out with one worker process per GPU (``CUDA_VISIBLE_DEVICES``).
+
+This module builds the app and imports no other worker module: Flower and producers import it without the
+tasks, handlers or signal hooks. A worker process starts from ``gpuq.worker.main``, which wires those in.
 """
 from __future__ import annotations
 
@@ -43,5 +46,3 @@ def create_app() -> Celery:
 
 
 app = create_app()
-
-from gpuq.worker import metrics_server, preload, signals, tasks  # noqa: E402,F401  (the task and the signal handlers)

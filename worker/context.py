@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from gpuq.common.records import JobStore
 from gpuq.common.schemas import ArtifactInfo
 from gpuq.common.settings import Settings
 from gpuq.common.storage import ArtifactStore
+from gpuq.worker.identity import node_name
 from gpuq.worker.models import ModelKey, ResidentModels, get_cache
 from gpuq.worker.progress_writer import writer_for
 
@@ -154,11 +154,6 @@ class JobContext:
         value, load_ms = cache.get(key, loader, size_hint=size_hint)
         self.model_load_ms += load_ms
         return value
-
-
-def node_name() -> str:
-    """The Celery node this process belongs to."""
-    return os.environ.get("GPUQ_WORKER_NAME", "")
 
 
 def now() -> float:

@@ -5,8 +5,10 @@ priority and queue, instead of one message per job. On two cores a message costs
 forward pass it carries (kombu's receive, unacked bookkeeping and ack; Celery's request; a lease thread; a
 dozen Redis round trips), so the group does the per-job work in bulk: one round trip reads the records, one
 claims them (each still gets its own ``started`` event, lease and running entry), the kind's handler runs them
-together (the inference handler queues every job's chunks in the batcher before waiting for any), and one
-round trip writes every outcome (each job's own ``completed``/``failed`` event, result and error).
+together (the inference handler queues every job's chunks in the batcher before waiting for any), and
+``outcome.settle`` writes every outcome in one round trip (each job's own ``completed``/``failed`` event,
+result and error), deciding each exactly as for a single job: a member interrupted by shutdown or by Redis
+going away is handed back, one that failed with a retryable error is retried, as the job alone would be.
 
 Safety is the single-job runner's: the message is acknowledged after every job in it has its outcome, so a
 worker lost mid-group loses nothing; the redelivered message finds those jobs running (attempts 1) and hands
@@ -23,29 +25,16 @@ from contextlib import nullcontext
 from typing import Any
 
 from gpuq.common import stats
-from gpuq.common.errors import JobCancelled, JobInterrupted, JobTimeout
+from gpuq.common.errors import JobTimeout
 from gpuq.common.jobs.registry import get_spec
 from gpuq.common.settings import get_settings
-from gpuq.worker import telemetry
+from gpuq.worker import outcome, telemetry
 from gpuq.worker.context import JobContext, now
 from gpuq.worker.handlers import get_handler
+from gpuq.worker.identity import node_name, worker_id
+from gpuq.worker.jobstore import job_store
 from gpuq.worker.lease import Leases
-from gpuq.worker.models import release_memory
-from gpuq.worker.runner import (
-    Change,
-    Limits,
-    classify,
-    encode_result,
-    hand_back,
-    job_store,
-    make_context,
-    node_name,
-    run_job,
-    terminal_change,
-    timed,
-    unlist,
-    worker_id,
-)
+from gpuq.worker.runner import Limits, make_context, run_job
 from gpuq.worker.watchdog import get_watchdog
 
 log = logging.getLogger(__name__)
@@ -110,38 +99,22 @@ def _execute(claimed: list[dict[str, Any]], node: str, limits: Limits | None) ->
     for ctx in contexts:
         if isinstance(ctx.record_fields.get("batch"), dict):
             ctx.record_fields["batch"]["group"] = len(contexts)
-    changes: list[Change] = []
-    interrupted: list[JobContext] = []
-    failed = False
-    for ctx in contexts:
-        ctx.close_progress()
-        change = _outcome(ctx, outcomes[ctx.job_id], timed(ctx, begin))
-        if change is None:
-            interrupted.append(ctx)
-        else:
-            failed = failed or change[2]["status"] == "failed"
-            changes.append(change)
-    if failed:
-        release_memory()
     raws = {raw["id"]: raw for raw in claimed}
-    queues = {job_id: raw["queue"] for job_id, raw in raws.items()}
 
-    def tidy(pipe: Any) -> None:
-        waits: dict[str, list[float]] = {}
+    def waits(pipe: Any) -> None:
+        by_queue: dict[str, list[float]] = {}
         for ctx in contexts:
-            unlist(pipe, ctx.job_id, queues[ctx.job_id], node)
-            waits.setdefault(queues[ctx.job_id], []).append(ctx.timings["queue_wait_ms"] / 1000)
-        for queue, values in waits.items():
+            by_queue.setdefault(raws[ctx.job_id]["queue"], []).append(ctx.timings["queue_wait_ms"] / 1000)
+        for queue, values in by_queue.items():
             stats.wait_histogram(queue).observe_many(pipe, values)
 
-    done = jobs.transition_many(changes, after=tidy)
-    statuses = {change[0]: change[2]["status"] if t.applied else str(t.previous) for change, t in zip(changes, done)}
+    # Every outcome in one round trip (each job's own event, result and error), as a single job's would be.
+    results = [outcomes[c.job_id] for c in contexts]
+    statuses = outcome.settle(jobs, contexts, results, raws, begin, after=waits)
     run_s = time.perf_counter() - begin[0]
     for kind, group in by_kind.items():
-        telemetry.jobs_done(jobs.r, kind, [(statuses[c.job_id], run_s - c.model_load_ms / 1000)
-                                           for c in group if c.job_id in statuses])
-    for ctx in interrupted:  # shutdown reached the group: each goes back to its queue, as a single job would
-        statuses[ctx.job_id] = hand_back(jobs, ctx, raws[ctx.job_id], "worker is shutting down")
+        ended = [c for c in group if statuses[c.job_id] not in ("requeued", "retrying")]  # counted when they end
+        telemetry.jobs_done(jobs.r, kind, [(statuses[c.job_id], run_s - c.model_load_ms / 1000) for c in ended])
     return statuses
 
 
@@ -178,21 +151,3 @@ def _guard(contexts: list[JobContext], queue: str, limits: Limits | None) -> Any
         ctx.deadline = deadline
     jobs = [c.job_id for c in contexts]
     return get_watchdog().watch(f"group:{jobs[0]}", queue, *limits, jobs=jobs)
-
-
-def _outcome(ctx: JobContext, outcome: Any, timings: dict[str, Any]) -> Change | None:
-    """The terminal change for one job's outcome; None when shutdown interrupted it (it is handed back)."""
-    if isinstance(outcome, JobInterrupted):
-        return None
-    if isinstance(outcome, JobCancelled):
-        return terminal_change(ctx.job_id, "cancelled", timings, event_data={"reason": outcome.message})
-    if not isinstance(outcome, BaseException):
-        try:
-            return terminal_change(ctx.job_id, "succeeded", timings, result=encode_result(ctx, outcome),
-                                   extra=ctx.record_fields)
-        except Exception as exc:  # noqa: BLE001 - e.g. the result could not be stored
-            outcome = exc
-    error = classify(outcome)
-    log.warning("job %s failed: %s: %s", ctx.job_id, error.type_name, error.message)
-    return terminal_change(ctx.job_id, "failed", timings, error=error.to_dict(), extra=ctx.record_fields)
-

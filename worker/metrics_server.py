@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -35,7 +33,7 @@ from gpuq.common.scrape import guarded
 from gpuq.common.settings import get_settings
 from gpuq.common.stats import HistogramData
 from gpuq.worker.generation.metrics import itl_histogram, ttft_histogram
-from gpuq.worker.preload import boot_id
+from gpuq.worker.identity import boot_id, node_name
 from gpuq.worker.telemetry import CACHE_COUNTERS, batch_histogram, run_histogram
 
 log = logging.getLogger(__name__)
@@ -62,15 +60,11 @@ HEARTBEAT = Heartbeat()
 _server: ThreadingHTTPServer | None = None
 
 
-def node() -> str:
-    return os.environ.get("GPUQ_WORKER_NAME", socket.gethostname())
-
-
 def health() -> tuple[int, dict[str, Any]]:
     """(status code, body) for ``/healthz``."""
     settings = get_settings()
     age = HEARTBEAT.age()
-    body: dict[str, Any] = {"node": node(), "heartbeat_age_s": round(age, 3) if age != float("inf") else None}
+    body: dict[str, Any] = {"node": node_name(), "heartbeat_age_s": round(age, 3) if age != float("inf") else None}
     problems = []
     if age > settings.worker_ttl_s:
         problems.append(f"no heartbeat reached Redis for {age:.0f}s ({HEARTBEAT.last_error or 'not yet'})")
@@ -87,7 +81,7 @@ def health() -> tuple[int, dict[str, Any]]:
 
 def _preload_state() -> str:
     try:
-        fields = get_redis().hmget(keys.worker_stats(node()), ["preload", "preload_boot", "preload_error"])
+        fields = get_redis().hmget(keys.worker_stats(node_name()), ["preload", "preload_boot", "preload_error"])
     except Exception as exc:  # noqa: BLE001
         return f"unknown (redis: {type(exc).__name__})"
     state, boot, error = fields
@@ -99,7 +93,7 @@ def _preload_state() -> str:
 def liveness() -> tuple[int, dict[str, Any]]:
     """(status code, body) for ``/livez``: the heartbeat thread is running."""
     alive = HEARTBEAT.thread is not None and HEARTBEAT.thread.is_alive()
-    return (200 if alive else 503), {"status": "ok" if alive else "heartbeat thread stopped", "node": node()}
+    return (200 if alive else 503), {"status": "ok" if alive else "heartbeat thread stopped", "node": node_name()}
 
 
 def _histogram(family: HistogramMetricFamily, labels: list[str], data: HistogramData) -> None:
@@ -113,12 +107,12 @@ class WorkerCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         beat = GaugeMetricFamily("gpuq_worker_heartbeat_timestamp_seconds",
                                  "Unix time the last gpuq heartbeat reached Redis", labels=["node"])
-        beat.add_metric([node()], HEARTBEAT.last_ok)
+        beat.add_metric([node_name()], HEARTBEAT.last_ok)
         yield beat
         yield from guarded("gpuq_worker_redis_up", self._from_redis)
 
     def _from_redis(self) -> Iterator[Metric]:
-        r, name = get_redis(), node()
+        r, name = get_redis(), node_name()
         raw = r.hgetall(keys.worker_stats(name))
         jobs = CounterMetricFamily("gpuq_worker_jobs", "Jobs this worker ran, by outcome",
                                    labels=["kind", "status"])

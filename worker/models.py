@@ -274,6 +274,14 @@ def _malloc_trim() -> None:
 
 _CACHE: ResidentModels | None = None
 _CACHE_LOCK = threading.Lock()
+_on_change: Callable[[list[str]], None] | None = None
+
+
+def on_change(callback: Callable[[list[str]], None] | None) -> None:
+    """Who hears of every change of the process's resident models (the worker's wiring registers affinity's
+    publisher; this module knows nothing of routing)."""
+    global _on_change
+    _on_change = callback
 
 
 def get_cache() -> ResidentModels:
@@ -288,7 +296,7 @@ def get_cache() -> ResidentModels:
             settings = get_settings()
             dev = device()
             budget = int(settings.model_cache_budget) if settings.model_cache_budget else default_budget(dev)
-            _CACHE = ResidentModels(budget, settings.model_cache_max_models, dev, on_change=_publish_held)
+            _CACHE = ResidentModels(budget, settings.model_cache_max_models, dev, on_change=_changed)
         return _CACHE
 
 
@@ -297,7 +305,6 @@ def peek_cache() -> ResidentModels | None:
     return _CACHE
 
 
-def _publish_held(models: list[str]) -> None:
-    from gpuq.worker.affinity import publish_held
-
-    publish_held(models)
+def _changed(models: list[str]) -> None:
+    if _on_change is not None:
+        _on_change(models)

@@ -16,9 +16,7 @@ resident cache's memory budget never evicts them.
 from __future__ import annotations
 
 import logging
-import os
 import threading
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -28,16 +26,12 @@ from gpuq.common.jobs.modelref import check_model_ref
 from gpuq.common.jobs.registry import all_specs
 from gpuq.common.redis_client import get_redis
 from gpuq.common.settings import get_settings
+from gpuq.worker import identity
 from gpuq.worker.handlers import get_handler
+from gpuq.worker.identity import boot_id
 
 log = logging.getLogger(__name__)
-BOOT_ENV = "GPUQ_WORKER_BOOT"
 DEFAULT_TASK = "feature-extraction"
-
-
-def boot_id() -> str:
-    """This worker's boot id (set in the parent before the pool forks, inherited by children)."""
-    return os.environ.get(BOOT_ENV, "")
 
 
 def parse(entries: list[str]) -> list[tuple[str, str]]:
@@ -63,7 +57,7 @@ def configure_torch() -> None:
 
 @signals.celeryd_init.connect
 def _new_boot(**_: Any) -> None:
-    os.environ[BOOT_ENV] = uuid.uuid4().hex
+    identity.new_boot()
 
 
 @signals.worker_process_init.connect

@@ -32,6 +32,7 @@ from gpuq.common.celery_config import TASK_NAME, message_options, queue_lists
 from gpuq.common.jobs.registry import get_spec
 from gpuq.common.records import JobStore
 from gpuq.common.settings import get_settings
+from gpuq.worker import outcome
 
 log = logging.getLogger(__name__)
 # kombu's Redis transport: the hash and index of delivered-but-unacknowledged messages (no global key prefix).
@@ -100,10 +101,8 @@ def requeue_held(r: redis.Redis, app: Any, node: str) -> int:
         options = message_options(spec, raw.get("priority") or "normal", spec.queue, settings)
         # Back to queued (counted as a requeue), its dead holder's lease and running entry gone, so the new
         # delivery is claimed at once and the lease sweeper does not requeue it a second time.
-        jobs.transition(job_id, ["running", "queued"], {"status": "queued"}, "log",
+        outcome.requeue(jobs, job_id, ["running", "queued"], raw["queue"], node,
                         {"message": f"worker {node} died; job requeued to {spec.queue}"})
-        r.pipeline(transaction=False).delete(keys.lease(job_id)).zrem(keys.running(raw["queue"]), job_id) \
-            .srem(keys.worker_jobs(node), job_id).execute()
         app.send_task(TASK_NAME, args=[job_id], task_id=job_id, **options)
         requeued += 1
     return requeued

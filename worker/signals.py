@@ -1,4 +1,7 @@
-"""Worker lifecycle hooks: identity, heartbeats (+ the reaper), preloading, hard-time-limit bookkeeping."""
+"""Worker lifecycle hooks: the node's name (``identity``), heartbeats with the sweeper's and the reaper's
+turns, draining on shutdown signals, and the prefork parent's hard time limit (ended through ``outcome``).
+
+Connected when ``gpuq.worker.main`` imports this module; nothing in the worker imports it back."""
 from __future__ import annotations
 
 import logging
@@ -13,12 +16,13 @@ from celery import signals
 from celery.exceptions import TimeLimitExceeded
 
 from gpuq.common import keys
-from gpuq.common.errors import JobTimeout
 from gpuq.common.outage import OUTAGE_ERRORS, Outage
 from gpuq.common.redis_client import get_redis
 from gpuq.common.settings import get_settings
-from gpuq.worker import affinity
+from gpuq.worker import affinity, identity, outcome
+from gpuq.worker.jobstore import job_store
 from gpuq.worker.metrics_server import HEARTBEAT
+from gpuq.worker.telemetry import count_job
 
 log = logging.getLogger(__name__)
 _stop = threading.Event()
@@ -29,7 +33,7 @@ _beat_lock = threading.Lock()  # a beat in flight cannot re-announce the worker 
 @signals.celeryd_init.connect
 def _name_worker(sender: str | None = None, **_: Any) -> None:
     """Children inherit the node name, so job records say which worker ran them."""
-    os.environ["GPUQ_WORKER_NAME"] = str(sender or socket.gethostname())
+    identity.name(sender)
     from gpuq.worker.celery_app import app
 
     if app.conf.worker_pool == "threads":
@@ -79,7 +83,7 @@ def _start_heartbeat(sender: Any = None, **_: Any) -> None:
     from gpuq.worker.reaper import requeue_held
 
     queues = [q.name for q in sender.app.amqp.queues.consume_from.values()] if sender else []
-    node = os.environ.get("GPUQ_WORKER_NAME", socket.gethostname())
+    node = identity.node_name()
     _wrap_shutdown_signals()
     app = sender.app if sender else celery_app
     pool = str(app.conf.worker_pool)
@@ -100,7 +104,7 @@ def _start_heartbeat(sender: Any = None, **_: Any) -> None:
 
 def _drain() -> None:
     """Tell the running job (through Redis, read at its next progress point) to checkpoint and hand back."""
-    node = os.environ.get("GPUQ_WORKER_NAME", socket.gethostname())
+    node = identity.node_name()
     try:
         get_redis().set(keys.draining(node), "1", ex=get_settings().worker_soft_shutdown_s + 120)
     except Exception as exc:  # noqa: BLE001 - without Redis the soft-shutdown window still applies
@@ -137,7 +141,7 @@ def _leave() -> None:
     _leaving.set()
     try:
         with _beat_lock:
-            affinity.leave(os.environ.get("GPUQ_WORKER_NAME", socket.gethostname()))
+            affinity.leave(identity.node_name())
     except Exception as exc:  # noqa: BLE001 - the reaper cleans up after a worker that could not say goodbye
         log.warning("could not deregister on shutdown: %s", exc)
 
@@ -147,20 +151,13 @@ def _hard_time_limit(task_id: str | None = None, exception: BaseException | None
     """The parent sees a hard time limit after killing the child; fail the job record there."""
     if not isinstance(exception, TimeLimitExceeded) or not task_id:
         return
-    from gpuq.worker.runner import finish, job_store, node_name
-
     jobs = job_store()
-    raw = jobs.get_raw(task_id)
-    if raw is None:
-        return
-    timings = {**(raw.get("timings") or {}), "finished_at": time.time()}
-    status = finish(jobs, task_id, raw["queue"], "failed", timings, node=node_name(),
-                    error=JobTimeout(f"job exceeded its hard time limit ({exception})").to_dict())
-    if status == "failed" and raw["status"] in ("queued", "running"):  # counted once, by whoever failed it
-        from gpuq.worker.telemetry import count_job
-
+    failed = outcome.time_out(jobs, [task_id], None, f"job exceeded its hard time limit ({exception})",
+                              identity.node_name())
+    if failed:  # counted once, by whoever failed it
         pipe = jobs.r.pipeline(transaction=False)
-        count_job(pipe, node_name(), raw["kind"], "failed")
+        for raw in failed:
+            count_job(pipe, identity.node_name(), raw["kind"], "failed")
         pipe.execute()
 
 

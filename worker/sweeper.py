@@ -16,6 +16,7 @@ from gpuq.common import dispatch, keys
 from gpuq.common.jobs.registry import all_specs, get_spec
 from gpuq.common.records import JobStore
 from gpuq.common.settings import get_settings
+from gpuq.worker import outcome
 from gpuq.worker.lease import holder
 
 log = logging.getLogger(__name__)
@@ -41,10 +42,11 @@ def _requeue(app: Celery, jobs: JobStore, job_id: str, queue: str) -> bool:
     if raw is None or raw["status"] != "running":
         jobs.r.zrem(keys.running(queue), job_id)
         return False
-    moved = jobs.transition(job_id, ["running"], {"status": "queued"}, "log",
-                            {"message": f"worker {raw.get('worker')} lost (lease expired); job requeued"})
-    jobs.r.zrem(keys.running(queue), job_id)
-    if moved.applied:
+    # The lease already expired (that is why the job is here): a fresh one taken meanwhile must not be dropped.
+    moved = outcome.requeue(jobs, job_id, ["running"], queue, raw.get("node"),
+                            {"message": f"worker {raw.get('worker')} lost (lease expired); job requeued"},
+                            drop_lease=False)
+    if moved:
         dispatch.publish(app, job_id, get_spec(raw["kind"]), raw.get("priority") or "normal")
         log.warning("requeued job %s from lost worker %s", job_id, raw.get("worker"))
-    return moved.applied
+    return moved

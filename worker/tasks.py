@@ -24,7 +24,7 @@ def _limits(request: Any) -> tuple[float, float | None] | None:
 @app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def run_job(self: Any, job_id: str) -> str:
     """Run gpuq job ``job_id`` (the message carries only the id; the record holds the request)."""
-    from gpuq.worker.runner import Requeue
+    from gpuq.worker.outcome import Requeue
     from gpuq.worker.runner import run_job as execute
 
     try:
@@ -38,7 +38,7 @@ def run_job(self: Any, job_id: str) -> str:
 def run_group(self: Any, job_ids: list[str]) -> dict[str, str]:
     """Run a group of gpuq jobs (a bulk submit's chunk); acked once every job in it has its outcome."""
     from gpuq.worker.groups import run_group as execute
-    from gpuq.worker.runner import Requeue
+    from gpuq.worker.outcome import Requeue
 
     try:
         return execute([str(j) for j in job_ids], _limits(self.request))

@@ -18,7 +18,7 @@ import redis
 
 from gpuq.common import keys
 from gpuq.common.stats import BATCH_BUCKETS, RUN_BUCKETS, RedisHistogram
-from gpuq.worker.context import node_name
+from gpuq.worker.identity import node_name
 
 log = logging.getLogger(__name__)
 TTL_S = 7 * 86400  # per-node keys outlive a pod by a week, then go (node names churn with every pod)

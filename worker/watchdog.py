@@ -5,8 +5,9 @@ exception: it lands at the thread's next Python bytecode, so a job blocked in na
 forward pass, is interrupted only when that call returns; handlers' progress points also check the deadline).
 At the hard limit (soft + grace) a job that is still running is failed in its record by the watchdog itself,
 so the caller learns of the timeout; its thread, stuck in native code, keeps its pool slot until it returns (a
-thread cannot be killed), and its late outcome is ignored because the record is already terminal. Use a
-prefork worker for work that can hang in native code for good.
+thread cannot be killed), and its late outcome is ignored because the record is already terminal. Both ends
+go through ``outcome`` (the soft one as the exception the job's thread raises, the hard one as ``time_out``).
+Use a prefork worker for work that can hang in native code for good.
 """
 from __future__ import annotations
 
@@ -20,8 +21,10 @@ from dataclasses import dataclass
 
 from celery.exceptions import SoftTimeLimitExceeded
 
-from gpuq.common.errors import JobTimeout
 from gpuq.common.outage import OUTAGE_ERRORS, Outage
+from gpuq.worker import outcome
+from gpuq.worker.identity import node_name
+from gpuq.worker.jobstore import job_store
 
 log = logging.getLogger(__name__)
 HARD_GRACE_S = 30.0
@@ -95,16 +98,11 @@ class Watchdog:
                     log.exception("watchdog could not fail job %s", watch.job_id)
 
     def _fail(self, watch: _Watch) -> None:
-        from gpuq.worker.runner import finish, job_store, node_name
-
         self.fired_hard += 1
         log.error("job %s passed its hard time limit with its thread still busy; failing it", watch.job_id)
-        error = JobTimeout("job exceeded its hard time limit; its worker thread could not be interrupted (stuck "
-                           "in native code)").to_dict()
-        for job_id in watch.jobs:
-            raw = job_store().get_raw(job_id) or {}
-            timings = {**(raw.get("timings") or {}), "finished_at": time.time()}
-            finish(job_store(), job_id, watch.queue, "failed", timings, node=node_name(), error=error)
+        # Not counted in the worker's job counts here: the stuck thread counts its job when it returns.
+        outcome.time_out(job_store(), watch.jobs, watch.queue, "job exceeded its hard time limit; its worker "
+                         "thread could not be interrupted (stuck in native code)", node_name())
 
 
 def _raise_in(thread_id: int) -> None:

@@ -78,7 +78,7 @@ def worker(args: argparse.Namespace) -> int:
     from gpuq.common import keys
     from gpuq.common.jobs.registry import all_specs
     from gpuq.common.settings import get_settings
-    from gpuq.worker.celery_app import app, default_concurrency
+    from gpuq.worker.main import app, default_concurrency
 
     settings = get_settings()
     pool = args.pool or settings.worker_pool

@@ -20,7 +20,7 @@ class SyntheticParams(BaseModel):
     steps: int = Field(1, ge=0, le=100_000)
     step_ms: float = Field(0.0, ge=0, le=60_000)
     mode: Literal["busy", "sleep"] = "sleep"
-    fail: Literal["error", "oom", "crash", "hang", "hang_hard"] | None = None
+    fail: Literal["error", "transient", "oom", "crash", "hang", "hang_hard"] | None = None
     fail_at_step: int = Field(0, ge=0)
     result_bytes: int = Field(0, ge=0, le=50_000_000)
     alloc_mb: int = Field(0, ge=0, le=4096)

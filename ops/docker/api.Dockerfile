@@ -24,7 +24,7 @@ COPY api ./api
 COPY cli ./cli
 COPY client ./client
 # worker/ ships too, without its model libraries: Flower imports the Celery app
-# (gpuq.worker.celery_app), which must stay free of torch at import time.
+# (gpuq.worker.celery_app), which imports no other worker module and must stay free of torch at import time.
 COPY worker ./worker
 # --no-deps: pyproject.toml also names the worker's libraries; this image must not get them.
 RUN pip install --no-deps . \

@@ -105,7 +105,7 @@ class GenerationMetrics:
 
     def _publish_loop(self, busy: Any) -> None:
         from gpuq.common.redis_client import get_redis
-        from gpuq.worker.context import node_name
+        from gpuq.worker.identity import node_name
 
         was_busy = False
         while True:

@@ -5,7 +5,7 @@ import os
 import time
 from typing import Any
 
-from gpuq.common.errors import JobError
+from gpuq.common.errors import JobError, TransientJobError
 from gpuq.worker.context import JobContext
 
 
@@ -26,6 +26,8 @@ def _work(step_ms: float, mode: str) -> None:
 def _fail(kind: str) -> None:
     if kind == "error":
         raise JobError("synthetic failure requested")
+    if kind == "transient":  # a retryable failure (the Hub or a network briefly away)
+        raise TransientJobError("synthetic transient failure requested")
     if kind == "oom":
         raise MemoryError("synthetic allocation failure (out of memory)")
     if kind == "crash":
