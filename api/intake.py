@@ -48,6 +48,7 @@ class _Item:
     prepared: Prepared
     idempotency_key: str | None
     request_hash: str
+    pointer: tuple[str, int] | None
     queue: str
     future: asyncio.Future[Outcome]
 
@@ -73,32 +74,34 @@ class Intake:
         self._sending: set[asyncio.Task[None]] = set()
         self._limits: dict[str, tuple[int, float, int]] = {}
 
-    async def submit(self, prepared: Prepared, idempotency_key: str | None = None,
-                     request_hash: str = "") -> Submitted:
+    async def submit(self, prepared: Prepared, idempotency_key: str | None = None, request_hash: str = "",
+                     pointer: tuple[str, int] | None = None) -> Submitted:
         """Store and enqueue a job (or replay the one its idempotency key names); 429 over quota, 503 when
-        Redis refuses."""
+        Redis refuses. ``pointer`` (key, ttl) is set to the job's id in the same script call once it is stored."""
         tenant = prepared.fields["tenant"]
         alone = self._active == 0
         self._active += 1
         try:
-            item = await self._item(prepared, idempotency_key, request_hash)
+            item = await self._item(prepared, idempotency_key, request_hash, pointer)
             self._enqueue(item, alone)
             outcome = await item.future
             if outcome.code == IN_FLIGHT_FULL and await self._pruned(tenant):
-                item = await self._item(prepared, idempotency_key, request_hash)
+                item = await self._item(prepared, idempotency_key, request_hash, pointer)
                 self._enqueue(item, alone=False)
                 outcome = await item.future
         finally:
             self._active -= 1
         return await self._answer(prepared, request_hash, outcome)
 
-    async def _item(self, prepared: Prepared, idempotency_key: str | None, request_hash: str) -> _Item:
+    async def _item(self, prepared: Prepared, idempotency_key: str | None, request_hash: str,
+                    pointer: tuple[str, int] | None) -> _Item:
         spec, model = prepared.spec, prepared.fields["model"]
         if self.router.routes_offline(spec, model):
             routed = self.router.route(spec, model)
         else:  # the routing table is stale or a new model needs a worker: Redis round trips, off the loop
             routed = await asyncio.to_thread(self.router.route, spec, model)
-        return _Item(prepared, idempotency_key, request_hash, routed, asyncio.get_running_loop().create_future())
+        return _Item(prepared, idempotency_key, request_hash, pointer, routed,
+                     asyncio.get_running_loop().create_future())
 
     def _enqueue(self, item: _Item, alone: bool) -> None:
         fields = item.prepared.fields
@@ -180,7 +183,7 @@ class Intake:
         quota = self._limits.get(tenant)
         if quota is None:
             quota = self._limits[tenant] = limits(self.settings.quota_for(tenant))
-        return Entry(fields, item.idempotency_key, item.request_hash, quota, item.prepared.webhook)
+        return Entry(fields, item.idempotency_key, item.request_hash, quota, item.prepared.webhook, item.pointer)
 
     def _render(self, message: list[_Item]) -> Rendered | GroupParts:
         first = message[0]
@@ -238,11 +241,23 @@ def intake() -> Intake:
     return found
 
 
-async def accept(body: JobRequest, tenant: str, settings: Settings, idempotency_key: str | None = None) -> Submitted:
+async def accept(body: JobRequest, tenant: str, settings: Settings, idempotency_key: str | None = None,
+                 pointer: tuple[str, int] | None = None) -> Submitted:
     """Validate, admit, store and enqueue one job: on the loop in one round trip (``GPUQ_SUBMIT_ONE_TRIP``),
-    else through Celery's publish in the thread pool."""
+    else through Celery's publish in the thread pool. ``pointer`` (key, ttl) is set to the id of a job stored
+    (not of a replay)."""
     if not settings.submit_one_trip:
-        return await run_in_threadpool(submission.submit, body, tenant, job_store(), settings, idempotency_key)
+        done = await run_in_threadpool(submission.submit, body, tenant, job_store(), settings, idempotency_key)
+        if pointer is not None and not done.replayed:
+            await _point(pointer, done.job_id)
+        return done
     prepared = prepare(body, tenant, settings)
     request_hash = body_hash(body.model_dump(mode="json")) if idempotency_key else ""
-    return await intake().submit(prepared, idempotency_key, request_hash)
+    return await intake().submit(prepared, idempotency_key, request_hash, pointer)
+
+
+async def _point(pointer: tuple[str, int], job_id: str) -> None:
+    try:
+        await loop_redis().set(pointer[0], job_id, ex=pointer[1])
+    except RedisError as exc:
+        raise ServiceUnavailable(f"job store unavailable: {type(exc).__name__}") from exc

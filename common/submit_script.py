@@ -3,7 +3,8 @@
 For each job, in order and atomically with the rest: a known idempotency key answers with the job it names
 (nothing stored, nothing charged); else the tenant's quota admits it (common/quotas.py) or refuses it (nothing
 stored); else the record, its index entry, its queued event and its idempotency key are written
-(common/records.py) and it is registered for webhooks and counted as submitted. Then each message whose jobs
+(common/records.py), it is registered for webhooks and counted as submitted, and a pointer key the caller
+named (an OpenAI SDK call's retry fingerprint, api/openai/retries.py) is set to its id. Then each message whose jobs
 were stored is pushed onto its broker list as kombu's Redis transport would push it (common/celery_message.py),
 with its ``task-sent`` event: a job is never stored without its message, nor a message pushed for a job that
 was not stored. A job whose record exists already was stored by an earlier run of this very call (a client
@@ -24,8 +25,9 @@ from gpuq.common.quotas import ADMIT_FUNCTION
 from gpuq.common.records import CREATE_FUNCTION, submit_args
 
 # KEYS: stats, webhook jobs; per job: idempotency ('' for none), job, tenant index, events, in-flight set,
-# submit bucket; per message: its list.
-# ARGV: jobs, messages; per job: its argument count, kind, max in flight, rate, burst, webhook (0/1), then the
+# submit bucket, pointer ('' for none); per message: its list.
+# ARGV: jobs, messages; per job: its argument count, kind, max in flight, rate, burst, webhook (0/1), pointer
+# ttl, then the
 # create arguments (id, queued event, submitted at, ttl, request hash, idempotency ttl, field pairs);
 # per message: 's' or 'g', member count, the members' job numbers, then for 's' the envelope and event, for 'g'
 # the piece count, the pieces, each member's first and later body segments, body prefix and suffix, and event.
@@ -38,8 +40,8 @@ local jobs, messages = tonumber(ARGV[1]), tonumber(ARGV[2])
 local a = 3
 local out, stored, ids, counts = {}, {}, {}, {}
 for j = 1, jobs do
-  local k = 2 + (j - 1) * 6
-  local b = a + 6
+  local k = 2 + (j - 1) * 7
+  local b = a + 7
   local last = a + tonumber(ARGV[a]) - 1
   ids[j] = ARGV[b]
   if redis.call('EXISTS', KEYS[k + 2]) == 1 then
@@ -55,6 +57,7 @@ for j = 1, jobs do
       if ARGV[a + 5] == '1' then redis.call('ZADD', KEYS[2], ARGV[b + 2], ARGV[b]) end
       create(KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 1], ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3],
              ARGV[b + 4], ARGV[b + 5], b + 6, last)
+      if KEYS[k + 7] ~= '' then redis.call('SET', KEYS[k + 7], ARGV[b], 'EX', ARGV[a + 6]) end
       counts[ARGV[a + 1]] = (counts[ARGV[a + 1]] or 0) + 1
       stored[j] = true
       out[j] = {0, ''}
@@ -63,7 +66,7 @@ for j = 1, jobs do
   a = last + 1
 end
 for kind, n in pairs(counts) do redis.call('HINCRBY', KEYS[1], 'submitted|' .. kind, n) end
-local list = 3 + jobs * 6
+local list = 3 + jobs * 7
 for _ = 1, messages do
   local form, members = ARGV[a], tonumber(ARGV[a + 1])
   local made = {}
@@ -109,13 +112,15 @@ return out
 
 @dataclass(frozen=True)
 class Entry:
-    """One job to submit: its record's fields, idempotency key and request hash, quota and webhook."""
+    """One job to submit: its record's fields, idempotency key and request hash, quota, webhook, and a key to
+    point at the job once it is stored (with its ttl in seconds)."""
 
     fields: dict[str, Any]
     idempotency_key: str | None
     request_hash: str
     limits: tuple[int, float, int]  # max in flight, submit rate, burst (common/quotas.limits)
     webhook: bool
+    pointer: tuple[str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -145,8 +150,10 @@ def batch_args(entries: Sequence[Entry], messages: Sequence[Message],
     for entry in entries:
         tenant = entry.fields["tenant"]
         create_keys, create_args = submit_args(entry.fields, entry.idempotency_key, entry.request_hash)
-        script_keys += [*create_keys, keys.in_flight(tenant), keys.submit_bucket(tenant)]
-        argv += [6 + len(create_args), entry.fields["kind"], *entry.limits, int(entry.webhook), *create_args]
+        pointer, pointer_ttl = entry.pointer or ("", 0)
+        script_keys += [*create_keys, keys.in_flight(tenant), keys.submit_bucket(tenant), pointer]
+        argv += [7 + len(create_args), entry.fields["kind"], *entry.limits, int(entry.webhook), pointer_ttl,
+                 *create_args]
     for message in messages:
         parts = message.parts
         script_keys.append(parts.list_key)

@@ -6,16 +6,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from fastapi import Request
-from gpuq.api import submission, waiting
+from gpuq.api import intake, waiting
 from gpuq.api.deps import artifact_store
 from gpuq.api.openai import retries
 from gpuq.api.submission import Submitted
+from gpuq.common import keys
 from gpuq.common.errors import Conflict, GpuqError, InvalidInput, UpstreamJobFailed, WaitTimeout
-from gpuq.common.records import JobStore
+from gpuq.common.records import JobStore, fields_from_raw
+from gpuq.common.redis_client import loop_redis
 from gpuq.common.schemas import TERMINAL_STATUSES, ErrorInfo, JobRecord, JobRequest
 from gpuq.common.settings import Settings
 from redis.exceptions import RedisError
@@ -33,20 +35,21 @@ def renamed(exc: GpuqError, params: Params) -> GpuqError:
     return InvalidInput(message, field=param)
 
 
-def submit(request: Request, route: str, body: JobRequest, tenant: str, jobs: JobStore, settings: Settings,
-           params: Params) -> Submitted:
-    """Store and enqueue the call's job, or find the one an earlier attempt of the same call made (blocking)."""
+async def accept(request: Request, route: str, body: JobRequest, tenant: str, settings: Settings,
+                 params: Params) -> Submitted:
+    """Store and enqueue the call's job, or find the one an earlier attempt of the same call made: on the event
+    loop, as the native submit (api/intake.py), the SDK's retry fingerprint set in the submit's own round trip."""
     attempt = retries.attempt_of(request, route, body.model_dump(mode="json"))
     try:
-        earlier = retries.earlier(jobs.r, tenant, attempt)
-        fields = jobs.get_raw(earlier) if earlier else None
-        if fields is not None and fields.get("tenant") == tenant:
-            return Submitted(fields, replayed=True)
-        done = submission.submit(body, tenant, jobs, settings, attempt.idempotency_key)
+        earlier = await retries.earlier_on_loop(tenant, attempt)
+        if earlier is not None:
+            raw = cast(dict[str, str], await loop_redis().hgetall(keys.job(earlier)))
+            if raw.get("tenant") == tenant:
+                return Submitted(fields_from_raw(raw, earlier, tenant), replayed=True)
+        return await intake.accept(body, tenant, settings, attempt.idempotency_key,
+                                   retries.pointer(tenant, attempt, settings))
     except GpuqError as exc:
         raise renamed(exc, params) from None
-    retries.remember(jobs.r, tenant, attempt, done.job_id, settings)
-    return done
 
 
 async def result_of(done: Submitted, tenant: str, settings: Settings, params: Params) -> tuple[JobRecord, Any]:

@@ -13,14 +13,17 @@ chat/completions), anything else as the native API takes it. An unknown model is
 """
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from gpuq.api import catalog
+from gpuq.common import keys
 from gpuq.common.errors import InvalidInput, NotFound
 from gpuq.common.records import JobStore
+from gpuq.common.redis_client import loop_redis
 from gpuq.common.refs.models import catalog_name, resolve_model
 from gpuq.common.settings import Settings
 
@@ -51,14 +54,34 @@ def resolve(model_id: str, tenant: str, jobs: JobStore, settings: Settings) -> R
     root-relative name or absolute path, else a Hub id (allowed unless ``GPUQ_OPENAI_HUB_MODELS`` is off and
     no live worker holds it)."""
     if model_id.startswith(FT_PREFIX):
-        return _finetune(model_id, tenant, jobs)
+        job_id = _job_of(model_id)
+        return _finetune(model_id, tenant, jobs.get_raw(job_id) if job_id else None)
+    found = _offline(model_id, settings)
+    if found is not None:
+        return found
+    if model_id in resident(jobs):
+        return Resolved(model_id, resolve_model(model_id, settings).value)
+    raise not_found(model_id)
+
+
+async def resolve_on_loop(model_id: str, tenant: str, jobs: JobStore, settings: Settings) -> Resolved:
+    """``resolve`` for a route on the event loop: a fine-tune's record read on the loop's client, the live
+    workers' resident models (only with ``GPUQ_OPENAI_HUB_MODELS`` off) in a thread, the rest without Redis."""
+    if model_id.startswith(FT_PREFIX):
+        job_id = _job_of(model_id)
+        raw = cast(dict[str, str], await loop_redis().hgetall(keys.job(job_id))) if job_id else None
+        return _finetune(model_id, tenant, raw)
+    found = _offline(model_id, settings)
+    return found if found is not None else await asyncio.to_thread(resolve, model_id, tenant, jobs, settings)
+
+
+def _offline(model_id: str, settings: Settings) -> Resolved | None:
+    """What a plain model id names when no live worker needs asking; 404 when it names nothing at all."""
     try:
         ref = resolve_model(model_id, settings)
     except InvalidInput:
         raise not_found(model_id) from None
-    if ref.is_local or settings.openai_hub_models or model_id in resident(jobs):
-        return Resolved(model_id, ref.value)
-    raise not_found(model_id)
+    return Resolved(model_id, ref.value) if ref.is_local or settings.openai_hub_models else None
 
 
 def display_id(model: str, settings: Settings) -> str:
@@ -72,12 +95,17 @@ def finetune_id(base: str, tenant: str, job_id: str, settings: Settings) -> str:
     return f"{FT_PREFIX}{display_id(base, settings)}:{tenant}:{job_id}"
 
 
-def _finetune(model_id: str, tenant: str, jobs: JobStore) -> Resolved:
+def _job_of(model_id: str) -> str | None:
+    """The job id an ``ft:`` model id ends with, when it is one."""
     job_id = model_id.rsplit(":", 1)[-1]
-    raw = jobs.get_raw(job_id) if _JOB_ID.match(job_id) else None
+    return job_id if _JOB_ID.match(job_id) else None
+
+
+def _finetune(model_id: str, tenant: str, raw: dict[str, Any] | None) -> Resolved:
+    """The base model and adapter of a fine-tune's record (as stored); 404 unless the tenant's and succeeded."""
     if not raw or raw.get("tenant") != tenant or raw.get("kind") != "finetune" or raw.get("status") != "succeeded":
         raise not_found(model_id)
-    return Resolved(model_id, str(raw["model"]), {"job": job_id})
+    return Resolved(model_id, str(raw["model"]), {"job": str(_job_of(model_id))})
 
 
 def list_models(tenant: str, jobs: JobStore, settings: Settings) -> list[dict[str, Any]]:

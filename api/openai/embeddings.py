@@ -14,7 +14,6 @@ import sys
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
-from fastapi.concurrency import run_in_threadpool
 from gpuq.api.deps import Jobs, SettingsDep, Tenant
 from gpuq.api.openai import calls, catalog
 from gpuq.api.openai.errors import OpenAIRoute
@@ -112,12 +111,12 @@ def _encoded(vector: list[float], encoding: str) -> list[float] | str:
 async def embeddings(body: EmbeddingRequest, request: Request, tenant: Tenant, store: Jobs,
                      settings: SettingsDep) -> Response:
     """OpenAI embeddings of each input."""
-    done = await run_in_threadpool(_accept, body, request, tenant, store, settings)
+    done = await _accept(body, request, tenant, store, settings)
     _, result = await calls.result_of(done, tenant, settings, embedding_param)
     return json_answer(embedding_list(body, result), done)
 
 
-def _accept(body: EmbeddingRequest, request: Request, tenant: str, store: JobStore, settings: Settings) -> Submitted:
-    model = catalog.resolve(body.model, tenant, store, settings)
-    return calls.submit(request, "embeddings", embedding_job(body, model), tenant, store, settings,
-                        embedding_param)
+async def _accept(body: EmbeddingRequest, request: Request, tenant: str, store: JobStore,
+                  settings: Settings) -> Submitted:
+    model = await catalog.resolve_on_loop(body.model, tenant, store, settings)
+    return await calls.accept(request, "embeddings", embedding_job(body, model), tenant, settings, embedding_param)

@@ -89,12 +89,13 @@ def images_response(req: ImageRequest, record: JobRecord, result: dict[str, Any]
 async def generate_images(body: ImageRequest, request: Request, tenant: Tenant, store: Jobs,
                           settings: SettingsDep) -> Response:
     """OpenAI image generation on a diffusers model."""
-    done = await run_in_threadpool(_accept, body, request, tenant, store, settings)
+    done = await _accept(body, request, tenant, store, settings)
     record, result = await calls.result_of(done, tenant, settings, image_param)
     answer = await run_in_threadpool(images_response, body, record, result, str(request.base_url))
     return json_answer(answer, done)
 
 
-def _accept(body: ImageRequest, request: Request, tenant: str, store: JobStore, settings: Settings) -> Submitted:
-    model = catalog.resolve(body.model, tenant, store, settings)
-    return calls.submit(request, "images", image_job(body, model), tenant, store, settings, image_param)
+async def _accept(body: ImageRequest, request: Request, tenant: str, store: JobStore, settings: Settings
+                  ) -> Submitted:
+    model = await catalog.resolve_on_loop(body.model, tenant, store, settings)
+    return await calls.accept(request, "images", image_job(body, model), tenant, settings, image_param)

@@ -16,6 +16,7 @@ import redis
 from fastapi import Request
 from gpuq.common import keys
 from gpuq.common.records import body_hash
+from gpuq.common.redis_client import loop_redis
 from gpuq.common.settings import Settings
 
 RETRY_HEADER = "x-stainless-retry-count"
@@ -43,20 +44,43 @@ def attempt_of(request: Request, route: str, body: dict[str, Any]) -> Attempt:
 def earlier(r: redis.Redis, tenant: str, attempt: Attempt, keyed: bool = False) -> str | None:
     """The object a retried SDK call's first attempt made, if it is known; with ``keyed``, also the object an
     ``Idempotency-Key`` named (for objects that are not a single job, whose submit honours the key itself)."""
-    name = _name(attempt, keyed)
-    if name is None or (name == attempt.fingerprint and not attempt.retry):
-        return None
-    found = r.get(keys.openai_retry(tenant, name))
+    key = _lookup(tenant, attempt, keyed)
+    found = r.get(key) if key is not None else None
     return cast(str, found) if found else None
+
+
+async def earlier_on_loop(tenant: str, attempt: Attempt, keyed: bool = False) -> str | None:
+    """``earlier`` on the event loop's client (no thread hop); a first attempt asks Redis nothing."""
+    key = _lookup(tenant, attempt, keyed)
+    found = await loop_redis().get(key) if key is not None else None
+    return cast(str, found) if found else None
+
+
+def pointer(tenant: str, attempt: Attempt, settings: Settings, keyed: bool = False) -> tuple[str, int] | None:
+    """The key (and its ttl in seconds) that leaves an SDK call's fingerprint (with ``keyed``, its
+    Idempotency-Key) behind for its retries, pointing at the object the call makes; None when there is none.
+    A job's submit sets it in the same script call that stores the job (api/intake.py)."""
+    name = _name(attempt, keyed)
+    if name is None:
+        return None
+    ttl = max(settings.openai_retry_window_s, settings.idempotency_ttl_s if name != attempt.fingerprint else 0)
+    return keys.openai_retry(tenant, name), ttl
 
 
 def remember(r: redis.Redis, tenant: str, attempt: Attempt, object_id: str, settings: Settings,
              keyed: bool = False) -> None:
     """Leave an SDK call's fingerprint (with ``keyed``, its Idempotency-Key) behind for its retries."""
+    found = pointer(tenant, attempt, settings, keyed)
+    if found is not None:
+        r.set(found[0], object_id, ex=found[1])
+
+
+def _lookup(tenant: str, attempt: Attempt, keyed: bool) -> str | None:
+    """The key an earlier attempt left behind, when this attempt may repeat one."""
     name = _name(attempt, keyed)
-    if name is not None:
-        ttl = max(settings.openai_retry_window_s, settings.idempotency_ttl_s if name != attempt.fingerprint else 0)
-        r.set(keys.openai_retry(tenant, name), object_id, ex=ttl)
+    if name is None or (name == attempt.fingerprint and not attempt.retry):
+        return None
+    return str(keys.openai_retry(tenant, name))
 
 
 def _name(attempt: Attempt, keyed: bool) -> str | None:

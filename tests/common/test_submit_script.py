@@ -144,6 +144,21 @@ def test_quota_refusals_store_nothing_and_messages_skip_them(r: redis.Redis, bui
     assert _job_ids(message) == ids[:2]
 
 
+def test_a_pointer_names_a_stored_job_and_is_not_set_for_a_replay_or_a_refusal(r: redis.Redis) -> None:
+    tenant = f"pointer-{uuid.uuid4().hex[:6]}"
+    stored, refused, used = _fields(tenant=tenant), _fields(tenant=tenant), _fields(tenant=tenant)
+    key = f"k-{used['id']}"
+    _run(r, [_entry(used, key=key)], [])
+    replay = {**_fields(tenant=tenant), "inputs": used["inputs"]}
+    pointers = {name: f"gpuq:test:pointer:{uuid.uuid4().hex}" for name in ("stored", "refused", "replay")}
+    entries = [Entry(stored, None, "", (1, 0.0, 1), False, (pointers["stored"], 60)),
+               Entry(refused, None, "", (1, 0.0, 1), False, (pointers["refused"], 60)),  # one in flight at most
+               Entry(replay, key, body_hash({"n": replay["inputs"]}), NO_QUOTA, False, (pointers["replay"], 60))]
+    assert [o.code for o in _run(r, entries, [])] == [STORED, 2, REPLAY]
+    assert r.get(pointers["stored"]) == stored["id"] and 0 < r.ttl(pointers["stored"]) <= 60
+    assert not r.exists(pointers["refused"]) and not r.exists(pointers["replay"])
+
+
 def test_a_message_with_no_job_stored_is_not_pushed(r: redis.Redis, builder: MessageBuilder, queue: str) -> None:
     tenant = f"full-{uuid.uuid4().hex[:6]}"
     first = _fields(tenant=tenant)

@@ -10,7 +10,6 @@ import json
 from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Query, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from gpuq.api.deps import Jobs, SettingsDep, Tenant, artifact_store
 from gpuq.api.openai import calls, catalog
@@ -26,6 +25,7 @@ from gpuq.api.openai.respond import json_answer
 from gpuq.common import events, keys
 from gpuq.common.errors import NotFound
 from gpuq.common.records import JobStore
+from gpuq.common.redis_client import loop_redis
 from gpuq.common.schemas import JobEvent, JobRecord
 from gpuq.common.settings import Settings
 
@@ -38,7 +38,7 @@ Limit = Annotated[int, Query(ge=1, le=100)]
 async def create_job(body: FineTuneRequest, request: Request, tenant: Tenant, jobs: Jobs,
                      settings: SettingsDep) -> Response:
     """Start a LoRA fine-tune of ``model`` on ``training_file`` (hyperparameters mapped: see mapping.py)."""
-    return json_answer(await run_in_threadpool(_create, body, request, tenant, jobs, settings))
+    return json_answer(await _create(body, request, tenant, jobs, settings))
 
 
 @router.get("")
@@ -86,16 +86,16 @@ def list_checkpoints(job_id: str, tenant: Tenant, jobs: Jobs, settings: Settings
                         "first_id": found[0]["id"] if found else None, "last_id": found[-1]["id"] if found else None})
 
 
-def _create(body: FineTuneRequest, request: Request, tenant: str, jobs: JobStore, settings: Settings
-            ) -> dict[str, Any]:
-    job = finetune_job(body, catalog.resolve(body.model, tenant, jobs, settings))
-    done = calls.submit(request, "fine_tuning", job, tenant, jobs, settings, finetune_param)
+async def _create(body: FineTuneRequest, request: Request, tenant: str, jobs: JobStore, settings: Settings
+                  ) -> dict[str, Any]:
+    job = finetune_job(body, await catalog.resolve_on_loop(body.model, tenant, jobs, settings))
+    done = await calls.accept(request, "fine_tuning", job, tenant, settings, finetune_param)
     side = {"model": body.model, "suffix": body.suffix or "", "metadata": json.dumps(body.metadata)}
-    pipe = jobs.r.pipeline()
+    pipe = loop_redis().pipeline()
     pipe.hset(keys.openai_finetune(done.job_id), mapping=cast(Any, side))
     pipe.expire(keys.openai_finetune(done.job_id), settings.record_ttl_s)
-    pipe.execute()
-    return job_object(done.record, _side(jobs, done.job_id), settings)
+    await pipe.execute()
+    return job_object(done.record, _decoded_side(side), settings)
 
 
 def _record(jobs: JobStore, job_id: str, tenant: str) -> JobRecord:
@@ -106,7 +106,10 @@ def _record(jobs: JobStore, job_id: str, tenant: str) -> JobRecord:
 
 
 def _side(jobs: JobStore, job_id: str) -> dict[str, Any]:
-    raw = cast(dict[str, str], jobs.r.hgetall(keys.openai_finetune(job_id)))
+    return _decoded_side(cast(dict[str, str], jobs.r.hgetall(keys.openai_finetune(job_id))))
+
+
+def _decoded_side(raw: dict[str, str]) -> dict[str, Any]:
     return {**raw, "metadata": json.loads(raw["metadata"]) if raw.get("metadata") else None}
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi.concurrency import run_in_threadpool
 from gpuq.api.deps import Jobs, SettingsDep, Tenant
 from gpuq.api.openai import calls, catalog, streaming
 from gpuq.api.openai.errors import OpenAIRoute
@@ -27,7 +26,7 @@ router = APIRouter(prefix="/v1", tags=["openai"], route_class=OpenAIRoute)
 async def chat_completions(body: ChatCompletionRequest, request: Request, tenant: Tenant, store: Jobs,
                            settings: SettingsDep) -> Response:
     """OpenAI chat completion on the model's chat template (``stream``, ``n``, ``stop``, ``seed``, ...)."""
-    done = await run_in_threadpool(_accept_chat, body, request, tenant, store, settings)
+    done = await _accept_chat(body, request, tenant, store, settings)
     created, n_choices = _created(done), body.n
     if body.stream:
         chunks = answers.ChatStream(f"chatcmpl-{done.job_id}", created, body.model, n_choices, body.n,
@@ -41,7 +40,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, tenant
 async def completions(body: CompletionRequest, request: Request, tenant: Tenant, store: Jobs,
                       settings: SettingsDep) -> Response:
     """OpenAI (legacy) text completion of one prompt or a list of them."""
-    done = await run_in_threadpool(_accept_completion, body, request, tenant, store, settings)
+    done = await _accept_completion(body, request, tenant, store, settings)
     created, n_choices = _created(done), len(body.prompts) * body.n
     if body.stream:
         chunks = answers.CompletionStream(f"cmpl-{done.job_id}", created, body.model, n_choices, body.n,
@@ -51,18 +50,18 @@ async def completions(body: CompletionRequest, request: Request, tenant: Tenant,
     return json_answer(answers.text_completion(done.job_id, created, body.model, result, body.n), done)
 
 
-def _accept_chat(body: ChatCompletionRequest, request: Request, tenant: str, store: JobStore,
-                 settings: Settings) -> Submitted:
-    model = catalog.resolve(body.model, tenant, store, settings)
-    job = jobs.chat_job(body, model, settings)
-    return calls.submit(request, "chat", job, tenant, store, settings, jobs.chat_param)
-
-
-def _accept_completion(body: CompletionRequest, request: Request, tenant: str, store: JobStore,
+async def _accept_chat(body: ChatCompletionRequest, request: Request, tenant: str, store: JobStore,
                        settings: Settings) -> Submitted:
-    model = catalog.resolve(body.model, tenant, store, settings)
-    return calls.submit(request, "completions", jobs.completion_job(body, model), tenant, store, settings,
-                        jobs.completion_param)
+    model = await catalog.resolve_on_loop(body.model, tenant, store, settings)
+    job = jobs.chat_job(body, model, settings)
+    return await calls.accept(request, "chat", job, tenant, settings, jobs.chat_param)
+
+
+async def _accept_completion(body: CompletionRequest, request: Request, tenant: str, store: JobStore,
+                             settings: Settings) -> Submitted:
+    model = await catalog.resolve_on_loop(body.model, tenant, store, settings)
+    return await calls.accept(request, "completions", jobs.completion_job(body, model), tenant, settings,
+                              jobs.completion_param)
 
 
 def _created(done: Submitted) -> int:
