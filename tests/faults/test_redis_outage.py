@@ -153,7 +153,7 @@ def _completions(stack: Stack, job_id: str) -> int:
 
 
 def _short_job(i: int) -> dict[str, Any]:
-    return {"kind": "synthetic", "model": "outage-threads", "inputs": i, "params": {"steps": 4, "step_ms": 200}}
+    return {"kind": "synthetic", "model": "outage-threads", "inputs": i, "params": {"steps": 6, "step_ms": 300}}
 
 
 @pytest.mark.timeout(300)
@@ -167,19 +167,19 @@ def test_threads_worker_keeps_its_pid_through_a_short_redis_stop_and_finishes_jo
     stack.start_api()
     pid = worker.pid
     with stack.client() as c:
-        before = [c.post("/v1/jobs", json=_short_job(i)).json() for i in range(6)]
+        before = [c.post("/v1/jobs", json=_short_job(i)).json() for i in range(8)]
         wait_for(lambda: any(c.get(f"/v1/jobs/{j['id']}").json()["status"] == "running" for j in before), 60,
                  "a job running")
         _stop_redis(stack, "stopped", down_s)
         wait_for(lambda: c.get("/healthz").status_code == 200, 60, "API back")
-        after = [c.post("/v1/jobs", json=_short_job(100 + i)).json() for i in range(6)]
+        after = [c.post("/v1/jobs", json=_short_job(100 + i)).json() for i in range(8)]
         final = [wait_job(c, j["id"], timeout=180) for j in before + after]
     completions = [_completions(stack, j["id"]) for j in before + after]
     alive = worker.alive() and worker.pid == pid
     assert alive, worker.log()[-4000:]
-    assert [j["status"] for j in final] == ["succeeded"] * 12, [j.get("error") for j in final]
-    assert completions == [1] * 12
+    assert [j["status"] for j in final] == ["succeeded"] * 16, [j.get("error") for j in final]
+    assert completions == [1] * 16
     outcome.record(f"Redis stopped for {down_s} s under a threads-pool worker alone, jobs running",
                    "the worker process keeps its pid; jobs sent before and after all complete exactly once",
-                   f"worker alive with the same pid: {alive}; 12/12 succeeded, completed events "
+                   f"worker alive with the same pid: {alive}; 16/16 succeeded, completed events "
                    f"{sorted(set(completions))}")
