@@ -49,6 +49,9 @@ return ''
 # ARGV: allowed statuses as ",a,b,", event type ('' for none), event data, ttl, then field name/value pairs.
 # The same script counts terminal transitions and requeues (KEYS[3]), so a metric can never disagree
 # with the records: a transition that is refused is not counted, and one that happens is counted once.
+# The events stream got its TTL with the record when the job was created (CREATE_FUNCTION) and XADD keeps a
+# key's TTL, so the stream expires with its record without an EXPIRE per event (ARGV[4], the record TTL, is
+# still passed, for the callers' sake, and unused).
 _TRANSITION = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {0, ''} end
@@ -60,7 +63,6 @@ end
 if #ARGV >= 6 then redis.call('HSET', KEYS[1], unpack(ARGV, 5)) end
 if ARGV[2] ~= '' then
   redis.call('XADD', KEYS[2], '*', 'type', ARGV[2], 'data', ARGV[3])
-  redis.call('EXPIRE', KEYS[2], ARGV[4])
   if ARGV[2] == 'completed' or ARGV[2] == 'failed' or ARGV[2] == 'cancelled' then
     redis.call('PUBLISH', KEYS[4], KEYS[2])
   end
@@ -84,7 +86,7 @@ return {1, status}
 # Claim a fresh job for a group (worker/groups.py): only a queued job that never ran and whose lease is free.
 # Anything else (a redelivery, a job another worker holds) is left to the single-job runner's full checks.
 # KEYS: job, events, lease, running zset, worker's job set; ARGV: owner, lease ms, started at, event data,
-# record ttl, job id, then field name/value pairs.
+# record ttl (unused: the stream has its TTL, as in the transition script), job id, then field name/value pairs.
 _CLAIM_FRESH = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= 'queued' then return status or '' end
@@ -92,7 +94,6 @@ if (tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0') or 0) ~= 0 then ret
 if not redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2]) then return 'leased' end
 redis.call('HSET', KEYS[1], unpack(ARGV, 7))
 redis.call('XADD', KEYS[2], '*', 'type', 'started', 'data', ARGV[4])
-redis.call('EXPIRE', KEYS[2], ARGV[5])
 redis.call('ZADD', KEYS[4], ARGV[3], ARGV[6])
 redis.call('SADD', KEYS[5], ARGV[6])
 return 'claimed'
