@@ -9,6 +9,8 @@ from typing import Any, cast
 
 import orjson
 import redis
+from redis.commands.core import Script
+from redis.exceptions import NoScriptError
 
 from gpuq.common import keys
 from gpuq.common.errors import Conflict, NotFound
@@ -67,17 +69,18 @@ if ARGV[2] ~= '' then
     redis.call('PUBLISH', KEYS[4], KEYS[2])
   end
 end
+local function kind() return redis.call('HGET', KEYS[1], 'kind') or 'unknown' end
 if new and new ~= status then
-  local kind = redis.call('HGET', KEYS[1], 'kind') or 'unknown'
   if new == 'succeeded' or new == 'failed' or new == 'cancelled' then
-    redis.call('HINCRBY', KEYS[3], 'finished|' .. kind .. '|' .. new, 1)
+    local k = kind()
+    redis.call('HINCRBY', KEYS[3], 'finished|' .. k .. '|' .. new, 1)
     if new == 'failed' then
       local ok, decoded = pcall(cjson.decode, err or '')
       local etype = (ok and type(decoded) == 'table' and decoded['type']) or 'unknown'
-      redis.call('HINCRBY', KEYS[3], 'failed|' .. kind .. '|' .. etype, 1)
+      redis.call('HINCRBY', KEYS[3], 'failed|' .. k .. '|' .. etype, 1)
     end
   elseif new == 'queued' and status == 'running' then
-    redis.call('HINCRBY', KEYS[3], 'requeued|' .. kind, 1)
+    redis.call('HINCRBY', KEYS[3], 'requeued|' .. kind(), 1)
   end
 end
 return {1, status}
@@ -198,6 +201,23 @@ def _decode(raw: dict[str, str]) -> dict[str, Any]:
         # orjson: a result of a few hundred floats (an embedding) decodes several times faster than with json.
         out[k] = orjson.loads(v) if k in _JSON_FIELDS and v else (v if v != "" else None)
     return out
+
+
+def queue_script(pipe: Any, script: Script, script_keys: list[str], args: list[Any]) -> None:
+    """Queue ``script`` on a pipeline as a bare EVALSHA: a script registered on a pipeline makes redis-py ask
+    Redis ``SCRIPT EXISTS`` first, a round trip of its own before every such pipeline. Execute the pipeline
+    with ``raise_on_error=False`` and read the answer with ``script_answer``."""
+    pipe.evalsha(script.sha, len(script_keys), *script_keys, *args)
+
+
+def script_answer(script: Script, answer: Any, script_keys: list[str], args: list[Any]) -> Any:
+    """The answer of a script queued with ``queue_script``; run it now if Redis had lost it (NOSCRIPT: a
+    restarted or flushed Redis; the pipeline's other commands ran, this one did not)."""
+    if isinstance(answer, NoScriptError):
+        return script(keys=script_keys, args=args)
+    if isinstance(answer, Exception):
+        raise answer
+    return answer
 
 
 @dataclass(frozen=True)
@@ -327,14 +347,24 @@ class JobStore:
 
     def transition(self, job_id: str, allowed: list[str], fields: dict[str, Any],
                    event: str = "", data: dict[str, Any] | None = None,
-                   encoded: dict[str, str] | None = None) -> Transition:
+                   encoded: dict[str, str] | None = None, after: Any = None) -> Transition:
         """Compare-and-set the status (``fields`` usually holds the new one) and append ``event``; ``encoded``
-        holds fields already in their stored form (a result encoded once, as JSON text, by the worker)."""
-        applied, previous = self._transition(
-            keys=[keys.job(job_id), keys.events(job_id), keys.stats(), keys.finished()],
-            args=[_allowed(allowed), event, json_text(data or {}), get_settings().record_ttl_s,
-                  *_pairs({**_encode(fields), **(encoded or {})})],
-        )
+        holds fields already in their stored form (a result encoded once, as JSON text, by the worker);
+        ``after(pipe)`` may queue more commands into the same round trip."""
+        script_keys = [keys.job(job_id), keys.events(job_id), keys.stats(), keys.finished()]
+        args = [_allowed(allowed), event, json_text(data or {}), get_settings().record_ttl_s,
+                *_pairs({**_encode(fields), **(encoded or {})})]
+        if after is None:
+            applied, previous = self._transition(keys=script_keys, args=args)
+        else:
+            pipe = self.r.pipeline(transaction=False)
+            queue_script(pipe, self._transition, script_keys, args)
+            after(pipe)
+            answers = pipe.execute(raise_on_error=False)
+            for answer in answers[1:]:
+                if isinstance(answer, Exception):
+                    raise answer
+            applied, previous = script_answer(self._transition, answers[0], script_keys, args)
         return Transition(bool(applied), previous or None)
 
     def update(self, job_id: str, fields: dict[str, Any]) -> None:

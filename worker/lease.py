@@ -22,6 +22,7 @@ from redis.commands.core import Script
 
 from gpuq.common import keys
 from gpuq.common.outage import Outage
+from gpuq.common.records import queue_script, script_answer
 
 log = logging.getLogger(__name__)
 
@@ -68,13 +69,31 @@ class Leases:
             return []
         return list(_script(self.r, script)(keys=self.keys, args=[self.owner, *args], client=self.r))
 
-    def release(self) -> None:
-        """Stop renewing and drop the leases still ours."""
+    def release(self, after: Any = None) -> None:
+        """Stop renewing and drop the leases still ours; ``after(pipe)`` may queue more commands (best effort,
+        as the release is: the job's telemetry) into the same round trip."""
         renewer().discard(self)
         try:
-            self._each(_RELEASE)
+            if after is None:
+                self._each(_RELEASE)
+            else:
+                self._release_with(after)
         except redis.RedisError as exc:
             log.warning("lease release failed (it will expire): %s", exc)
+        self.keys = []  # released, or left to expire: a second release has nothing to do
+
+    def _release_with(self, after: Any) -> None:
+        script, held, args = _script(self.r, _RELEASE), list(self.keys), [self.owner]
+        pipe = self.r.pipeline(transaction=False)
+        if held:
+            queue_script(pipe, script, held, args)
+        try:
+            after(pipe)
+        except Exception:  # what rides along must not keep the lease from being released
+            log.exception("could not queue the commands sent with a lease release")
+        answers = pipe.execute(raise_on_error=False)
+        if held:
+            script_answer(script, answers[0], held, args)
 
 
 class Lease(Leases):

@@ -50,22 +50,27 @@ def job_done(client: redis.Redis, kind: str, status: str, run_s: float | None) -
 
 def jobs_done(client: redis.Redis, kind: str, outcomes: list[tuple[str, float | None]]) -> None:
     """``job_done`` for several jobs of one kind (a group) in one round trip: (status, run seconds) each."""
-    node = node_name()
     try:
         pipe = client.pipeline(transaction=False)
-        statuses: dict[str, int] = {}
-        for status, _ in outcomes:
-            statuses[status] = statuses.get(status, 0) + 1
-        for status, n in statuses.items():
-            count_job(pipe, node, kind, status, n)
-        runs, values = run_histogram(node, kind), [max(s, 0.0) for _, s in outcomes if s is not None]
-        if values:
-            runs.observe_many(pipe, values)
-            keep(pipe, runs.key)
-        _queue_state(pipe, node, gauges=_gauges_due())
+        queue_jobs_done(pipe, kind, outcomes)
         pipe.execute()
     except Exception as exc:  # noqa: BLE001 - telemetry must never fail a job
         log.warning("could not publish worker telemetry: %s", exc)
+
+
+def queue_jobs_done(pipe: Any, kind: str, outcomes: list[tuple[str, float | None]]) -> None:
+    """Queue what ``jobs_done`` sends on ``pipe`` (a round trip the caller makes anyway: the lease release)."""
+    node = node_name()
+    statuses: dict[str, int] = {}
+    for status, _ in outcomes:
+        statuses[status] = statuses.get(status, 0) + 1
+    for status, n in statuses.items():
+        count_job(pipe, node, kind, status, n)
+    runs, values = run_histogram(node, kind), [max(s, 0.0) for _, s in outcomes if s is not None]
+    if values:
+        runs.observe_many(pipe, values)
+        keep(pipe, runs.key)
+    _queue_state(pipe, node, gauges=_gauges_due())
 
 
 _GAUGE_INTERVAL_S = 0.5
