@@ -267,13 +267,16 @@ class JobStore:
         job is running, leased by ``owner`` and listed as ``node``'s. Returns per job 'claimed' or why not."""
         ttl = get_settings().record_ttl_s
         pipe = self.r.pipeline(transaction=False)
+        calls = []
         for job_id, queue, fields, data in claims:
-            self._claim_fresh(
-                keys=[keys.job(job_id), keys.events(job_id), keys.lease(job_id), keys.running(queue),
-                      keys.worker_jobs(node)],
-                args=[owner, lease_ms, fields["timings"]["started_at"], json_text(data), ttl, job_id,
-                      *_pairs(_encode(fields))], client=pipe)
-        return [str(answer) for answer in pipe.execute()]
+            call = ([keys.job(job_id), keys.events(job_id), keys.lease(job_id), keys.running(queue),
+                     keys.worker_jobs(node)],
+                    [owner, lease_ms, fields["timings"]["started_at"], json_text(data), ttl, job_id,
+                     *_pairs(_encode(fields))])
+            queue_script(pipe, self._claim_fresh, *call)
+            calls.append(call)
+        answers = pipe.execute(raise_on_error=False)
+        return [str(script_answer(self._claim_fresh, answer, *call)) for answer, call in zip(answers, calls)]
 
     def transition_many(self, changes: list[tuple[str, list[str], dict[str, Any], str, dict[str, Any],
                                                   dict[str, str] | None]],
@@ -282,14 +285,20 @@ class JobStore:
         each; ``after(pipe)`` may queue more commands into the same round trip."""
         ttl = get_settings().record_ttl_s
         pipe = self.r.pipeline(transaction=False)
+        calls = []
         for job_id, allowed, fields, event, data, encoded in changes:
-            self._transition(keys=[keys.job(job_id), keys.events(job_id), keys.stats(), keys.finished()],
-                             args=[_allowed(allowed), event, json_text(data), ttl,
-                                   *_pairs({**_encode(fields), **(encoded or {})})], client=pipe)
+            call = ([keys.job(job_id), keys.events(job_id), keys.stats(), keys.finished()],
+                    [_allowed(allowed), event, json_text(data), ttl, *_pairs({**_encode(fields), **(encoded or {})})])
+            queue_script(pipe, self._transition, *call)
+            calls.append(call)
         if after is not None:
             after(pipe)
-        answers = pipe.execute()[:len(changes)]
-        return [Transition(bool(applied), previous or None) for applied, previous in answers]
+        answers = pipe.execute(raise_on_error=False)
+        for answer in answers[len(changes):]:
+            if isinstance(answer, Exception):
+                raise answer
+        done = [script_answer(self._transition, answer, *call) for answer, call in zip(answers, calls)]
+        return [Transition(bool(applied), previous or None) for applied, previous in done]
 
     def delete(self, job_id: str, tenant: str, idem_key: str | None) -> None:
         """Remove a job that could not be enqueued, so a failed submit leaves nothing behind."""

@@ -64,3 +64,15 @@ def test_one_thread_renews_every_lease_of_the_process(r: redis.Redis) -> None:
     for lease in held[10:]:
         lease.release()
     assert [holder(r, j) for j in ids] == [None] * 20
+
+
+def test_a_release_carries_other_commands_in_its_round_trip_and_a_second_release_is_a_no_op(
+        r: redis.Redis) -> None:
+    job_id, marker = _ids(1)[0], f"lease-after-{uuid.uuid4().hex}"
+    lease = Lease(r, job_id, "w1", 30)
+    assert lease.acquire()
+    lease.release(after=lambda pipe: pipe.set(marker, "sent", ex=60))
+    assert holder(r, job_id) is None and r.get(marker) == "sent"
+    r.set(keys.lease(job_id), "w2", px=60_000)  # somebody else's now
+    lease.release()
+    assert holder(r, job_id) == "w2"
