@@ -6,6 +6,12 @@ microseconds of Python; profiling a threads-pool worker showed about a fifth of 
 A client object is safe to share between threads (each command takes a connection from the pool), so this
 channel keeps one per pool. Installed for ``redis://`` and ``rediss://`` in the worker and in the API's
 producer (Sentinel keeps kombu's).
+
+A channel is closed when the consumer loses Redis and reconnects, while a threads-pool worker's jobs still
+hold messages of it and ack them when they end. kombu then rebuilds the closed channel's pool from
+``channel.connection``, which closing set to None: an ``AttributeError`` that is no connection error, so
+nothing in Celery expects it. A closed channel keeps its last client instead (redis-py reconnects its pool on
+the next command, so the ack reaches Redis once it is back), and without one answers with a connection error.
 """
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import redis
 from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport import redis as kombu_redis
 
@@ -27,10 +34,19 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         if client:
             yield client
             return
+        yield self._client()
+
+    def _client(self) -> Any:
+        """The channel's client: the shared one while its pool is current, a new one when the pool was
+        rebuilt, the last one once the channel is closed."""
         shared = self._shared
+        if self.connection is None:  # closed: there is no pool to rebuild from
+            if shared is None:
+                raise redis.ConnectionError("broker channel closed (the consumer is reconnecting)")
+            return shared
         if shared is None or shared.connection_pool is not self.pool:
             shared = self._shared = self._create_client()
-        yield shared
+        return shared
 
 
 class Transport(kombu_redis.Transport):  # type: ignore[misc]

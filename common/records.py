@@ -9,6 +9,8 @@ from typing import Any, cast
 
 import orjson
 import redis
+from redis.commands.core import Script
+from redis.exceptions import NoScriptError
 
 from gpuq.common import keys
 from gpuq.common.errors import Conflict, NotFound
@@ -49,6 +51,9 @@ return ''
 # ARGV: allowed statuses as ",a,b,", event type ('' for none), event data, ttl, then field name/value pairs.
 # The same script counts terminal transitions and requeues (KEYS[3]), so a metric can never disagree
 # with the records: a transition that is refused is not counted, and one that happens is counted once.
+# The events stream got its TTL with the record when the job was created (CREATE_FUNCTION) and XADD keeps a
+# key's TTL, so the stream expires with its record without an EXPIRE per event (ARGV[4], the record TTL, is
+# still passed, for the callers' sake, and unused).
 _TRANSITION = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {0, ''} end
@@ -60,22 +65,22 @@ end
 if #ARGV >= 6 then redis.call('HSET', KEYS[1], unpack(ARGV, 5)) end
 if ARGV[2] ~= '' then
   redis.call('XADD', KEYS[2], '*', 'type', ARGV[2], 'data', ARGV[3])
-  redis.call('EXPIRE', KEYS[2], ARGV[4])
   if ARGV[2] == 'completed' or ARGV[2] == 'failed' or ARGV[2] == 'cancelled' then
     redis.call('PUBLISH', KEYS[4], KEYS[2])
   end
 end
+local function kind() return redis.call('HGET', KEYS[1], 'kind') or 'unknown' end
 if new and new ~= status then
-  local kind = redis.call('HGET', KEYS[1], 'kind') or 'unknown'
   if new == 'succeeded' or new == 'failed' or new == 'cancelled' then
-    redis.call('HINCRBY', KEYS[3], 'finished|' .. kind .. '|' .. new, 1)
+    local k = kind()
+    redis.call('HINCRBY', KEYS[3], 'finished|' .. k .. '|' .. new, 1)
     if new == 'failed' then
       local ok, decoded = pcall(cjson.decode, err or '')
       local etype = (ok and type(decoded) == 'table' and decoded['type']) or 'unknown'
-      redis.call('HINCRBY', KEYS[3], 'failed|' .. kind .. '|' .. etype, 1)
+      redis.call('HINCRBY', KEYS[3], 'failed|' .. k .. '|' .. etype, 1)
     end
   elseif new == 'queued' and status == 'running' then
-    redis.call('HINCRBY', KEYS[3], 'requeued|' .. kind, 1)
+    redis.call('HINCRBY', KEYS[3], 'requeued|' .. kind(), 1)
   end
 end
 return {1, status}
@@ -84,7 +89,7 @@ return {1, status}
 # Claim a fresh job for a group (worker/groups.py): only a queued job that never ran and whose lease is free.
 # Anything else (a redelivery, a job another worker holds) is left to the single-job runner's full checks.
 # KEYS: job, events, lease, running zset, worker's job set; ARGV: owner, lease ms, started at, event data,
-# record ttl, job id, then field name/value pairs.
+# record ttl (unused: the stream has its TTL, as in the transition script), job id, then field name/value pairs.
 _CLAIM_FRESH = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= 'queued' then return status or '' end
@@ -92,7 +97,6 @@ if (tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0') or 0) ~= 0 then ret
 if not redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2]) then return 'leased' end
 redis.call('HSET', KEYS[1], unpack(ARGV, 7))
 redis.call('XADD', KEYS[2], '*', 'type', 'started', 'data', ARGV[4])
-redis.call('EXPIRE', KEYS[2], ARGV[5])
 redis.call('ZADD', KEYS[4], ARGV[3], ARGV[6])
 redis.call('SADD', KEYS[5], ARGV[6])
 return 'claimed'
@@ -199,6 +203,23 @@ def _decode(raw: dict[str, str]) -> dict[str, Any]:
     return out
 
 
+def queue_script(pipe: Any, script: Script, script_keys: list[str], args: list[Any]) -> None:
+    """Queue ``script`` on a pipeline as a bare EVALSHA: a script registered on a pipeline makes redis-py ask
+    Redis ``SCRIPT EXISTS`` first, a round trip of its own before every such pipeline. Execute the pipeline
+    with ``raise_on_error=False`` and read the answer with ``script_answer``."""
+    pipe.evalsha(script.sha, len(script_keys), *script_keys, *args)
+
+
+def script_answer(script: Script, answer: Any, script_keys: list[str], args: list[Any]) -> Any:
+    """The answer of a script queued with ``queue_script``; run it now if Redis had lost it (NOSCRIPT: a
+    restarted or flushed Redis; the pipeline's other commands ran, this one did not)."""
+    if isinstance(answer, NoScriptError):
+        return script(keys=script_keys, args=args)
+    if isinstance(answer, Exception):
+        raise answer
+    return answer
+
+
 @dataclass(frozen=True)
 class Transition:
     """Outcome of a compare-and-set on a job's status."""
@@ -246,13 +267,16 @@ class JobStore:
         job is running, leased by ``owner`` and listed as ``node``'s. Returns per job 'claimed' or why not."""
         ttl = get_settings().record_ttl_s
         pipe = self.r.pipeline(transaction=False)
+        calls = []
         for job_id, queue, fields, data in claims:
-            self._claim_fresh(
-                keys=[keys.job(job_id), keys.events(job_id), keys.lease(job_id), keys.running(queue),
-                      keys.worker_jobs(node)],
-                args=[owner, lease_ms, fields["timings"]["started_at"], json_text(data), ttl, job_id,
-                      *_pairs(_encode(fields))], client=pipe)
-        return [str(answer) for answer in pipe.execute()]
+            call = ([keys.job(job_id), keys.events(job_id), keys.lease(job_id), keys.running(queue),
+                     keys.worker_jobs(node)],
+                    [owner, lease_ms, fields["timings"]["started_at"], json_text(data), ttl, job_id,
+                     *_pairs(_encode(fields))])
+            queue_script(pipe, self._claim_fresh, *call)
+            calls.append(call)
+        answers = pipe.execute(raise_on_error=False)
+        return [str(script_answer(self._claim_fresh, answer, *call)) for answer, call in zip(answers, calls)]
 
     def transition_many(self, changes: list[tuple[str, list[str], dict[str, Any], str, dict[str, Any],
                                                   dict[str, str] | None]],
@@ -261,14 +285,20 @@ class JobStore:
         each; ``after(pipe)`` may queue more commands into the same round trip."""
         ttl = get_settings().record_ttl_s
         pipe = self.r.pipeline(transaction=False)
+        calls = []
         for job_id, allowed, fields, event, data, encoded in changes:
-            self._transition(keys=[keys.job(job_id), keys.events(job_id), keys.stats(), keys.finished()],
-                             args=[_allowed(allowed), event, json_text(data), ttl,
-                                   *_pairs({**_encode(fields), **(encoded or {})})], client=pipe)
+            call = ([keys.job(job_id), keys.events(job_id), keys.stats(), keys.finished()],
+                    [_allowed(allowed), event, json_text(data), ttl, *_pairs({**_encode(fields), **(encoded or {})})])
+            queue_script(pipe, self._transition, *call)
+            calls.append(call)
         if after is not None:
             after(pipe)
-        answers = pipe.execute()[:len(changes)]
-        return [Transition(bool(applied), previous or None) for applied, previous in answers]
+        answers = pipe.execute(raise_on_error=False)
+        for answer in answers[len(changes):]:
+            if isinstance(answer, Exception):
+                raise answer
+        done = [script_answer(self._transition, answer, *call) for answer, call in zip(answers, calls)]
+        return [Transition(bool(applied), previous or None) for applied, previous in done]
 
     def delete(self, job_id: str, tenant: str, idem_key: str | None) -> None:
         """Remove a job that could not be enqueued, so a failed submit leaves nothing behind."""
@@ -326,14 +356,24 @@ class JobStore:
 
     def transition(self, job_id: str, allowed: list[str], fields: dict[str, Any],
                    event: str = "", data: dict[str, Any] | None = None,
-                   encoded: dict[str, str] | None = None) -> Transition:
+                   encoded: dict[str, str] | None = None, after: Any = None) -> Transition:
         """Compare-and-set the status (``fields`` usually holds the new one) and append ``event``; ``encoded``
-        holds fields already in their stored form (a result encoded once, as JSON text, by the worker)."""
-        applied, previous = self._transition(
-            keys=[keys.job(job_id), keys.events(job_id), keys.stats(), keys.finished()],
-            args=[_allowed(allowed), event, json_text(data or {}), get_settings().record_ttl_s,
-                  *_pairs({**_encode(fields), **(encoded or {})})],
-        )
+        holds fields already in their stored form (a result encoded once, as JSON text, by the worker);
+        ``after(pipe)`` may queue more commands into the same round trip."""
+        script_keys = [keys.job(job_id), keys.events(job_id), keys.stats(), keys.finished()]
+        args = [_allowed(allowed), event, json_text(data or {}), get_settings().record_ttl_s,
+                *_pairs({**_encode(fields), **(encoded or {})})]
+        if after is None:
+            applied, previous = self._transition(keys=script_keys, args=args)
+        else:
+            pipe = self.r.pipeline(transaction=False)
+            queue_script(pipe, self._transition, script_keys, args)
+            after(pipe)
+            answers = pipe.execute(raise_on_error=False)
+            for answer in answers[1:]:
+                if isinstance(answer, Exception):
+                    raise answer
+            applied, previous = script_answer(self._transition, answers[0], script_keys, args)
         return Transition(bool(applied), previous or None)
 
     def update(self, job_id: str, fields: dict[str, Any]) -> None:

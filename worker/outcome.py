@@ -212,13 +212,12 @@ def requeue(jobs: JobStore, job_id: str, allowed: list[str], queue: str, node: s
             data: dict[str, Any], drop_lease: bool = True) -> bool:
     """Put a job back to queued (its ``log`` event says why), off its queue's running set and ``node``'s
     held jobs; the caller publishes its message. True when the record moved."""
-    moved = jobs.transition(job_id, allowed, {"status": "queued"}, "log", data)
-    pipe = jobs.r.pipeline(transaction=False)
-    unlist(pipe, job_id, queue, node)
-    if drop_lease:
-        pipe.delete(keys.lease(job_id))  # before publishing, or the next worker would see it held
-    pipe.execute()
-    return moved.applied
+    def tidy(pipe: Any) -> None:  # in the transition's round trip
+        unlist(pipe, job_id, queue, node)
+        if drop_lease:
+            pipe.delete(keys.lease(job_id))  # before publishing, or the next worker would see it held
+
+    return jobs.transition(job_id, allowed, {"status": "queued"}, "log", data, after=tidy).applied
 
 
 def give_up(jobs: JobStore, raw: dict[str, Any], attempts: int, max_attempts: int) -> str:
@@ -282,10 +281,8 @@ def finish(jobs: JobStore, job_id: str, queue: str, status: str, timings: dict[s
     is a no-op."""
     _, allowed, fields, event, data, encoded = terminal_change(job_id, status, timings, result, error, event_data,
                                                                 extra)
-    done = jobs.transition(job_id, allowed, fields, event, data, encoded=encoded)
-    pipe = jobs.r.pipeline(transaction=False)
-    unlist(pipe, job_id, queue, node)
-    pipe.execute()
+    done = jobs.transition(job_id, allowed, fields, event, data, encoded=encoded,
+                           after=lambda pipe: unlist(pipe, job_id, queue, node))  # one round trip
     return status if done.applied else str(done.previous)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import AbstractContextManager, nullcontext
+from functools import partial
 from typing import Any
 
 from gpuq.common import keys, stats
@@ -48,16 +49,18 @@ def run_job(job_id: str, limits: Limits | None = None) -> str:
         log.warning("job %s is leased by a live worker; dropping duplicate delivery", job_id)
         # Running here already (a second delivery to this worker) it stays listed; elsewhere, it is not ours.
         return "duplicate" if raw.get("node") == node else _dropped(jobs, job_id, node, "duplicate")
+    done: Any = None  # the job's telemetry, sent in the lease release's round trip
     try:
         ctx = _claim(jobs, raw, node)
         if ctx is None:
             return str((jobs.get_raw(job_id) or {}).get("status"))
         begin = time.perf_counter()
         status = _execute(jobs, ctx, raw, limits)
-        telemetry.job_done(jobs.r, ctx.kind, status, time.perf_counter() - begin - ctx.model_load_ms / 1000)
+        run_s = time.perf_counter() - begin - ctx.model_load_ms / 1000
+        done = partial(telemetry.queue_jobs_done, kind=ctx.kind, outcomes=[(status, run_s)])
         return status
     finally:
-        lease.release()
+        lease.release(after=done)
 
 
 def _dropped(jobs: JobStore, job_id: str, node: str, why: str) -> str:
@@ -78,15 +81,19 @@ def _claim(jobs: JobStore, raw: dict[str, Any], node: str) -> JobContext | None:
     started = now()
     timings.update(started_at=started, queue_wait_ms=round((started - timings["submitted_at"]) * 1000, 3))
     fields = {"status": "running", "worker": worker_id(), "node": node, "attempts": attempts, "timings": timings}
+
+    def listed(pipe: Any) -> None:  # sent with the claim, in its round trip; taken back if it was refused
+        pipe.zadd(keys.running(raw["queue"]), {raw["id"]: started})
+        pipe.sadd(keys.worker_jobs(node), raw["id"])  # what the reaper recovers if this worker dies
+        stats.wait_histogram(raw["queue"]).observe(pipe, timings["queue_wait_ms"] / 1000)
+
     claim = jobs.transition(raw["id"], ["queued", "running"], fields, "started",
-                            {"worker": fields["worker"], "attempt": attempts})
-    if not claim.applied:
+                            {"worker": fields["worker"], "attempt": attempts}, after=listed)
+    if not claim.applied:  # ended (a cancel) between the read and the claim; its wait stays observed
+        pipe = jobs.r.pipeline(transaction=False)
+        outcome.unlist(pipe, raw["id"], raw["queue"], node)
+        pipe.execute()
         return None
-    pipe = jobs.r.pipeline(transaction=False)
-    pipe.zadd(keys.running(raw["queue"]), {raw["id"]: started})
-    pipe.sadd(keys.worker_jobs(node), raw["id"])  # what the reaper recovers if this worker dies
-    stats.wait_histogram(raw["queue"]).observe(pipe, timings["queue_wait_ms"] / 1000)
-    pipe.execute()
     return make_context(jobs, raw, node, timings, attempts,
                         on_progress=ProgressEvents(settings.task_event_progress_interval_s))
 

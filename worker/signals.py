@@ -36,12 +36,12 @@ def _name_worker(sender: str | None = None, **_: Any) -> None:
     identity.name(sender)
     from gpuq.worker.celery_app import app
 
-    if app.conf.worker_pool == "threads":
-        # Celery's two INFO lines per task (received, succeeded) cost a threads worker ~6% of its interpreter
-        # time at hundreds of jobs a second; the job record and its events carry the same facts. Set before
-        # the consumer starts: Celery decides whether to log them when it builds its task strategies.
-        for name in ("celery.worker.strategy", "celery.app.trace"):
-            logging.getLogger(name).setLevel(logging.WARNING)
+    # Celery's two INFO lines per task (received, succeeded) cost a threads worker ~6% of its interpreter time
+    # at hundreds of jobs a second, and a prefork worker as much per job (the child logs one, the parent the
+    # other); the job record and its events carry the same facts. Set before the consumer starts (Celery
+    # decides whether to log them when it builds its task strategies) and before the pool forks.
+    for name in ("celery.worker.strategy", "celery.app.trace"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _beat(app: Any, node: str, queues: list[str], pool: str) -> None:

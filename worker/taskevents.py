@@ -6,6 +6,9 @@ Celery's event state set the task's state to ``PROGRESS`` (a custom state ranks 
 SUCCESS, so the final event still wins) and copies the event's fields onto the task. Flower 2.2 only
 renders the standard fields, so the human-readable progress goes into ``result``, which its task list and
 task page both display; the ``task-succeeded`` event replaces it with the final result when the job ends.
+
+Only where task events are on (``GPUQ_TASK_EVENTS``): Celery's ``send_event`` publishes whatever the worker's
+event settings say, so a worker told to send none would still publish one event per progress step.
 """
 from __future__ import annotations
 
@@ -13,17 +16,23 @@ import logging
 import time
 from typing import Any
 
+from gpuq.common.settings import get_settings
+
 log = logging.getLogger(__name__)
 
 
 class ProgressEvents:
-    """A ``JobContext.on_progress`` hook: sends ``task-progress``, at most once per ``interval_s``."""
+    """A ``JobContext.on_progress`` hook: sends ``task-progress``, at most once per ``interval_s``, when task
+    events are on (``enabled``; default: the settings' ``task_events``)."""
 
-    def __init__(self, interval_s: float) -> None:
+    def __init__(self, interval_s: float, enabled: bool | None = None) -> None:
         self.interval_s = interval_s
+        self.enabled = get_settings().task_events if enabled is None else enabled
         self._last = float("-inf")
 
     def __call__(self, progress: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
         done, total = int(progress.get("done", 0)), int(progress.get("total", 0))
         now = time.monotonic()
         if done < total and now - self._last < self.interval_s:

@@ -50,19 +50,27 @@ def job_done(client: redis.Redis, kind: str, status: str, run_s: float | None) -
 
 def jobs_done(client: redis.Redis, kind: str, outcomes: list[tuple[str, float | None]]) -> None:
     """``job_done`` for several jobs of one kind (a group) in one round trip: (status, run seconds) each."""
-    node = node_name()
     try:
         pipe = client.pipeline(transaction=False)
-        statuses: dict[str, int] = {}
-        for status, _ in outcomes:
-            statuses[status] = statuses.get(status, 0) + 1
-        for status, n in statuses.items():
-            count_job(pipe, node, kind, status, n)
-        run_histogram(node, kind).observe_many(pipe, [max(s, 0.0) for _, s in outcomes if s is not None], TTL_S)
-        _queue_state(pipe, node, gauges=_gauges_due())
+        queue_jobs_done(pipe, kind, outcomes)
         pipe.execute()
     except Exception as exc:  # noqa: BLE001 - telemetry must never fail a job
         log.warning("could not publish worker telemetry: %s", exc)
+
+
+def queue_jobs_done(pipe: Any, kind: str, outcomes: list[tuple[str, float | None]]) -> None:
+    """Queue what ``jobs_done`` sends on ``pipe`` (a round trip the caller makes anyway: the lease release)."""
+    node = node_name()
+    statuses: dict[str, int] = {}
+    for status, _ in outcomes:
+        statuses[status] = statuses.get(status, 0) + 1
+    for status, n in statuses.items():
+        count_job(pipe, node, kind, status, n)
+    runs, values = run_histogram(node, kind), [max(s, 0.0) for _, s in outcomes if s is not None]
+    if values:
+        runs.observe_many(pipe, values)
+        keep(pipe, runs.key)
+    _queue_state(pipe, node, gauges=_gauges_due())
 
 
 _GAUGE_INTERVAL_S = 0.5
@@ -82,7 +90,21 @@ def _gauges_due() -> bool:
 def count_job(pipe: Any, node: str, kind: str, status: str, jobs: int = 1) -> None:
     """Queue the increment of ``jobs|<kind>|<status>`` on ``pipe``."""
     pipe.hincrby(keys.worker_stats(node), f"jobs|{kind}|{status}", jobs)
-    pipe.expire(keys.worker_stats(node), TTL_S)
+    keep(pipe, keys.worker_stats(node))
+
+
+# A per-node key lives a week; refreshing its TTL once a minute keeps it as surely as an EXPIRE per job did
+# (two or three of them per no-op job, a fifth of the worker's Redis commands).
+_TTL_REFRESH_S = 60.0
+_ttl_set: dict[str, float] = {}
+
+
+def keep(pipe: Any, key: str) -> None:
+    """Queue ``EXPIRE key TTL_S`` when this process has not refreshed that key's TTL for a minute."""
+    now = time.monotonic()
+    if now - _ttl_set.get(key, float("-inf")) >= _TTL_REFRESH_S:
+        _ttl_set[key] = now
+        pipe.expire(key, TTL_S)
 
 
 def publish_state(client: redis.Redis, **fields: Any) -> None:
@@ -102,20 +124,22 @@ def _queue_state(pipe: Any, node: str, gauges: bool = True) -> None:
     key = keys.worker_stats(node)
     batches = _pending_batches[:]
     _pending_batches.clear()
-    batch_histogram(node).observe_many(pipe, batches, TTL_S)
+    if batches:
+        sizes = batch_histogram(node)
+        sizes.observe_many(pipe, batches)
+        keep(pipe, sizes.key)
     _queue_cache_deltas(pipe, key)
-    generation = sys.modules.get("gpuq.worker.generation.metrics")  # only where an engine ever ran
-    if generation is not None:
-        generation.METRICS.publish(pipe, node)
+    # Only where an engine ever ran: the metrics module itself is imported everywhere (the metrics server).
+    if "gpuq.worker.generation.engine" in sys.modules:
+        sys.modules["gpuq.worker.generation.metrics"].METRICS.publish(pipe, node)
+    keep(pipe, key)
     if not gauges:
-        pipe.expire(key, TTL_S)
         return
     device, used, total, budget = device_memory()
     pipe.hset(key, mapping={"device": device, "device_memory_used_bytes": used,
                             "device_memory_total_bytes": total, "device_memory_budget_bytes": budget,
                             "resident_models": _resident_models(), "child_pid": os.getpid(),
                             "updated_at": time.time()})
-    pipe.expire(key, TTL_S)
 
 
 def _cache() -> Any:

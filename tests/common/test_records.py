@@ -115,3 +115,33 @@ def test_json_text_falls_back_for_what_orjson_refuses() -> None:
     assert json.loads(json_text({"big": 2 ** 70})) == {"big": 2 ** 70}
     assert json.loads(json_text({1: "int key"})) == {"1": "int key"}
     assert to_record({**_fields(), "cancel_requested": "1", "attempts": "2"}).cancel_requested
+
+
+@pytest.fixture()
+def own_store(tmp_path: Any) -> Iterator[JobStore]:
+    """A store on a Redis of its own (this test flushes its scripts)."""
+    from gpuq.common.embedded_redis import EmbeddedRedis
+
+    server = EmbeddedRedis(tmp_path / "redis").start()
+    client = redis.Redis.from_url(server.url, decode_responses=True)
+    yield JobStore(client)
+    client.close()
+    server.stop()
+
+
+def test_transitions_sent_with_other_commands_survive_a_redis_that_lost_its_scripts(own_store: JobStore) -> None:
+    store = own_store
+    first, second = _fields(), _fields()
+    store.create(first, None, "")
+    store.create(second, None, "")
+    store.r.script_flush()  # a restarted Redis: every EVALSHA answers NOSCRIPT
+    done = store.transition(first["id"], ["queued"], {"status": "running"}, "started", {},
+                            after=lambda pipe: pipe.sadd("records-after", "one"))
+    assert done.applied and done.previous == "queued"
+    store.r.script_flush()
+    many = store.transition_many([(second["id"], ["queued"], {"status": "running"}, "started", {}, None)],
+                                 after=lambda pipe: pipe.sadd("records-after", "two"))
+    assert [(t.applied, t.previous) for t in many] == [(True, "queued")]
+    assert store.r.smembers("records-after") == {"one", "two"}
+    assert _events(store, first["id"]) == _events(store, second["id"]) == ["queued", "started"]
+    assert store.r.ttl(keys.events(first["id"])) > 0  # the stream keeps the TTL it got with the record

@@ -150,3 +150,36 @@ def _completions(stack: Stack, job_id: str) -> int:
     entries = stack.r.xrange(keys.events(job_id))
     return sum(1 for _, fields in entries if fields.get("type") == "completed")
 
+
+
+def _short_job(i: int) -> dict[str, Any]:
+    return {"kind": "synthetic", "model": "outage-threads", "inputs": i, "params": {"steps": 6, "step_ms": 300}}
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("down_s", [2, 5])
+def test_threads_worker_keeps_its_pid_through_a_short_redis_stop_and_finishes_jobs_before_and_after(
+        stack: Stack, outcome, down_s: int) -> None:
+    # A threads-pool worker alone (nothing else to pick its jobs up): its consumer rebuilds kombu's connection
+    # pool when Redis returns, and the process must survive that with the jobs it held and the ones sent after.
+    stack.start_redis()
+    worker = stack.start_worker("threads", GPUQ_WORKER_POOL="threads", GPUQ_WORKER_CONCURRENCY="4")
+    stack.start_api()
+    pid = worker.pid
+    with stack.client() as c:
+        before = [c.post("/v1/jobs", json=_short_job(i)).json() for i in range(8)]
+        wait_for(lambda: any(c.get(f"/v1/jobs/{j['id']}").json()["status"] == "running" for j in before), 60,
+                 "a job running")
+        _stop_redis(stack, "stopped", down_s)
+        wait_for(lambda: c.get("/healthz").status_code == 200, 60, "API back")
+        after = [c.post("/v1/jobs", json=_short_job(100 + i)).json() for i in range(8)]
+        final = [wait_job(c, j["id"], timeout=180) for j in before + after]
+    completions = [_completions(stack, j["id"]) for j in before + after]
+    alive = worker.alive() and worker.pid == pid
+    assert alive, worker.log()[-4000:]
+    assert [j["status"] for j in final] == ["succeeded"] * 16, [j.get("error") for j in final]
+    assert completions == [1] * 16
+    outcome.record(f"Redis stopped for {down_s} s under a threads-pool worker alone, jobs running",
+                   "the worker process keeps its pid; jobs sent before and after all complete exactly once",
+                   f"worker alive with the same pid: {alive}; 16/16 succeeded, completed events "
+                   f"{sorted(set(completions))}")
