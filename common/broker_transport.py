@@ -55,5 +55,10 @@ class Transport(kombu_redis.Transport):  # type: ignore[misc]
 
 def install() -> None:
     """Make ``redis://`` and ``rediss://`` broker URLs use this transport (in this process)."""
+    from kombu import transport
+
     for scheme in ("redis", "rediss"):
         TRANSPORT_ALIASES[scheme] = f"{__name__}:Transport"
+        # kombu caches the class per scheme on first use: a connection made before this call would pin
+        # the stock transport for the rest of the process.
+        transport._transport_cache.pop(scheme, None)
