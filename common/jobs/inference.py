@@ -241,7 +241,7 @@ STORED_TASK_MODELS: tuple[type[TaskParamsBase], ...] = tuple(
 StoredTaskParams = Annotated[Union[STORED_TASK_MODELS], Field(discriminator="task")]  # type: ignore[valid-type]  # noqa: UP007
 
 
-class InferenceParams(RootModel[TaskParams]):
+class InferenceParams(RootModel[TaskParams]):  # type: ignore[valid-type]
     """Inference params, discriminated by ``task`` (``translation_xx_to_yy`` names its languages)."""
 
     @model_validator(mode="before")

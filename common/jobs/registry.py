@@ -2,21 +2,22 @@
 
 Params cross the Redis boundary in two forms. ``params_model`` is what a client submits (strict: unknown
 keys are refused, clear tokens allowed); the kind's ``check`` turns it into the stored form (tokens sealed,
-adapters and data sources resolved), which the record keeps. ``stored_model`` describes that stored form: the worker
-validates a record's params with it once, when it builds the job's context (``JobSpec.load_params``), and
-handlers read typed attributes from then on. Stored models ignore unknown keys, so a record written by an
+adapters and data sources resolved), which the record keeps. ``stored_model`` describes that stored form:
+the worker validates a record's params with it once, when it builds the job's context
+(``JobSpec.load_params``), and handlers read typed attributes from then on. Stored models ignore unknown keys, so a record written by an
 older release still loads.
 
 Kinds are discovered: every module of this package that calls ``register`` at import is a kind, and
 ``load_builtin_kinds`` imports them all; adding a kind is adding its module (and its handler in
-``worker/handlers/<kind>.py``).
+``worker/handlers/<kind>.py``). Knobs a kind needs live on its spec (time limit, attempts, routing) or in a
+settings section of its own (``ImageSettings``, ``DataJobSettings`` in ``gpuq.common.settings``).
 """
 from __future__ import annotations
 
 import importlib
 import pkgutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, TypeVar
 
@@ -64,8 +65,6 @@ class JobSpec:
     affinity: bool = False
     # Bulk-submitted jobs of this kind travel in group messages and run together (worker/groups.py).
     groups: bool = False
-    # The kind's own knobs that are not deployment settings (e.g. a per-image upload limit).
-    knobs: dict[str, Any] = field(default_factory=dict)
 
     def effective_time_limit(self, settings: Settings) -> int:
         """Hard time limit in seconds for jobs of this kind."""

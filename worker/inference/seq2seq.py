@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gpuq.common.jobs.inference import GenerateParams
+from gpuq.common.jobs.inference import GenerateParams, TranslationParams
 from gpuq.worker.inference.base import (LoadSpec, SimpleTask, TextModel, load_pretrained, no_grad,
                                         register_task)
 from gpuq.worker.inference.generation import generate_kwargs, generation_group, seed_for
@@ -26,12 +26,13 @@ class Seq2Seq(SimpleTask):
         return load_pretrained(spec, "AutoModelForSeq2SeqLM")
 
     def group(self, params: GenerateParams) -> Any:
-        return generation_group(params, params.src_lang, params.tgt_lang)
+        return generation_group(params, *_languages_of(params))
 
     def task_key(self, params: GenerateParams) -> str:
         """The ``task_specific_params`` entry for this job."""
         if self.name == "translation":
-            return f"translation_{params.src_lang}_to_{params.tgt_lang}"
+            src, tgt = _languages_of(params)
+            return f"translation_{src}_to_{tgt}"
         return self.name
 
     def forward(self, resident: TextModel, items: list[str], params: GenerateParams,
@@ -50,7 +51,7 @@ class Seq2Seq(SimpleTask):
 
     @staticmethod
     def _languages(tok: Any, params: GenerateParams) -> dict[str, Any]:
-        src, tgt = params.src_lang, params.tgt_lang
+        src, tgt = _languages_of(params)
         if src and hasattr(tok, "src_lang"):
             tok.src_lang = src  # safe: forward passes run one at a time, and src_lang is part of the group
         # Language codes are added special tokens in these tokenizers ("de_DE", "deu_Latn", "__de__"); a plain
@@ -60,6 +61,13 @@ class Seq2Seq(SimpleTask):
             if tgt and token in added:
                 return {"forced_bos_token_id": int(added[token])}
         return {}
+
+
+def _languages_of(params: GenerateParams) -> tuple[str | None, str | None]:
+    """(src_lang, tgt_lang) of a translation job; (None, None) for the other seq2seq tasks."""
+    if isinstance(params, TranslationParams):
+        return params.src_lang, params.tgt_lang
+    return None, None
 
 
 SUMMARIZATION = register_task(Seq2Seq("summarization", "summary_text"))
