@@ -14,6 +14,8 @@ from typing import Any, Protocol
 
 import torch
 
+from gpuq.common.jobs.inference import ContinueParams
+
 DEFAULT_TOP_K = 50
 
 
@@ -30,7 +32,7 @@ class Sampling:
     logprobs: int | None = None  # alternatives per token to report (0: the chosen token's only)
 
     @classmethod
-    def from_params(cls, params: Any) -> Sampling:
+    def from_params(cls, params: ContinueParams) -> Sampling:
         """The settings a job's params ask for."""
         # None in the params: the model's neutral value (no temperature, top-k, top-p or penalty applied).
         return cls(do_sample=params.do_sample, temperature=params.temperature or 1.0,
