@@ -8,7 +8,7 @@ the stored union (adapter resolved, token sealed) and the alias table are built 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, ClassVar, Literal, TypeVar, Union, get_args
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, TypeVar, Union, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator, model_validator
 
@@ -36,7 +36,10 @@ def task_params(cls: T) -> T:
 
 
 class TaskParamsBase(BaseModel):
-    """Fields every inference task takes."""
+    """Fields every inference task takes (``task``, the discriminator, is each subclass's own literal)."""
+
+    if TYPE_CHECKING:  # for readers of the base type; pydantic sees each subclass's Literal field only
+        task: str
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
