@@ -150,7 +150,7 @@ def coalescer() -> Coalescer:
 
 @lru_cache(maxsize=1)
 def affinity_router() -> Router:
-    """The process's affinity router (issue 6): sends a job to a worker that holds its model resident."""
+    """The process's affinity router: sends a job to a worker that holds its model resident."""
     return Router(get_redis(), get_settings())
 
 

@@ -169,7 +169,7 @@ class JobInterrupted(JobError):
     type_name = "interrupted"
 
 
-# Issue 4: admin routes (queue load for the autoscaler).
+# Admin routes (queue load for the autoscaler).
 class Forbidden(GpuqError):
     """Authenticated, but this key may not use the route (a tenant key on an admin route)."""
 

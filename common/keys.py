@@ -68,7 +68,7 @@ def sweeper_lock() -> str:
     return f"{_p()}:sweeper-lock"
 
 
-# --- issue 8: quotas and webhooks ---
+# --- quotas and webhooks ---
 def in_flight(tenant: str) -> str:
     """Zset of the tenant's admitted, not yet finished job ids (quota accounting)."""
     return f"{_p()}:quota:{tenant}:inflight"
@@ -109,7 +109,7 @@ def webhook_sender_lock() -> str:
     return f"{_p()}:wh:sender"
 
 
-# Issue 4 (metrics): counters and histograms kept in Redis, so every API replica and every scrape agrees.
+# Metrics: counters and histograms kept in Redis, so every API replica and every scrape agrees.
 def stats() -> str:
     """Job counters: ``submitted|<kind>``, ``finished|<kind>|<status>``, ``failed|<kind>|<error type>``."""
     return f"{_p()}:stats"

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from gpuq.common.errors import ModelLoadError
-from gpuq.common.jobs.adapterref import ADAPTER_CONFIG
+from gpuq.common.jobs.adapterref import ADAPTER_CONFIG, StoredAdapterRef
 from gpuq.worker import hub
 from gpuq.worker.context import JobContext
 from gpuq.worker.sources import local_model_dir, model_source
@@ -37,17 +37,18 @@ class AdapterSource:
     path: Path
 
 
-def resolve(ctx: JobContext, ref: dict[str, Any]) -> AdapterSource:
+def resolve(ctx: JobContext, ref: StoredAdapterRef) -> AdapterSource:
     """Find the adapter's files: a fine-tune job's artifacts (same tenant), a Hub repo (pinned), or a local dir."""
-    if "job" in ref:
-        config = ctx.store.local_path(ctx.tenant, str(ref["job"]), ADAPTER_CONFIG)
-        return AdapterSource(f"job:{ctx.tenant}:{ref['job']}", config.parent)
-    if "path" in ref:
-        path = local_model_dir(str(ref["path"]), "params.adapter.path")
+    if ref.job is not None:
+        config = ctx.store.local_path(ctx.tenant, ref.job, ADAPTER_CONFIG)
+        return AdapterSource(f"job:{ctx.tenant}:{ref.job}", config.parent)
+    if ref.path is not None:
+        path = local_model_dir(ref.path, "params.adapter.path")
         stamp = max((p.stat().st_mtime_ns for p in path.glob("adapter_*")), default=0)
         return AdapterSource(f"path:{path}:{stamp}", path)
-    path, pulled = model_source(str(ref["repo"]), ref.get("revision"), hub.pull_token(ref.get("sealed_token")),
-                                "params.adapter.repo")
+    assert ref.repo is not None  # AdapterRef holds exactly one of job, path or repo
+    token = hub.pull_token(ref.sealed_token)
+    path, pulled = model_source(ref.repo, ref.revision, token, "params.adapter.repo")
     if pulled is None:  # a directory of that name under this worker's roots
         return AdapterSource(f"path:{path}", path)
     ctx.pin("adapter", **pulled.pin())
@@ -128,7 +129,7 @@ def adapters_of(model: Any, max_adapters: int) -> AdapterSet:
 @contextmanager
 def applied(ctx: JobContext, model: Any) -> Iterator[None]:
     """Run the body with the job's ``params.adapter`` active on ``model``, or with every adapter disabled."""
-    ref = ctx.params.get("adapter")
+    ref = _adapter_of(ctx)
     found = model.__dict__.get(_ATTR)
     if ref is None:
         if found is None:
@@ -150,8 +151,14 @@ def source_for(ctx: JobContext) -> AdapterSource | None:
 
     For callers that activate it later on another thread (the inference batcher), see ``activated``.
     """
-    ref = ctx.params.get("adapter")
+    ref = _adapter_of(ctx)
     return None if ref is None else resolve(ctx, ref)
+
+
+def _adapter_of(ctx: JobContext) -> StoredAdapterRef | None:
+    """The job's stored ``params.adapter`` (inference and evaluate jobs; None for kinds without one)."""
+    adapter = getattr(ctx.params, "adapter", None)
+    return adapter if isinstance(adapter, StoredAdapterRef) else None
 
 
 @contextmanager

@@ -1,4 +1,9 @@
-"""What a handler sees of its job: inputs, progress and cancellation, artifacts, resident models."""
+"""What a handler sees of its job: inputs, typed params, progress, cancellation, artifacts, resident models.
+
+``params`` is the kind's stored params model (``JobSpec.stored_model``), validated once from the record when
+the context is built (``worker/runner.py``: ``make_context``): handlers read attributes, never the raw dict,
+and never repeat a default the model already declares.
+"""
 from __future__ import annotations
 
 import json
@@ -6,9 +11,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
+from pydantic import BaseModel
 
 from gpuq.common import events, keys
 from gpuq.common.errors import JobCancelled, JobInterrupted, JobTimeout
@@ -20,6 +26,8 @@ from gpuq.worker.identity import node_name
 from gpuq.worker.models import ModelKey, ResidentModels, get_cache
 from gpuq.worker.progress_writer import writer_for
 
+P = TypeVar("P", bound=BaseModel)
+
 
 @dataclass
 class JobContext:
@@ -30,7 +38,7 @@ class JobContext:
     kind: str
     model: str
     inputs: Any
-    params: dict[str, Any]
+    params: BaseModel  # the kind's stored params model (see the module docstring)
     settings: Settings
     redis: redis.Redis
     jobs: JobStore
@@ -52,6 +60,12 @@ class JobContext:
     # The process's resident models; None: the shared cache, created on first use (creating it imports torch,
     # which a job without a model never needs, and which must not run under a job's soft time limit for nothing).
     models: ResidentModels | None = None
+
+    def params_as(self, model: type[P]) -> P:
+        """The params as ``model`` (the kind's stored model or a base of it); TypeError for another kind's."""
+        if not isinstance(self.params, model):
+            raise TypeError(f"{self.kind} job params are {type(self.params).__name__}, not {model.__name__}")
+        return self.params
 
     def progress(self, done: int, total: int, **extra: Any) -> None:
         """Record progress, append a progress event and stop here if cancellation was requested."""

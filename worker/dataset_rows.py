@@ -8,7 +8,7 @@ from typing import Any
 
 from gpuq.common.errors import InvalidInput
 from gpuq.common.files import get_file_store
-from gpuq.common.jobs.batch_inference import FILE_FORMATS
+from gpuq.common.jobs.batch_inference import FILE_FORMATS, DataSource
 from gpuq.worker import hub
 from gpuq.worker.context import JobContext
 from gpuq.worker.sources import data_file, hub_dataset
@@ -29,28 +29,29 @@ def _local(path: Path) -> Any:
     return pajson.read_json(path)
 
 
-def _hub(ctx: JobContext, data: dict[str, Any]) -> Any:
-    """A Hub dataset's split, loaded from the snapshot directory (pinned in the record), never by its name."""
+def _hub(ctx: JobContext, data: DataSource) -> Any:
+    """A Hub dataset's split, loaded from the snapshot directory (pinned in the record), never by its name.
+
+    A batch job takes no Hub token of its own: the pull uses the server's (``GPUQ_HF_TOKEN``), if any."""
     import datasets
 
+    assert data.dataset is not None
     pinned = ctx.resolved.get("dataset", {}).get("sha")  # a redelivered job reads exactly the same commit
-    pulled = hub_dataset(data["dataset"], pinned or data.get("revision"),
-                         hub.pull_token(ctx.params.get("sealed_hub_token")), "params.data.dataset")
-    ctx.pin("dataset", **{**pulled.pin(), "revision": data.get("revision") or "main"})
-    ds = datasets.load_dataset(str(pulled.path), data.get("config"), split=data.get("split", "train"))
+    pulled = hub_dataset(data.dataset, pinned or data.revision, hub.pull_token(None), "params.data.dataset")
+    ctx.pin("dataset", **{**pulled.pin(), "revision": data.revision or "main"})
+    ds = datasets.load_dataset(str(pulled.path), data.config, split=data.split)
     return ds.data.table
 
 
-def load_table(ctx: JobContext, data: dict[str, Any]) -> Any:
+def load_table(ctx: JobContext, data: DataSource) -> Any:
     """The rows as a pyarrow Table, cut to ``max_rows``; ``file_id`` is an upload of the job's tenant."""
-    if data.get("file_id"):
-        table = _local(get_file_store(ctx.settings.files_root).path(ctx.tenant, data["file_id"]))
-    elif data.get("path"):
-        table = _local(data_file(str(data["path"]), "params.data.path"))
+    if data.file_id:
+        table = _local(get_file_store(ctx.settings.files_root).path(ctx.tenant, data.file_id))
+    elif data.path:
+        table = _local(data_file(data.path, "params.data.path"))
     else:
         table = _hub(ctx, data)
-    limit = data.get("max_rows")
-    return table.slice(0, limit) if limit else table
+    return table.slice(0, data.max_rows) if data.max_rows else table
 
 
 def _as_input(value: Any) -> Any:

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from gpuq.common.errors import JobError, TransientJobError
 from gpuq.common.secrets import unseal
@@ -36,10 +36,20 @@ class PushResult:
                 "commit_url": self.commit_url}
 
 
-def token_for(push: dict[str, Any] | None) -> str | None:
-    """The token to use: the job's own (unsealed here, in memory only) or the server's."""
-    if push and push.get("sealed_token"):
-        return unseal(str(push["sealed_token"]))
+class PushTarget(Protocol):
+    """A job's stored ``push_to_hub`` (``StoredPushToHub`` and the image kind's variant of it)."""
+
+    repo_id: str
+    repo_type: str
+    private: bool
+    commit_message: str | None
+    sealed_token: str | None
+
+
+def token_for(sealed: str | None) -> str | None:
+    """The token to use: the job's own (sealed at submit, unsealed here, in memory only) or the server's."""
+    if sealed:
+        return unseal(sealed)
     server = get_settings().hf_token
     return server.get_secret_value() if server is not None else None
 
@@ -71,16 +81,16 @@ def with_retries(call: Callable[[], T], what: str) -> T:
     raise AssertionError("unreachable")
 
 
-def push_folder(push: dict[str, Any], folder: Path, message: str) -> PushResult:
+def push_folder(push: PushTarget, folder: Path, message: str) -> PushResult:
     """Create the repo if needed and upload ``folder`` as one commit."""
     from huggingface_hub import HfApi
 
-    api = HfApi(token=token_for(push))
-    repo_id, repo_type = str(push["repo_id"]), str(push.get("repo_type", "model"))
-    with_retries(lambda: api.create_repo(repo_id, repo_type=repo_type, private=bool(push.get("private", True)),
+    api = HfApi(token=token_for(push.sealed_token))
+    repo_id, repo_type = push.repo_id, push.repo_type
+    with_retries(lambda: api.create_repo(repo_id, repo_type=repo_type, private=push.private,
                                          exist_ok=True), f"create_repo {repo_id}")
     info = with_retries(lambda: api.upload_folder(repo_id=repo_id, folder_path=str(folder), repo_type=repo_type,
-                                                  commit_message=push.get("commit_message") or message),
+                                                  commit_message=push.commit_message or message),
                         f"upload to {repo_id}")
     return PushResult(repo_id, repo_type, str(info.oid), str(info.commit_url))  # type: ignore[union-attr]
 
@@ -104,7 +114,7 @@ def cache_dir(token: str | None) -> str | None:
 
 def pull_token(sealed: str | None) -> str | None:
     """Token for a pull: the job's own (sealed at submit) or the server's; None lets the Hub client decide."""
-    return token_for({"sealed_token": sealed} if sealed else None)
+    return token_for(sealed)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ Loading runs on a thread in the pool child: billiard kills a child whose start-u
 than a few seconds, and a big model takes minutes. A job that arrives meanwhile waits on the cache's lock
 for the same model, or runs if it needs another. The child publishes ``preload`` = ``loading`` /
 ``done`` / ``failed`` with the worker's boot id, and the parent's ``/healthz`` waits for ``done`` of its
-own boot (a restarted worker must not pass on its previous life's state). A threads-pool worker (issue 6)
+own boot (a restarted worker must not pass on its previous life's state). A threads-pool worker
 runs jobs in its main process, so it starts the same loading there. Preloaded models are pinned: the
 resident cache's memory budget never evicts them.
 """

@@ -106,7 +106,8 @@ def make_context(jobs: JobStore, raw: dict[str, Any], node: str, timings: dict[s
     earlier = store.list(raw["tenant"], raw["id"]) if attempt > 1 else []
     return JobContext(
         job_id=raw["id"], tenant=raw["tenant"], kind=raw["kind"], model=raw["model"], inputs=raw.get("inputs"),
-        params=raw.get("params") or {}, settings=get_settings(), redis=jobs.r, jobs=jobs,
+        params=get_spec(raw["kind"]).load_params(raw.get("params") or {}), settings=get_settings(), redis=jobs.r,
+        jobs=jobs,
         store=store, artifacts=earlier, model_load_ms=0.0, timings=timings,
         resolved=dict(raw.get("resolved") or {}), attempt=attempt, node=node, on_progress=on_progress,
     )

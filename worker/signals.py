@@ -59,7 +59,7 @@ def _beat(app: Any, node: str, queues: list[str], pool: str) -> None:
             r = get_redis()
             with _beat_lock:
                 if not _leaving.is_set():
-                    affinity.beat(node, queues, info)  # liveness, private queues (issue 6), the worker's info
+                    affinity.beat(node, queues, info)  # liveness, private queues, the worker's info
             HEARTBEAT.beat(True)
             if time.monotonic() >= next_sweep:  # jobs whose lease expired (their worker died)
                 next_sweep = time.monotonic() + settings.sweep_interval_s

@@ -6,7 +6,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from gpuq.common.errors import InvalidInput
-from gpuq.common.jobs.registry import Submitter
+from gpuq.common.jobs.registry import Submitter, stored_variant
 from gpuq.common.refs import HubId, Revision, is_hub_id, resolve_local_dir, resolve_model
 from gpuq.common.secrets import seal
 
@@ -43,6 +43,10 @@ class AdapterRef(BaseModel):
         if self.revision is not None and self.repo is None:
             raise ValueError("revision applies to repo only")
         return self
+
+
+# What ``check_adapter`` stores: a job id, a resolved path, or a Hub repo with its token sealed.
+StoredAdapterRef = stored_variant(AdapterRef, "StoredAdapterRef", sealed_token=(str | None, None))
 
 
 def check_adapter(ref: AdapterRef | None, who: Submitter, field: str = "params.adapter") -> dict[str, Any] | None:

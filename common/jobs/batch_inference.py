@@ -14,9 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gpuq.common.errors import InvalidInput
 from gpuq.common.files import DATA_FORMATS, get_file_store
-from gpuq.common.jobs.inference import InferenceParams
+from gpuq.common.jobs.inference import InferenceParams, StoredTaskParams
 from gpuq.common.jobs.modelref import check_model_ref
-from gpuq.common.jobs.registry import JobSpec, Submitter, Validated, register
+from gpuq.common.jobs.registry import JobSpec, Submitter, Validated, register, stored_variant
 from gpuq.common.refs import HubId, Revision, resolve_data_path
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9._ -]{0,127}$")]
@@ -56,6 +56,12 @@ class BatchInferenceParams(BaseModel):
 
     data: DataSource
     inference: InferenceParams
+
+
+# The record's form: ``data.path`` resolved, ``data.max_rows`` capped, ``inference`` one task's stored params.
+StoredDataSource = stored_variant(DataSource, "StoredDataSource")
+StoredBatchInferenceParams = stored_variant(BatchInferenceParams, "StoredBatchInferenceParams",
+                                            data=(StoredDataSource, ...), inference=(StoredTaskParams, ...))
 
 
 def _check_upload(data: DataSource, file_id: str, who: Submitter) -> None:
@@ -101,6 +107,7 @@ SPEC = register(JobSpec(
     queue="inference",
     params_model=BatchInferenceParams,
     check=check,
+    stored_model=StoredBatchInferenceParams,
     # Its own hour (like the other model kinds), not the global default: a dataset pass is long by nature.
     time_limit_s=3600,
     affinity=True,

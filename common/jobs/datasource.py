@@ -17,7 +17,8 @@ from gpuq.common.secrets import seal
 
 # A Hub dataset repo: the worker loads it from the Hub and its cache only, never a local directory so named.
 DatasetId = HubId
-__all__ = ["DataSource", "DatasetId", "MetricName", "Revision", "check_data", "pick_columns", "seal_hub_token"]
+__all__ = ["DataSource", "DatasetId", "MetricName", "Revision", "SealedHubToken", "check_data",
+           "pick_columns", "seal_hub_token"]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9._ -]{0,127}$")]
 # The metrics shipped under worker/metrics (kept equal to worker.metrics.METRIC_NAMES by a test).
 MetricName = Literal["accuracy", "f1", "precision", "recall", "bleu", "sacrebleu", "rouge"]
@@ -58,6 +59,12 @@ class DataSource(BaseModel):
         if self.min_length is not None and self.max_length is not None and self.min_length > self.max_length:
             raise ValueError("min_length is larger than max_length")
         return self
+
+
+class SealedHubToken(BaseModel):
+    """A job's ``hub_token`` as stored: sealed at submit (``seal_hub_token``), unsealed on the worker."""
+
+    sealed_hub_token: str | None = None
 
 
 def pick_columns(available: list[str], mapping: dict[str, str], alternatives: list[list[str]]) -> list[str] | None:

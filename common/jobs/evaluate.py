@@ -10,10 +10,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from gpuq.common.errors import InvalidInput
-from gpuq.common.jobs.adapterref import AdapterRef, check_adapter
-from gpuq.common.jobs.datasource import DataSource, MetricName, Revision, check_data, seal_hub_token
+from gpuq.common.jobs.adapterref import AdapterRef, StoredAdapterRef, check_adapter
+from gpuq.common.jobs.datasource import (DataSource, MetricName, Revision, SealedHubToken, check_data,
+                                         seal_hub_token)
 from gpuq.common.jobs.modelref import check_model_ref
-from gpuq.common.jobs.registry import JobSpec, Submitter, Validated, register
+from gpuq.common.jobs.registry import JobSpec, Submitter, Validated, register, stored_variant
 
 CLASSIFICATION_METRICS = frozenset({"accuracy", "f1", "precision", "recall"})
 DEFAULT_METRICS: dict[str, list[str]] = {"sequence-classification": ["accuracy", "f1"],
@@ -35,6 +36,11 @@ class EvaluateParams(BaseModel):
     max_length: int = Field(512, ge=8, le=131_072)
     max_new_tokens: int = Field(32, ge=1, le=4096)
     hub_token: SecretStr | None = None
+
+
+# The record's form: metrics resolved (never empty), adapter resolved with its token sealed, Hub token sealed.
+StoredEvaluateParams = stored_variant(EvaluateParams, "StoredEvaluateParams", SealedHubToken,
+                                      adapter=(StoredAdapterRef | None, None))
 
 
 def check(model: str, inputs: Any, parsed: Any, who: Submitter) -> Validated:
@@ -60,6 +66,7 @@ SPEC = register(JobSpec(
     queue="finetune",
     params_model=EvaluateParams,
     check=check,
+    stored_model=StoredEvaluateParams,
     time_limit_s=3600,
     description="Evaluate a model (+adapter) on a data split with shipped metrics.",
 ))

@@ -11,10 +11,11 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from gpuq.common.errors import InvalidInput
-from gpuq.common.jobs.datasource import DataSource, MetricName, Revision, check_data, seal_hub_token
-from gpuq.common.jobs.hubpush import PushToHub, prepare_push
+from gpuq.common.jobs.datasource import (DataSource, MetricName, Revision, SealedHubToken, check_data,
+                                         seal_hub_token)
+from gpuq.common.jobs.hubpush import PushToHub, StoredPushToHub, prepare_push
 from gpuq.common.jobs.modelref import check_model_ref
-from gpuq.common.jobs.registry import JobSpec, Submitter, Validated, register
+from gpuq.common.jobs.registry import JobSpec, Submitter, Validated, register, stored_variant
 
 # Must stay at least VISIBILITY_MARGIN_S below GPUQ_VISIBILITY_TIMEOUT_S (default 7200): the worker refuses to
 # start otherwise, because a longer job would be redelivered to a second worker while still running.
@@ -93,6 +94,11 @@ class FinetuneParams(_Strict):
         return self
 
 
+# The record's form: push target and Hub token sealed (``hub_token`` is never stored).
+StoredFinetuneParams = stored_variant(FinetuneParams, "StoredFinetuneParams", SealedHubToken,
+                                      push_to_hub=(StoredPushToHub | None, None))
+
+
 def needed_columns(params: FinetuneParams) -> list[list[str]]:
     """The canonical columns this job reads, as alternatives: the first one the data has is used. OpenAI's
     fine-tuning formats (``messages``; ``input`` + ``preferred_output`` + ``non_preferred_output``) are turned
@@ -126,6 +132,7 @@ SPEC = register(JobSpec(
     queue="finetune",
     params_model=FinetuneParams,
     check=check,
+    stored_model=StoredFinetuneParams,
     time_limit_s=TIME_LIMIT_S,
     max_attempts=4,
     description="LoRA fine-tune (SFT or DPO) with checkpoints, resume, model card and optional Hub push.",

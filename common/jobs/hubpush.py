@@ -6,7 +6,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from gpuq.common.errors import InvalidInput
-from gpuq.common.jobs.registry import Submitter
+from gpuq.common.jobs.registry import Submitter, stored_variant
 from gpuq.common.secrets import seal
 
 REPO_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$"
@@ -22,6 +22,10 @@ class PushToHub(BaseModel):
     repo_type: Literal["model", "dataset"] = "model"
     token: SecretStr | None = None
     commit_message: str | None = Field(None, max_length=500)
+
+
+# What ``prepare_push`` stores: the caller's token sealed, never clear.
+StoredPushToHub = stored_variant(PushToHub, "StoredPushToHub", sealed_token=(str | None, None))
 
 
 def prepare_push(push: PushToHub | None, who: Submitter, field: str = "params.push_to_hub") -> dict[str, Any] | None:

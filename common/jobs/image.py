@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from gpuq.common.errors import InvalidInput
 from gpuq.common.jobs.hubpush import PushToHub, prepare_push
 from gpuq.common.jobs.modelref import check_model_ref
-from gpuq.common.jobs.registry import JobSpec, Submitter, Validated, register
+from gpuq.common.jobs.registry import JobSpec, Submitter, Validated, register, stored_variant
 from gpuq.common.refs import Revision, check_chars, resolve_model
 from gpuq.common.settings import Settings
 from gpuq.common.storage import get_store, safe_name
@@ -89,6 +89,15 @@ class ImageParams(BaseModel):
         if any(not p.strip() for p in value):
             raise ValueError("empty prompt")
         return value
+
+
+# The record's form of the adapter (``_check_adapter``): where its weights are, found at submit.
+StoredAdapterParams = stored_variant(AdapterParams, "StoredAdapterParams", source=(str | None, None),
+                                     job_id=(str | None, None), artifact=(str | None, None))
+StoredImagePushToHub = stored_variant(ImagePushToHub, "StoredImagePushToHub", sealed_token=(str | None, None))
+StoredImageParams = stored_variant(ImageParams, "StoredImageParams",
+                                   adapter=(StoredAdapterParams | None, None),
+                                   push_to_hub=(StoredImagePushToHub | None, None))
 
 
 def _bounds(p: ImageParams, settings: Settings) -> None:
@@ -175,6 +184,7 @@ SPEC = register(JobSpec(
     queue="image",
     params_model=ImageParams,
     check=check,
+    stored_model=StoredImageParams,
     time_limit_s=1800,
     description="Text-to-image with diffusers: per-step progress, previews, LoRA, PNG artifacts, Hub push.",
 ))

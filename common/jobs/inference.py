@@ -1,21 +1,23 @@
 """The ``inference`` job kind: a params model per task (discriminated by ``task``), each checking its inputs.
 
 Every task validates its inputs at submit time, so a bad request is a 422 naming the field and never reaches a
-worker. The worker side lives in ``worker/inference/<task>.py``.
+worker. The worker side lives in ``worker/inference/<task>.py``. A task is one ``@task_params`` class here
+(its ``task`` literal: the name first, then aliases) and one registered task on the worker; the submit union,
+the stored union (adapter resolved, token sealed) and the alias table are built from that one registry.
 """
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, ClassVar, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, TypeVar, Union, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator, model_validator
 
 from gpuq.common.errors import InvalidInput
-from gpuq.common.jobs.adapterref import AdapterRef, check_adapter
+from gpuq.common.jobs.adapterref import AdapterRef, StoredAdapterRef, check_adapter
 from gpuq.common.jobs.chat import check_chat_template, check_conversations
 from gpuq.common.jobs.inputs import check_image_uploads, check_images, check_qa, check_texts, check_token_ids
 from gpuq.common.jobs.modelref import check_model_ref
-from gpuq.common.jobs.registry import JobSpec, Submitter, Validated, register
+from gpuq.common.jobs.registry import JobSpec, Submitter, Validated, register, stored_variant
 from gpuq.common.refs import Revision
 from gpuq.common.settings import Settings
 
@@ -23,9 +25,22 @@ DType = Literal["auto", "float32", "float16", "bfloat16"]
 Label = Annotated[str, Field(min_length=1, max_length=200)]
 LangCode = Annotated[str, Field(pattern=r"^[A-Za-z]{2,3}([_-][A-Za-z0-9]{2,8})?$")]
 _TRANSLATION_TASK = re.compile(r"^translation_(?P<src>[A-Za-z0-9_-]+?)_to_(?P<tgt>[A-Za-z0-9_-]+)$")
+T = TypeVar("T", bound="type[TaskParamsBase]")
+TASK_MODELS: list[type[TaskParamsBase]] = []  # the task registry, in declaration order
 
 
-class _Common(BaseModel):
+def task_params(cls: T) -> T:
+    """Register a task's params model: its ``task`` literal names the task (first value) and its aliases."""
+    TASK_MODELS.append(cls)
+    return cls
+
+
+class TaskParamsBase(BaseModel):
+    """Fields every inference task takes (``task``, the discriminator, is each subclass's own literal)."""
+
+    if TYPE_CHECKING:  # for readers of the base type; pydantic sees each subclass's Literal field only
+        task: str
+
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     revision: Revision | None = None
@@ -33,7 +48,7 @@ class _Common(BaseModel):
     # How many of this job's inputs go to the model at a time (progress is reported after each chunk); the
     # worker's dynamic batcher may put chunks of several jobs into one forward pass.
     batch_size: int = Field(8, ge=1, le=256)
-    adapter: AdapterRef | None = None  # a PEFT adapter applied on the resident base (issue 7)
+    adapter: AdapterRef | None = None  # a PEFT adapter applied on the resident base
 
     def check_inputs(self, inputs: Any, settings: Settings) -> Any:
         """Validate the job's inputs for this task; text tasks take a string or a list of strings."""
@@ -46,7 +61,7 @@ class _Common(BaseModel):
         """What the task needs of the model, where the API can tell (its resolved reference)."""
 
 
-class _Generate(_Common):
+class GenerateParams(TaskParamsBase):
     """Generation settings shared by every generating task (passed to ``model.generate``)."""
 
     max_new_tokens: int = Field(32, ge=1)
@@ -70,19 +85,22 @@ class _Generate(_Common):
                                field="params.min_new_tokens")
 
 
-class TextClassificationParams(_Common):
+@task_params
+class TextClassificationParams(TaskParamsBase):
     task: Literal["text-classification", "sentiment-analysis"]
     top_k: int | None = Field(1, ge=1, le=1000)
     function_to_apply: Literal["default", "softmax", "sigmoid", "none"] = "default"
 
 
-class TokenClassificationParams(_Common):
+@task_params
+class TokenClassificationParams(TaskParamsBase):
     task: Literal["token-classification", "ner"]
     aggregation_strategy: Literal["none", "simple", "first", "average", "max"] = "simple"
     ignore_labels: list[Label] = Field(default_factory=lambda: ["O"], max_length=100)
 
 
-class QuestionAnsweringParams(_Common):
+@task_params
+class QuestionAnsweringParams(TaskParamsBase):
     task: Literal["question-answering"]
     top_k: int = Field(1, ge=1, le=20)
     max_answer_len: int = Field(30, ge=1, le=512)
@@ -98,7 +116,7 @@ class QuestionAnsweringParams(_Common):
         return check_qa(inputs, settings)
 
 
-class _Continue(_Generate):
+class ContinueParams(GenerateParams):
     """Generation settings of the causal-LM tasks (text-generation, chat)."""
 
     # Stop strings end a sequence where they start (never part of the text); one string or a list.
@@ -123,29 +141,19 @@ class _Continue(_Generate):
                                "engine)", field="params.logprobs")
 
 
-class TextGenerationParams(_Continue):
+@task_params
+class TextGenerationParams(ContinueParams):
     task: Literal["text-generation"]
     return_full_text: bool = False
 
 
-class ChatParams(_Continue):
-    """``inputs``: a conversation (``[{role, content}, ...]``) or a list of them, rendered by the model's own
-    chat template with the assistant's turn open."""
-
-    task: Literal["chat"]
-
-    def check_inputs(self, inputs: Any, settings: Settings) -> Any:
-        return check_conversations(inputs, settings)
-
-    def check_model(self, model: str) -> None:
-        check_chat_template(model)
-
-
-class SummarizationParams(_Generate):
+@task_params
+class SummarizationParams(GenerateParams):
     task: Literal["summarization"]
 
 
-class TranslationParams(_Generate):
+@task_params
+class TranslationParams(GenerateParams):
     """``task: "translation"`` with ``src_lang``/``tgt_lang``, or ``task: "translation_en_to_de"``."""
 
     task: Literal["translation"]
@@ -153,11 +161,13 @@ class TranslationParams(_Generate):
     tgt_lang: LangCode | None = None
 
 
-class Text2TextParams(_Generate):
+@task_params
+class Text2TextParams(GenerateParams):
     task: Literal["text2text-generation"]
 
 
-class ZeroShotParams(_Common):
+@task_params
+class ZeroShotParams(TaskParamsBase):
     task: Literal["zero-shot-classification"]
     candidate_labels: list[Label] = Field(min_length=1, max_length=64)
     multi_label: bool = False
@@ -171,13 +181,15 @@ class ZeroShotParams(_Common):
             raise InvalidInput("params.candidate_labels: labels repeat", field="params.candidate_labels")
 
 
-class FillMaskParams(_Common):
+@task_params
+class FillMaskParams(TaskParamsBase):
     task: Literal["fill-mask"]
     top_k: int = Field(5, ge=1, le=100)
     targets: list[Annotated[str, Field(min_length=1, max_length=100)]] | None = Field(None, max_length=100)
 
 
-class FeatureExtractionParams(_Common):
+@task_params
+class FeatureExtractionParams(TaskParamsBase):
     task: Literal["feature-extraction"]
     normalize: bool = False
     pooling: Literal["mean", "cls"] = "mean"
@@ -189,7 +201,8 @@ class FeatureExtractionParams(_Common):
         return check_token_ids(inputs, settings) if self.token_ids else check_texts(inputs, settings)
 
 
-class ImageClassificationParams(_Common):
+@task_params
+class ImageClassificationParams(TaskParamsBase):
     """Images as base64 strings (or ``data:image/...;base64,`` URLs) or uploads: ``{"file_id": ...}``."""
 
     task: Literal["image-classification"]
@@ -200,23 +213,38 @@ class ImageClassificationParams(_Common):
         return check_images(inputs, settings, self.max_image_bytes)
 
 
-TASK_MODELS: tuple[type[_Common], ...] = (
-    TextClassificationParams, TokenClassificationParams, QuestionAnsweringParams, TextGenerationParams,
-    SummarizationParams, TranslationParams, Text2TextParams, ZeroShotParams, FillMaskParams,
-    FeatureExtractionParams, ImageClassificationParams, ChatParams,
-)
-TaskParams = Annotated[
-    TextClassificationParams | TokenClassificationParams | QuestionAnsweringParams | TextGenerationParams
-    | SummarizationParams | TranslationParams | Text2TextParams | ZeroShotParams | FillMaskParams
-    | FeatureExtractionParams | ImageClassificationParams | ChatParams,
-    Field(discriminator="task"),
-]
+@task_params
+class ChatParams(ContinueParams):
+    """``inputs``: a conversation (``[{role, content}, ...]``) or a list of them, rendered by the model's own
+    chat template with the assistant's turn open."""
+
+    task: Literal["chat"]
+
+    def check_inputs(self, inputs: Any, settings: Settings) -> Any:
+        return check_conversations(inputs, settings)
+
+    def check_model(self, model: str) -> None:
+        check_chat_template(model)
+
+
+def _names(cls: type[TaskParamsBase]) -> tuple[str, ...]:
+    return tuple(get_args(cls.model_fields["task"].annotation))
+
+
+# A union built from the registry (typing.Union of a tuple: the ``|`` form needs the members spelled out).
+TaskParams = Annotated[Union[tuple(TASK_MODELS)], Field(discriminator="task")]  # type: ignore[valid-type]  # noqa: UP007
 # Every accepted ``task`` value (aliases included), for docs and the worker's registry test.
-TASKS: tuple[str, ...] = tuple(
-    t for cls in TASK_MODELS for t in get_args(cls.model_fields["task"].annotation))
+TASKS: tuple[str, ...] = tuple(t for cls in TASK_MODELS for t in _names(cls))
+TASK_NAMES: tuple[str, ...] = tuple(_names(cls)[0] for cls in TASK_MODELS)  # what the worker registers
+ALIASES: dict[str, str] = {alias: _names(cls)[0] for cls in TASK_MODELS for alias in _names(cls)[1:]}
+# The record's form of each task's params: the adapter resolved (``check_adapter``), unknown keys ignored.
+STORED_TASK_MODELS: tuple[type[TaskParamsBase], ...] = tuple(
+    stored_variant(cls, f"Stored{cls.__name__}", adapter=(StoredAdapterRef | None, None))
+    for cls in TASK_MODELS)
+StoredTaskParams = Annotated[Union[STORED_TASK_MODELS], Field(discriminator="task")]  # type: ignore[valid-type]  # noqa: UP007
 
 
-class InferenceParams(RootModel[TaskParams]):
+class InferenceParams(RootModel[TaskParams]):  # type: ignore[valid-type]
     """Inference params, discriminated by ``task`` (``translation_xx_to_yy`` names its languages)."""
 
     @model_validator(mode="before")
@@ -235,6 +263,10 @@ class InferenceParams(RootModel[TaskParams]):
                                    field=f"params.{side}_lang")
             out[f"{side}_lang"] = match[side]
         return out
+
+
+class StoredInferenceParams(RootModel[StoredTaskParams]):
+    """A record's inference params: the stored form of one task's params (``translation`` already split)."""
 
 
 def check(model: str, inputs: Any, parsed: Any, who: Submitter) -> Validated:
@@ -257,6 +289,7 @@ SPEC = register(JobSpec(
     queue="inference",
     params_model=InferenceParams,
     check=check,
+    stored_model=StoredInferenceParams,
     time_limit_s=600,
     affinity=True,
     groups=True,

@@ -1,11 +1,27 @@
-"""The job-kind registry: one spec per kind; the API validates and Celery routes from it."""
+"""The job-kind registry: one spec per kind; the API validates and Celery routes from it.
+
+Params cross the Redis boundary in two forms. ``params_model`` is what a client submits (strict: unknown
+keys are refused, clear tokens allowed); the kind's ``check`` turns it into the stored form (tokens sealed,
+adapters and data sources resolved), which the record keeps. ``stored_model`` describes that stored form:
+the worker validates a record's params with it once, when it builds the job's context
+(``JobSpec.load_params``), and handlers read typed attributes from then on. Stored models ignore unknown keys, so a record written by an
+older release still loads.
+
+Kinds are discovered: every module of this package that calls ``register`` at import is a kind, and
+``load_builtin_kinds`` imports them all; adding a kind is adding its module (and its handler in
+``worker/handlers/<kind>.py``). Knobs a kind needs live on its spec (time limit, attempts, routing) or in a
+settings section of its own (``ImageSettings``, ``DataJobSettings`` in ``gpuq.common.settings``).
+"""
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from functools import lru_cache
+from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, RootModel, ValidationError
 
 from gpuq.common.errors import InvalidInput
 from gpuq.common.settings import Settings
@@ -39,6 +55,9 @@ class JobSpec:
     queue: str
     params_model: type[BaseModel]
     check: Check
+    # The params as the record holds them after ``check`` (sealed tokens, resolved references): what the
+    # worker validates once and hands to the handler.
+    stored_model: type[BaseModel]
     time_limit_s: int | None = None
     max_attempts: int = 3
     description: str = ""
@@ -58,6 +77,11 @@ class JobSpec:
         except ValidationError as exc:
             raise pydantic_to_invalid(exc, prefix="params", raw=params) from None
         return self.check(model, inputs, parsed, who)
+
+    def load_params(self, stored: dict[str, Any]) -> BaseModel:
+        """A record's params as the kind's typed stored model (the worker's one validation of them)."""
+        parsed = self.stored_model.model_validate(stored)
+        return parsed.root if isinstance(parsed, RootModel) else parsed  # a union of forms: the member
 
 
 _REGISTRY: dict[str, JobSpec] = {}
@@ -84,9 +108,28 @@ def all_specs() -> list[JobSpec]:
     return list(_REGISTRY.values())
 
 
+@lru_cache(maxsize=1)
 def load_builtin_kinds() -> None:
-    """Import the built-in kind modules so they register themselves."""
-    from gpuq.common.jobs import BUILTIN_KINDS  # noqa: F401  (import has the side effect)
+    """Import every module of ``gpuq.common.jobs`` once; kind modules register themselves on import."""
+    package = importlib.import_module("gpuq.common.jobs")
+    for info in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{package.__name__}.{info.name}")
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def stored_variant(model: type[M], name: str, *mixins: type[BaseModel], **fields: tuple[Any, Any]) -> type[M]:
+    """``model`` as the worker reads it back from a record: unknown keys ignored (records of older releases),
+    ``mixins`` added (fields several kinds store alike) and ``fields`` (name: (type, default)) in their stored
+    form, e.g. a resolved adapter in place of the submitted reference."""
+    namespace: dict[str, Any] = {
+        "__module__": model.__module__, "__qualname__": name, "__doc__": f"Stored form of {model.__name__}.",
+        "model_config": ConfigDict(extra="ignore"),
+        "__annotations__": {key: kind for key, (kind, _) in fields.items()},
+        **{key: default for key, (_, default) in fields.items()},
+    }
+    return type(name, (model, *mixins), namespace)
 
 
 def pydantic_to_invalid(exc: ValidationError, prefix: str, raw: object = None) -> InvalidInput:

@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from gpuq.common.errors import InvalidInput
-from gpuq.common.jobs.registry import JobSpec, Submitter, Validated, register
+from gpuq.common.jobs.registry import JobSpec, Submitter, Validated, register, stored_variant
 
 
 class SyntheticParams(BaseModel):
@@ -26,6 +26,9 @@ class SyntheticParams(BaseModel):
     alloc_mb: int = Field(0, ge=0, le=4096)
 
 
+StoredSyntheticParams = stored_variant(SyntheticParams, "StoredSyntheticParams")
+
+
 def check(model: str, inputs: Any, parsed: Any, who: Submitter) -> Validated:
     """Allow synthetic jobs only where enabled; ``model`` is a free label."""
     if not who.settings.synthetic_jobs:
@@ -38,6 +41,7 @@ SPEC = register(JobSpec(
     queue="inference",
     params_model=SyntheticParams,
     check=check,
+    stored_model=StoredSyntheticParams,
     time_limit_s=None,
     description="Fixed-cost job without a model (benchmarks, drills).",
 ))

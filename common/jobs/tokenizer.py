@@ -11,8 +11,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from gpuq.common.errors import InvalidInput
-from gpuq.common.jobs.datasource import DataSource, check_data, seal_hub_token
-from gpuq.common.jobs.registry import JobSpec, Submitter, Validated, register
+from gpuq.common.jobs.datasource import DataSource, SealedHubToken, check_data, seal_hub_token
+from gpuq.common.jobs.registry import JobSpec, Submitter, Validated, register, stored_variant
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")
 
@@ -32,6 +32,10 @@ class TokenizerParams(BaseModel):
     hub_token: SecretStr | None = None
 
 
+# The record's form: the Hub token sealed (``hub_token`` is never stored).
+StoredTokenizerParams = stored_variant(TokenizerParams, "StoredTokenizerParams", SealedHubToken)
+
+
 def check(model: str, inputs: Any, parsed: Any, who: Submitter) -> Validated:
     """``model`` names the tokenizer; the data must exist for this tenant."""
     params: TokenizerParams = parsed
@@ -49,6 +53,7 @@ SPEC = register(JobSpec(
     queue="finetune",
     params_model=TokenizerParams,
     check=check,
+    stored_model=StoredTokenizerParams,
     time_limit_s=3600,
     description="Train a BPE / WordPiece / Unigram tokenizer on a data set column.",
 ))

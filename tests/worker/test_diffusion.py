@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from gpuq.common.errors import JobCancelled, JobError, ResourceExhausted
-from gpuq.common.jobs.image import SCHEDULERS
+from gpuq.common.jobs.image import SCHEDULERS, AdapterParams, StoredImageParams
 from gpuq.common.settings import Settings
 from tests.conftest import MODEL_ROOT
 from tests.support.images import build_lora, tiny_sd
@@ -37,7 +37,7 @@ def rp(sd: Path) -> Any:
 
 def _plan(**changes: Any) -> Plan:
     params = {"prompt": ["a cat"], "num_inference_steps": 2, "guidance_scale": 7.5, "seed": 1, **changes}
-    return make_plan(params, (64, 64))
+    return make_plan(StoredImageParams.model_validate(params), (64, 64))
 
 
 def _pixels(rp: Any, plan: Plan) -> list[bytes]:
@@ -108,7 +108,8 @@ def test_sdxl_latent_space_gets_its_own_factors() -> None:
 def test_png_carries_parameters_and_is_deterministic() -> None:
     from PIL import Image
 
-    meta = _plan(negative_prompt="blurry").image_meta(0, "org/model", {"ref": "org/lora", "weight": 0.7})
+    lora = AdapterParams(ref="org/lora", weight=0.7)
+    meta = _plan(negative_prompt="blurry").image_meta(0, "org/model", lora)
     image = Image.new("RGB", (16, 8), (10, 20, 30))
     data = png_bytes(image, meta)
     assert data == png_bytes(image, meta)

@@ -8,7 +8,13 @@ import pytest
 from datasets import Dataset
 
 from gpuq.common.errors import JobError
+from gpuq.common.jobs.datasource import DataSource
 from gpuq.worker.training import data, loop
+
+
+def _source(**fields: Any) -> DataSource:
+    """A job's data source as the worker reads it (an upload; the rows come from the test)."""
+    return DataSource(file_id="f" * 32, **fields)
 
 
 def _splits(rows: list[dict[str, Any]]) -> data.Splits:
@@ -17,8 +23,8 @@ def _splits(rows: list[dict[str, Any]]) -> data.Splits:
 
 def test_columns_are_mapped_filtered_by_length_shuffled_and_split() -> None:
     rows = [{"review": "x" * n, "stars": n % 2, "extra": n} for n in range(1, 101)]
-    spec = {"columns": {"text": "review", "label": "stars"}, "min_length": 11, "max_length": 90, "seed": 7,
-            "test_size": 0.2}
+    spec = _source(columns={"text": "review", "label": "stars"}, min_length=11, max_length=90, seed=7,
+                   test_size=0.2)
     out = data.prepare(_splits(rows), spec, [["text", "label"]])
     assert out.eval is not None
     assert (len(out.train), len(out.eval)) == (64, 16)  # 80 rows of 11..90 characters, 20% held out
@@ -32,15 +38,15 @@ def test_columns_are_mapped_filtered_by_length_shuffled_and_split() -> None:
 
 def test_first_alternative_present_wins_and_missing_columns_are_named() -> None:
     rows = [{"prompt": "p", "completion": "c", "text": "t"}] * 4
-    out = data.prepare(_splits(rows), {"test_size": 0}, [["prompt", "completion"], ["text"]])
+    out = data.prepare(_splits(rows), _source(test_size=0), [["prompt", "completion"], ["text"]])
     assert out.train.column_names == ["prompt", "completion"] and out.eval is None
     with pytest.raises(JobError, match="'body'"):
-        data.prepare(_splits(rows), {"columns": {"text": "body"}}, [["text"]])
+        data.prepare(_splits(rows), _source(columns={"text": "body"}), [["text"]])
 
 
 def test_rows_with_missing_values_and_row_caps() -> None:
     rows = [{"text": None if i % 3 == 0 else f"row {i}"} for i in range(30)]
-    out = data.prepare(_splits(rows), {"max_rows": 5, "test_size": 0}, [["text"]])
+    out = data.prepare(_splits(rows), _source(max_rows=5, test_size=0), [["text"]])
     assert len(out.train) == 5 and None not in out.train["text"]
 
 

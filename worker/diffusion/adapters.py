@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from gpuq.common.errors import InvalidInput, JobError
-from gpuq.common.jobs.image import LORA_WEIGHT_FILE, pick_weight_file, split_job_ref
+from gpuq.common.jobs.image import LORA_WEIGHT_FILE, StoredAdapterParams, pick_weight_file, split_job_ref
 from gpuq.common.refs import is_hub_id
 from gpuq.common.storage import ArtifactStore
 from gpuq.worker.sources import local_model_dir
@@ -106,23 +106,23 @@ def adapter_name(weights: Path) -> str:
     return "gpuq_" + hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def resolve_weights(adapter: dict[str, Any], tenant: str, store: ArtifactStore, token: str | None) -> Path:
+def resolve_weights(adapter: StoredAdapterParams, tenant: str, store: ArtifactStore,
+                    token: str | None) -> Path:
     """The local weights file of an adapter reference (a job's artifact, a local folder or a Hub repo)."""
-    source, weight_name = adapter["source"], adapter.get("weight_name")
-    if source == "job":
-        job_id, _ = split_job_ref(adapter["ref"])
-        return store.local_path(tenant, job_id, adapter["artifact"])
-    if source == "local":
-        folder = local_model_dir(str(adapter["ref"]), FIELD)
+    if adapter.source == "job":
+        job_id, _ = split_job_ref(adapter.ref)
+        return store.local_path(tenant, job_id, str(adapter.artifact))
+    if adapter.source == "local":
+        folder = local_model_dir(adapter.ref, FIELD)
         names = sorted(p.name for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
-        chosen = pick_weight_file(names, weight_name)
+        chosen = pick_weight_file(names, adapter.weight_name)
         if chosen is None:
             raise InvalidInput(f"{FIELD}: no single LoRA .safetensors file in {folder} "
                                "(name it with params.adapter.weight_name)", field=FIELD)
         return folder / chosen
-    if not is_hub_id(str(adapter["ref"])):
+    if not is_hub_id(adapter.ref):
         raise InvalidInput(f"{FIELD}: not a Hub repo id (owner/name)", field=FIELD)
-    return _from_hub(adapter["ref"], weight_name or LORA_WEIGHT_FILE, adapter.get("revision"), token)
+    return _from_hub(adapter.ref, adapter.weight_name or LORA_WEIGHT_FILE, adapter.revision, token)
 
 
 def _from_hub(repo_id: str, filename: str, revision: str | None, token: str | None) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from typing import Any
+from gpuq.common.jobs.image import AdapterParams, ImageParams
 
 SEED_SPACE = 2**32
 
@@ -45,7 +46,7 @@ class Plan:
                 "guidance_scale": self.guidance_scale, "width": self.width, "height": self.height,
                 "num_images_per_prompt": self.num_images}
 
-    def image_meta(self, index: int, model: str, adapter: dict[str, Any] | None) -> dict[str, Any]:
+    def image_meta(self, index: int, model: str, adapter: AdapterParams | None) -> dict[str, Any]:
         """Generation parameters of image ``index`` (PNG text chunk, record, Hub card). No job id or clock:
         the same request gives the same bytes."""
         meta: dict[str, Any] = {
@@ -54,22 +55,20 @@ class Plan:
             "height": self.height, "seed": self.seeds[index], "scheduler": self.scheduler or "default",
             "model": model, "index": index,
         }
-        if adapter:
-            meta["adapter"] = {"ref": adapter["ref"], "weight": adapter.get("weight", 1.0)}
+        if adapter is not None:
+            meta["adapter"] = {"ref": adapter.ref, "weight": adapter.weight}
         return meta
 
 
-def make_plan(params: dict[str, Any], default_size: tuple[int, int]) -> Plan:
+def make_plan(params: ImageParams, default_size: tuple[int, int]) -> Plan:
     """Resolve a job's params: sizes default to the pipeline's, a missing seed is drawn (and recorded)."""
-    seed = params.get("seed")
     return Plan(
-        prompts=tuple(params["prompt"]), negative_prompt=params.get("negative_prompt"),
-        steps=int(params["num_inference_steps"]), guidance_scale=float(params["guidance_scale"]),
-        width=int(params.get("width") or default_size[0]),
-        height=int(params.get("height") or default_size[1]),
-        num_images=int(params.get("num_images", 1)),
-        seed=int(seed) if seed is not None else secrets.randbelow(SEED_SPACE),
-        scheduler=params.get("scheduler"), preview_every=params.get("preview_every"),
-        attention_slicing=bool(params.get("attention_slicing")), vae_slicing=bool(params.get("vae_slicing")),
-        vae_tiling=bool(params.get("vae_tiling")),
+        prompts=tuple(params.prompt), negative_prompt=params.negative_prompt,
+        steps=params.num_inference_steps, guidance_scale=params.guidance_scale,
+        width=params.width or default_size[0], height=params.height or default_size[1],
+        num_images=params.num_images,
+        seed=params.seed if params.seed is not None else secrets.randbelow(SEED_SPACE),
+        scheduler=params.scheduler, preview_every=params.preview_every,
+        attention_slicing=params.attention_slicing, vae_slicing=params.vae_slicing,
+        vae_tiling=params.vae_tiling,
     )

@@ -14,6 +14,8 @@ from typing import Any, Protocol
 
 import torch
 
+from gpuq.common.jobs.inference import ContinueParams
+
 DEFAULT_TOP_K = 50
 
 
@@ -30,12 +32,13 @@ class Sampling:
     logprobs: int | None = None  # alternatives per token to report (0: the chosen token's only)
 
     @classmethod
-    def from_params(cls, params: dict[str, Any]) -> Sampling:
+    def from_params(cls, params: ContinueParams) -> Sampling:
         """The settings a job's params ask for."""
-        return cls(do_sample=bool(params.get("do_sample")), temperature=float(params.get("temperature") or 1.0),
-                   top_k=int(params.get("top_k") or DEFAULT_TOP_K), top_p=float(params.get("top_p") or 1.0),
-                   repetition_penalty=float(params.get("repetition_penalty") or 1.0),
-                   min_new_tokens=int(params.get("min_new_tokens") or 0), logprobs=params.get("logprobs"))
+        # None in the params: the model's neutral value (no temperature, top-k, top-p or penalty applied).
+        return cls(do_sample=params.do_sample, temperature=params.temperature or 1.0,
+                   top_k=params.top_k or DEFAULT_TOP_K, top_p=params.top_p or 1.0,
+                   repetition_penalty=params.repetition_penalty or 1.0,
+                   min_new_tokens=params.min_new_tokens or 0, logprobs=params.logprobs)
 
 
 def generator(seed: int | None, device: torch.device) -> torch.Generator:

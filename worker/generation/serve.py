@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gpuq.common.errors import InvalidInput, JobCancelled, JobTimeout
+from gpuq.common.jobs.inference import ContinueParams, TaskParamsBase
 from gpuq.worker import adapters
 from gpuq.worker.context import JobContext
 from gpuq.worker.generation.engine import Engine
@@ -32,15 +33,15 @@ class GenerationTask(Protocol):
 
     def split(self, inputs: Any) -> tuple[list[Any], bool]: ...
 
-    def prompt_ids(self, resident: Any, item: Any, params: dict[str, Any], index: int) -> list[int]: ...
+    def prompt_ids(self, resident: Any, item: Any, params: ContinueParams, index: int) -> list[int]: ...
 
-    def shape(self, item: Any, text: str, params: dict[str, Any]) -> dict[str, Any]: ...
+    def shape(self, item: Any, text: str, params: ContinueParams) -> dict[str, Any]: ...
 
 
-def serves(task: Any, params: dict[str, Any], engine_setting: str) -> bool:
+def serves(task: Any, params: TaskParamsBase, engine_setting: str) -> bool:
     """Whether the engine runs this job (beam search and n-gram bans keep the static path)."""
-    return (engine_setting == "continuous" and hasattr(task, "prompt_ids") and int(params.get("num_beams", 1)) == 1
-            and not params.get("no_repeat_ngram_size"))
+    return (engine_setting == "continuous" and hasattr(task, "prompt_ids")
+            and isinstance(params, ContinueParams) and params.num_beams == 1 and not params.no_repeat_ngram_size)
 
 
 @dataclass
@@ -107,7 +108,7 @@ class GenerationJob:
 
     def _item(self, index: int, item: Any) -> dict[str, Any]:
         seqs = sorted((s for s in self.seqs if s.index == index), key=lambda s: s.choice)
-        params, tokenizer = self.ctx.params, self.resident.tokenizer
+        params, tokenizer = self.ctx.params_as(ContinueParams), self.resident.tokenizer
         choices = [{"index": s.choice, **self.task.shape(item, _text(s, tokenizer), params),
                     "finish_reason": s.finish_reason, **_logprobs(s, tokenizer)} for s in seqs]
         first = {k: v for k, v in choices[0].items() if k != "index"}
@@ -117,14 +118,14 @@ class GenerationJob:
 
 def start(ctx: JobContext, task: GenerationTask, resident: Any, engine: Engine) -> GenerationJob | None:
     """Submit the job's sequences; None when the static path must serve it (an adapter that is not LoRA)."""
-    params = ctx.params
+    params = ctx.params_as(ContinueParams)
     source = adapters.source_for(ctx)
     if source is not None and not _is_lora(source.path):
         return None
     items, single = task.split(ctx.inputs)
     prompts = [task.prompt_ids(resident, item, params, i) for i, item in enumerate(items)]
-    _check_positions(resident.model, prompts, int(params.get("max_new_tokens", 32)))
-    handle = JobHandle(ctx.job_id, n=int(params.get("n", 1)))
+    _check_positions(resident.model, prompts, params.max_new_tokens)
+    handle = JobHandle(ctx.job_id, n=params.n)
     handle.stop_reason = _stop_reason(ctx, handle)
     seqs = _sequences(ctx, resident, engine, prompts, handle)
     for seq in seqs:
@@ -143,16 +144,16 @@ def start(ctx: JobContext, task: GenerationTask, resident: Any, engine: Engine) 
 
 def _sequences(ctx: JobContext, resident: Any, engine: Engine, prompts: list[list[int]],
                handle: JobHandle) -> list[Sequence]:
-    params, tokenizer = ctx.params, resident.tokenizer
-    stops, stream = tuple(params.get("stop", ())), bool(params.get("stream"))
-    sampling, seed = Sampling.from_params(params), params.get("seed")
+    params, tokenizer = ctx.params_as(ContinueParams), resident.tokenizer
+    stops, stream = tuple(params.stop), params.stream
+    sampling, seed = Sampling.from_params(params), params.seed
     seqs = []
     for index, prompt in enumerate(prompts):
         for choice in range(handle.n):
-            rng = generator(None if seed is None else int(seed) + choice, engine.shape.device) \
+            rng = generator(None if seed is None else seed + choice, engine.shape.device) \
                 if sampling.do_sample else None
             tracker = TextTracker(tokenizer, stops) if stops or stream else None
-            seqs.append(Sequence(prompt, int(params.get("max_new_tokens", 32)), sampling, handle, index, choice,
+            seqs.append(Sequence(prompt, params.max_new_tokens, sampling, handle, index, choice,
                                  stream, rng=rng, tracker=tracker))
     return seqs
 

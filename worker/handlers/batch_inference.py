@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from gpuq.common.errors import GpuqError, InvalidInput
+from gpuq.common.jobs.batch_inference import DataSource, StoredBatchInferenceParams
 from gpuq.worker.batching import get_batcher
 from gpuq.worker.context import JobContext
 from gpuq.worker.dataset_rows import column_values, load_table
@@ -23,17 +24,17 @@ from gpuq.worker.inference import LoadSpec, get_task
 ARTIFACT = "outputs.parquet"
 
 
-def _inputs(table: Any, start: int, stop: int, data: dict[str, Any], task: str) -> list[Any]:
+def _inputs(table: Any, start: int, stop: int, data: DataSource, task: str) -> list[Any]:
     if task == "question-answering":
-        names = {field: data.get("columns", {}).get(field, field) for field in ("question", "context")}
+        names = {field: data.columns.get(field, field) for field in ("question", "context")}
         cols = {field: column_values(table, name, start, stop, f"params.data.columns.{field}")
                 for field, name in names.items()}
         return [{"question": q, "context": c} for q, c in zip(cols["question"], cols["context"])]
-    return column_values(table, data.get("column", "text"), start, stop, "params.data.column")
+    return column_values(table, data.column, start, stop, "params.data.column")
 
 
 def _prepare_rows(task: Any, resident: Any, rows: list[Any],
-                  params: dict[str, Any]) -> tuple[list[Any], list[str | None]]:
+                  params: Any) -> tuple[list[Any], list[str | None]]:
     """Prepare each row alone, so one bad row is an error in its own output row, not the job's failure."""
     items: list[Any] = []
     errors: list[str | None] = []
@@ -55,7 +56,7 @@ def _forward(batcher: Any, key: Any, items: list[Any], forward: Any, limits: Any
     try:
         done = batcher.submit(key, items, forward, limits, job_id=job_id, arrival=arrival, more=more)
         return [(raw, None) for raw in done.outputs or []]
-    except Exception:  # noqa: BLE001 - find the bad rows; every other row still gets its output
+    except Exception:
         if len(items) == 1:
             raise
     out: list[tuple[Any, str | None]] = []
@@ -72,13 +73,14 @@ def run(ctx: JobContext) -> Any:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    data, params = ctx.params["data"], ctx.params["inference"]
-    task = get_task(params["task"])
+    stored = ctx.params_as(StoredBatchInferenceParams)
+    data, params = stored.data, stored.inference
+    task = get_task(params.task)
     table = load_table(ctx, data)
     total = table.num_rows
-    spec = LoadSpec(ctx.model, params.get("revision"), params.get("dtype", "auto"))
+    spec = LoadSpec(ctx.model, params.revision, params.dtype)
     limits = limits_for(ctx.model, ctx.settings)
-    chunk = max(int(params.get("batch_size", 8)), limits.max_items)
+    chunk = max(params.batch_size, limits.max_items)
     schema = pa.schema([("row", pa.int64()), ("output", pa.string()), ("error", pa.string())])
     batcher, failed = get_batcher(), 0
     with tempfile.TemporaryDirectory(prefix="gpuq-batch-") as tmp, batcher.arriving() as arrival:
@@ -92,7 +94,7 @@ def run(ctx: JobContext) -> Any:
         with pq.ParquetWriter(path, schema) as writer:
             for start in range(0, total, chunk):
                 stop = min(start + chunk, total)
-                rows = _inputs(table, start, stop, data, params["task"])
+                rows = _inputs(table, start, stop, data, params.task)
                 items, errors = _prepare_rows(task, resident, rows, params)
                 good = [i for i, item in enumerate(items) if item is not None]
                 outputs: list[str | None] = [None] * len(items)

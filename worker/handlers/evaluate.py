@@ -6,15 +6,13 @@ from collections.abc import Callable
 from typing import Any
 
 from gpuq.common.errors import JobError
-from gpuq.common.jobs.evaluate import EvaluateParams
+from gpuq.common.jobs.evaluate import EvaluateParams, StoredEvaluateParams
 from gpuq.worker import adapters
 from gpuq.worker.context import JobContext
 from gpuq.worker.device import device, torch_dtype
 from gpuq.worker.models import ModelKey
 from gpuq.worker.training import data
 from gpuq.worker.training.model import load_model, load_tokenizer, resolve_base
-
-_STORED_ONLY = ("sealed_hub_token", "adapter")
 
 
 def _resident(ctx: JobContext, p: EvaluateParams) -> tuple[Any, Any]:
@@ -79,9 +77,9 @@ def run(ctx: JobContext) -> Any:
     """Predict over the split, compute the metrics, keep predictions and metrics as artifacts."""
     from gpuq.worker.metrics import compute_metrics
 
-    p = EvaluateParams.model_validate({k: v for k, v in ctx.params.items() if k not in _STORED_ONLY})
+    p = ctx.params_as(StoredEvaluateParams)
     classifier = p.task_type == "sequence-classification"
-    d = {**p.data.model_dump(exclude_none=True), "shuffle": False}
+    d = p.data.model_copy(update={"shuffle": False})
     needs = [["text", "label"]] if classifier else [["text", "reference"]]
     rows = data.prepare(data.load_rows(ctx, d), d, needs, split_eval=False).train
     model, tok = _resident(ctx, p)
@@ -96,6 +94,5 @@ def run(ctx: JobContext) -> Any:
     ctx.put_artifact("predictions.jsonl", "".join(lines).encode())
     ctx.put_artifact("metrics.json", json.dumps(scores, indent=2).encode())
     return {"task_type": p.task_type, "rows": len(texts), "metrics": scores, "artifact": "predictions.jsonl",
-            "adapter": ctx.params.get("adapter") and {k: v for k, v in ctx.params["adapter"].items()
-                                                      if k != "sealed_token"},
+            "adapter": p.adapter and p.adapter.model_dump(exclude_none=True, exclude={"sealed_token"}),
             "resolved": ctx.resolved}

@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from gpuq.common.jobs.image import StoredImageParams
 from gpuq.worker.context import JobContext
 from gpuq.worker.device import device, torch_dtype
 from gpuq.worker.diffusion.adapters import AdapterUse, resolve_weights
@@ -23,23 +24,22 @@ from gpuq.worker.models import ModelKey
 
 
 def _resident(ctx: JobContext) -> ResidentPipeline:
-    p = ctx.params
-    dtype, offload = p.get("dtype", "auto"), bool(p.get("cpu_offload"))
+    p = ctx.params_as(StoredImageParams)
     # An offloaded pipeline is hooked differently from one living on the device: a separate resident entry.
-    task = f"{TASK}+cpu-offload" if offload else TASK
-    key = ModelKey(ctx.model, p.get("revision"), task, str(torch_dtype(dtype)), device())
-    load = loader(ctx.model, p.get("revision"), dtype, offload, ctx.settings, token_for(None))
+    task = f"{TASK}+cpu-offload" if p.cpu_offload else TASK
+    key = ModelKey(ctx.model, p.revision, task, str(torch_dtype(p.dtype)), device())
+    load = loader(ctx.model, p.revision, p.dtype, p.cpu_offload, ctx.settings, token_for(None))
     resident: ResidentPipeline = ctx.resident(key, load)
     return resident
 
 
 def _apply_adapter(ctx: JobContext, rp: ResidentPipeline) -> AdapterUse | None:
-    adapter = ctx.params.get("adapter")
+    adapter = ctx.params_as(StoredImageParams).adapter
     if adapter is None:
         rp.adapters.deactivate()
         return None
     weights = resolve_weights(adapter, ctx.tenant, ctx.store, token_for(None))
-    return rp.adapters.activate(weights, float(adapter.get("weight", 1.0)))
+    return rp.adapters.activate(weights, adapter.weight)
 
 
 def _generate(ctx: JobContext, rp: ResidentPipeline, plan: Plan) -> tuple[AdapterUse | None, list[Any],
@@ -55,7 +55,7 @@ def _store_images(ctx: JobContext, plan: Plan, images: list[Any], nsfw: list[boo
                   ) -> tuple[list[dict[str, Any]], dict[str, bytes]]:
     described, files = [], {}
     for i, image in enumerate(images):
-        meta = plan.image_meta(i, ctx.model, ctx.params.get("adapter"))
+        meta = plan.image_meta(i, ctx.model, ctx.params_as(StoredImageParams).adapter)
         name = f"images/image-{i}.png"
         files[name] = png_bytes(image, meta)
         info = ctx.put_artifact(name, files[name])
@@ -67,15 +67,16 @@ def _store_images(ctx: JobContext, plan: Plan, images: list[Any], nsfw: list[boo
 
 
 def _push(ctx: JobContext, plan: Plan, files: dict[str, bytes]) -> dict[str, Any]:
-    push = ctx.params["push_to_hub"]
-    rows = [{"file_name": name, **plan.image_meta(i, ctx.model, ctx.params.get("adapter"))}
-            for i, name in enumerate(files)]
-    readme = card(ctx.job_id, ctx.model, str(push.get("repo_type", "model")), rows)
+    p = ctx.params_as(StoredImageParams)
+    push = p.push_to_hub
+    assert push is not None  # run pushes only when the job asked
+    rows = [{"file_name": name, **plan.image_meta(i, ctx.model, p.adapter)} for i, name in enumerate(files)]
+    readme = card(ctx.job_id, ctx.model, push.repo_type, rows)
     with tempfile.TemporaryDirectory(prefix="gpuq-push-") as tmp:
-        folder = write_push_folder(Path(tmp), push.get("path_in_repo"), files, rows, readme)
-        ctx.log(f"pushing {len(files)} images to {push['repo_id']}")
+        folder = write_push_folder(Path(tmp), push.path_in_repo, files, rows, readme)
+        ctx.log(f"pushing {len(files)} images to {push.repo_id}")
         result = push_folder(push, folder, f"gpuq image job {ctx.job_id}: {len(files)} images")
-    return {**result.as_dict(), "path_in_repo": push.get("path_in_repo") or ""}
+    return {**result.as_dict(), "path_in_repo": push.path_in_repo or ""}
 
 
 def _generation(ctx: JobContext, plan: Plan, rp: ResidentPipeline, steps_run: int) -> dict[str, Any]:
@@ -91,15 +92,16 @@ def _generation(ctx: JobContext, plan: Plan, rp: ResidentPipeline, steps_run: in
 
 def run(ctx: JobContext) -> Any:
     """Generate the images; returns their descriptions, the resolved parameters, adapter and Hub details."""
+    p = ctx.params_as(StoredImageParams)
     rp = _resident(ctx)
-    plan = make_plan(ctx.params, rp.default_size())
+    plan = make_plan(p, rp.default_size())
     check_budget(plan.width, plan.height, plan.batch, plan.guidance_scale > 1, ctx.settings)
     use, images, nsfw, reporter = call_guarded(lambda: _generate(ctx, rp, plan))
     described, files = _store_images(ctx, plan, images, nsfw)
     result: dict[str, Any] = {"images": described, "generation": _generation(ctx, plan, rp, reporter.done),
                               "previews": reporter.previews, "adapter": None}
-    if use is not None:
-        result["adapter"] = {"ref": ctx.params["adapter"]["ref"], **use.as_dict()}
-    if ctx.params.get("push_to_hub"):
+    if use is not None and p.adapter is not None:
+        result["adapter"] = {"ref": p.adapter.ref, **use.as_dict()}
+    if p.push_to_hub is not None:
         result["hub"] = _push(ctx, plan, files)
     return result

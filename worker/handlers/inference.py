@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from gpuq.common.files import get_file_store
+from gpuq.common.jobs.inference import TaskParamsBase
 from gpuq.common.settings import Settings
 from gpuq.worker import adapters, telemetry
 from gpuq.worker.batching import Limits, Request, get_batcher
@@ -35,15 +36,16 @@ def load_resident(ctx: JobContext, task: InferenceTask, spec: LoadSpec) -> Any:
     return ctx.resident(model_key(spec, task), lambda: task.load(spec), size_hint=size_hint)
 
 
-def adapter_key(params: dict[str, Any]) -> str | None:
-    """The adapter a job names (issue 7 stores it as ``params.adapter``): jobs with different adapters never
-    share a forward pass, even on the same resident base.
+def adapter_key(params: TaskParamsBase) -> str | None:
+    """The adapter a job names (its stored ``params.adapter``): jobs with different adapters never share a
+    forward pass, even on the same resident base.
     """
-    adapter = params.get("adapter")
-    return None if adapter is None else json.dumps(adapter, sort_keys=True, separators=(",", ":"))
+    adapter = params.adapter
+    return None if adapter is None else json.dumps(adapter.model_dump(mode="json", exclude_none=True),
+                                                   sort_keys=True, separators=(",", ":"))
 
 
-def batch_key(key: ModelKey, task: InferenceTask, params: dict[str, Any]) -> Hashable:
+def batch_key(key: ModelKey, task: InferenceTask, params: TaskParamsBase) -> Hashable:
     """What two jobs must share to run in one forward pass."""
     return key, adapter_key(params), task.name, task.group(params)
 
@@ -87,7 +89,7 @@ def resolve_uploads(ctx: JobContext, inputs: list[Any]) -> list[Any]:
 def run(ctx: JobContext) -> Any:
     """Run the job's inputs through its task; a single (non-list) input gets a single result back.
 
-    The job's adapter (issue 7) is resolved here, in the job's thread; it is activated on the resident base
+    The job's adapter is resolved here, in the job's thread; it is activated on the resident base
     inside the forward pass, which the batcher's one executor thread runs: jobs in one pass share the adapter
     (it is part of the batch key), and passes never overlap, so switching adapters between passes is safe.
     """
@@ -164,12 +166,13 @@ def _start_continuous(ctx: JobContext) -> GenerationJob | None:
     (another task, beam search, ``GPUQ_GENERATION_ENGINE=static``, a model or adapter the engine cannot run)."""
     from gpuq.worker.generation import serve
 
-    task = get_task(ctx.params["task"])
-    if not serve.serves(task, ctx.params, ctx.settings.generation_engine):
+    params = ctx.params_as(TaskParamsBase)
+    task = get_task(params.task)
+    if not serve.serves(task, params, ctx.settings.generation_engine):
         return None
     from gpuq.worker.generation.resident import engine_for
 
-    spec = LoadSpec(ctx.model, ctx.params.get("revision"), ctx.params.get("dtype", "auto"))
+    spec = LoadSpec(ctx.model, params.revision, params.dtype)
     resident = load_resident(ctx, task, spec)
     engine = engine_for(resident, model_key(spec, task), ctx.settings)
     return None if engine is None else serve.start(ctx, task, resident, engine)  # type: ignore[arg-type]
@@ -181,7 +184,7 @@ class _Job:
 
     task: InferenceTask
     resident: Any
-    params: dict[str, Any]
+    params: TaskParamsBase
     items: list[Any]
     single: bool
     size: int
@@ -197,11 +200,11 @@ class _Job:
 
 def _prepare(ctx: JobContext) -> _Job:
     """Resolve the task and model (loading it on a miss) and prepare the job's inputs for forward passes."""
-    params = ctx.params
-    task = get_task(params["task"])
+    params = ctx.params_as(TaskParamsBase)
+    task = get_task(params.task)
     items, single = task.split(ctx.inputs)
     inputs = resolve_uploads(ctx, items)
-    spec = LoadSpec(ctx.model, params.get("revision"), params.get("dtype", "auto"))
+    spec = LoadSpec(ctx.model, params.revision, params.dtype)
     resident = load_resident(ctx, task, spec)
     source = adapters.source_for(ctx)
     loaded_ms: list[float] = []
@@ -215,7 +218,7 @@ def _prepare(ctx: JobContext) -> _Job:
         return out
 
     return _Job(task, resident, params, task.prepare(resident, inputs, params), single,
-                int(params.get("batch_size", 8)), batch_key(model_key(spec, task), task, params),
+                params.batch_size, batch_key(model_key(spec, task), task, params),
                 limits_for(ctx.model, ctx.settings), forward, loaded_ms)
 
 

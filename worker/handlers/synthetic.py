@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from gpuq.common.errors import JobError, TransientJobError
+from gpuq.common.jobs.synthetic import StoredSyntheticParams
 from gpuq.worker.context import JobContext
 
 
@@ -51,18 +52,17 @@ def rss_bytes() -> int:
 
 def run(ctx: JobContext) -> Any:
     """Do ``steps`` units of work with a progress point after each."""
-    p = ctx.params
-    steps = int(p.get("steps", 1))
-    ballast = bytearray(int(p.get("alloc_mb", 0)) << 20)  # held for the job's lifetime
-    for step in range(steps):
-        if p.get("fail") and step == int(p.get("fail_at_step", 0)):
-            _fail(str(p["fail"]))
-        _work(float(p.get("step_ms", 0.0)), str(p.get("mode", "sleep")))
-        ctx.progress(step + 1, steps)
-    if p.get("fail") and steps == 0:
-        _fail(str(p["fail"]))
-    result: dict[str, Any] = {"steps": steps, "echo": ctx.inputs, "attempt": ctx.attempt,
+    p = ctx.params_as(StoredSyntheticParams)
+    ballast = bytearray(p.alloc_mb << 20)  # held for the job's lifetime
+    for step in range(p.steps):
+        if p.fail and step == p.fail_at_step:
+            _fail(p.fail)
+        _work(p.step_ms, p.mode)
+        ctx.progress(step + 1, p.steps)
+    if p.fail and p.steps == 0:
+        _fail(p.fail)
+    result: dict[str, Any] = {"steps": p.steps, "echo": ctx.inputs, "attempt": ctx.attempt,
                               "rss_bytes": rss_bytes(), "allocated": len(ballast)}
-    if p.get("result_bytes"):
-        result["blob"] = "x" * int(p["result_bytes"])
+    if p.result_bytes:
+        result["blob"] = "x" * p.result_bytes
     return result

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from gpuq.common.jobs.tokenizer import TokenizerParams
+from gpuq.common.jobs.tokenizer import StoredTokenizerParams, TokenizerParams
 from gpuq.worker.context import JobContext
 from gpuq.worker.training import data
 
@@ -70,8 +70,8 @@ def run(ctx: JobContext) -> Any:
     """Train, store ``tokenizer.json`` and a ``tokenizer/`` folder for AutoTokenizer, report a round trip."""
     from transformers import PreTrainedTokenizerFast
 
-    p = TokenizerParams.model_validate({k: v for k, v in ctx.params.items() if k != "sealed_hub_token"})
-    d = {**p.data.model_dump(exclude_none=True), "shuffle": False}
+    p = ctx.params_as(StoredTokenizerParams)
+    d = p.data.model_copy(update={"shuffle": False})
     rows = data.prepare(data.load_rows(ctx, d), d, [["text"]], split_eval=False).train
     specials = p.special_tokens if p.special_tokens is not None else DEFAULT_SPECIALS[p.algorithm]
     tok, trainer = _build(p, specials)

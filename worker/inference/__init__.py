@@ -1,28 +1,22 @@
-"""Inference tasks, one module each, looked up by name (aliases resolve to the task they name)."""
+"""Inference tasks, one module each, looked up by name (aliases resolve to the task they name).
+
+Every module of this package is imported here; a task module registers its task with
+``base.register_task``. Aliases come from the task's params model (``gpuq.common.jobs.inference``), so
+adding a task is its params class there and its module here; ``tests/worker/test_registries.py`` holds the
+two registries against each other.
+"""
 from __future__ import annotations
 
-from gpuq.worker.inference import (
-    chat,
-    feature_extraction,
-    fill_mask,
-    image_classification,
-    question_answering,
-    seq2seq,
-    text_classification,
-    text_generation,
-    token_classification,
-    zero_shot,
-)
-from gpuq.worker.inference.base import InferenceTask, LoadSpec
+import importlib
+import pkgutil
 
-TASKS: dict[str, InferenceTask] = {
-    task.name: task for task in (
-        text_classification.TASK, token_classification.TASK, question_answering.TASK, text_generation.TASK,
-        seq2seq.SUMMARIZATION, seq2seq.TRANSLATION, seq2seq.TEXT2TEXT, zero_shot.TASK, fill_mask.TASK,
-        feature_extraction.TASK, image_classification.TASK, chat.TASK,
-    )
-}
-ALIASES = {"sentiment-analysis": "text-classification", "ner": "token-classification"}
+from gpuq.common.jobs.inference import ALIASES
+from gpuq.worker.inference.base import InferenceTask, LoadSpec, registered
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
+
+TASKS: dict[str, InferenceTask] = registered()
 
 
 def get_task(name: str) -> InferenceTask:

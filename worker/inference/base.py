@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from gpuq.common.errors import InvalidInput
+from gpuq.common.jobs.inference import TaskParamsBase
 
 # Called by ``forward`` while generating: {row of the pass: new text}.
 Stream = Callable[[dict[int, str]], None]
@@ -37,14 +38,32 @@ class InferenceTask(Protocol):
 
     def split(self, inputs: Any) -> tuple[list[Any], bool]: ...
 
-    def group(self, params: dict[str, Any]) -> Hashable: ...
+    def group(self, params: TaskParamsBase) -> Hashable: ...
 
-    def prepare(self, resident: Any, inputs: list[Any], params: dict[str, Any]) -> list[Any]: ...
+    def prepare(self, resident: Any, inputs: list[Any], params: TaskParamsBase) -> list[Any]: ...
 
-    def forward(self, resident: Any, items: list[Any], params: dict[str, Any],
+    def forward(self, resident: Any, items: list[Any], params: TaskParamsBase,
                 stream: Stream | None) -> list[Any]: ...
 
-    def finish(self, resident: Any, raw: Any, params: dict[str, Any]) -> Any: ...
+    def finish(self, resident: Any, raw: Any, params: TaskParamsBase) -> Any: ...
+
+
+_REGISTRY: dict[str, InferenceTask] = {}
+T = TypeVar("T", bound="InferenceTask")
+
+
+def register_task(task: T) -> T:
+    """Register an inference task under its name (module import time; ``gpuq.worker.inference`` imports every
+    module of the package, so a new task is one module with one ``register_task`` call)."""
+    if task.name in _REGISTRY:
+        raise RuntimeError(f"inference task {task.name!r} registered twice")
+    _REGISTRY[task.name] = task
+    return task
+
+
+def registered() -> dict[str, InferenceTask]:
+    """Every registered task by name."""
+    return dict(_REGISTRY)
 
 
 @dataclass
@@ -97,13 +116,13 @@ class SimpleTask:
         """The job's inputs as a list, and whether it gave a single one (then it gets a single result)."""
         return (list(inputs), False) if isinstance(inputs, list) else ([inputs], True)
 
-    def group(self, params: dict[str, Any]) -> Hashable:
+    def group(self, params: TaskParamsBase) -> Hashable:
         return ()
 
-    def prepare(self, resident: Any, inputs: list[Any], params: dict[str, Any]) -> list[Any]:
+    def prepare(self, resident: Any, inputs: list[Any], params: TaskParamsBase) -> list[Any]:
         return list(inputs)
 
-    def finish(self, resident: Any, raw: Any, params: dict[str, Any]) -> Any:
+    def finish(self, resident: Any, raw: Any, params: TaskParamsBase) -> Any:
         return raw
 
 

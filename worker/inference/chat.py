@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from gpuq.common.errors import InvalidInput
-from gpuq.worker.inference.base import TextModel, bad_input
+from gpuq.common.jobs.inference import ChatParams
+from gpuq.worker.inference.base import TextModel, bad_input, register_task
 from gpuq.worker.inference.text_generation import Item, TextGeneration, refuse_static_only
 
 
@@ -24,17 +25,17 @@ class Chat(TextGeneration):
             return list(inputs), False
         return [inputs], True
 
-    def prepare(self, resident: TextModel, inputs: list[Any], params: dict[str, Any]) -> list[Any]:
+    def prepare(self, resident: TextModel, inputs: list[Any], params: ChatParams) -> list[Any]:
         refuse_static_only(params)
-        return [Item(self.render(resident, c, i), False, bool(params.get("stream"))) for i, c in enumerate(inputs)]
+        return [Item(self.render(resident, c, i), False, params.stream) for i, c in enumerate(inputs)]
 
-    def prompt_ids(self, resident: TextModel, item: Any, params: dict[str, Any], index: int) -> list[int]:
+    def prompt_ids(self, resident: TextModel, item: Any, params: ChatParams, index: int) -> list[int]:
         ids = list(resident.tokenizer(self.render(resident, item, index), add_special_tokens=False)["input_ids"])
         if not ids:
             raise bad_input(index, "the conversation renders to no tokens")
         return ids
 
-    def shape(self, item: Any, text: str, params: dict[str, Any]) -> dict[str, Any]:
+    def shape(self, item: Any, text: str, params: ChatParams) -> dict[str, Any]:
         return {"generated_text": text, "message": {"role": "assistant", "content": text}}
 
     @staticmethod
@@ -52,4 +53,4 @@ class Chat(TextGeneration):
             raise bad_input(index, f"the model's chat template refused this conversation: {exc}") from None
 
 
-TASK = Chat()
+TASK = register_task(Chat())

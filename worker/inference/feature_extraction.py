@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from gpuq.worker.inference.base import SimpleTask, TextModel, bad_input, no_grad
+from gpuq.common.jobs.inference import FeatureExtractionParams
+from gpuq.worker.inference.base import SimpleTask, TextModel, bad_input, no_grad, register_task
 
 
 class FeatureExtraction(SimpleTask):
@@ -16,23 +17,23 @@ class FeatureExtraction(SimpleTask):
     loader = "base-model"
     auto_class = "AutoModel"
 
-    def group(self, params: dict[str, Any]) -> Any:
-        return params.get("pooling", "mean")
+    def group(self, params: FeatureExtractionParams) -> Any:
+        return params.pooling
 
-    def prepare(self, resident: TextModel, inputs: list[Any], params: dict[str, Any]) -> list[Any]:
+    def prepare(self, resident: TextModel, inputs: list[Any], params: FeatureExtractionParams) -> list[Any]:
         vocab = int(getattr(resident.model.config, "vocab_size", 0) or 0)
         for i, item in enumerate(inputs):
             if isinstance(item, list) and vocab and max(item) >= vocab:
                 raise bad_input(i, f"token id {max(item)} is outside the model's vocabulary of {vocab}")
         return list(inputs)
 
-    def forward(self, resident: TextModel, items: list[Any], params: dict[str, Any],
+    def forward(self, resident: TextModel, items: list[Any], params: FeatureExtractionParams,
                 stream: Any) -> list[Any]:
         enc = self._encode(resident, items).to(resident.device)
         with no_grad():
             hidden = resident.model(**enc).last_hidden_state.float()
             mask = enc["attention_mask"]
-            if params.get("pooling", "mean") == "cls":
+            if params.pooling == "cls":
                 emb = hidden[:, 0]
             else:
                 weights = mask.unsqueeze(-1).to(hidden.dtype)
@@ -48,15 +49,15 @@ class FeatureExtraction(SimpleTask):
         ids = [tok(i, truncation=True)["input_ids"] if isinstance(i, str) else i[:limit] for i in items]
         return tok.pad({"input_ids": ids}, padding=True, return_tensors="pt")
 
-    def finish(self, resident: TextModel, raw: Any, params: dict[str, Any]) -> Any:
+    def finish(self, resident: TextModel, raw: Any, params: FeatureExtractionParams) -> Any:
         import torch
 
         emb, tokens = raw
-        if params.get("normalize"):
+        if params.normalize:
             emb = torch.nn.functional.normalize(emb, p=2, dim=0)
         # Seven decimals halve the JSON; rounding in float64 keeps each value's shortest repr short.
         values = torch.round(emb.double(), decimals=7).tolist()
-        return {"embedding": values, "tokens": int(tokens)} if params.get("count_tokens") else values
+        return {"embedding": values, "tokens": int(tokens)} if params.count_tokens else values
 
 
-TASK = FeatureExtraction()
+TASK = register_task(FeatureExtraction())

@@ -4,7 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from gpuq.worker.inference.base import SimpleTask, TextModel, bad_input, no_grad
+from gpuq.common.jobs.inference import FillMaskParams
+from gpuq.worker.inference.base import SimpleTask, TextModel, bad_input, no_grad, register_task
 
 
 @dataclass(frozen=True)
@@ -22,15 +23,15 @@ class FillMask(SimpleTask):
     loader = "masked-lm"
     auto_class = "AutoModelForMaskedLM"
 
-    def prepare(self, resident: TextModel, inputs: list[Any], params: dict[str, Any]) -> list[Any]:
+    def prepare(self, resident: TextModel, inputs: list[Any], params: FillMaskParams) -> list[Any]:
         mask = resident.tokenizer.mask_token
         for i, text in enumerate(inputs):
             if mask is None or mask not in text:
                 raise bad_input(i, f"no mask token {mask!r} in the text")
-        targets = tuple(params["targets"]) if params.get("targets") else None
-        return [Item(text, int(params.get("top_k", 5)), targets) for text in inputs]
+        targets = tuple(params.targets) if params.targets else None
+        return [Item(text, params.top_k, targets) for text in inputs]
 
-    def forward(self, resident: TextModel, items: list[Item], params: dict[str, Any],
+    def forward(self, resident: TextModel, items: list[Item], params: FillMaskParams,
                 stream: Any) -> list[Any]:
         tok = resident.tokenizer
         enc = tok([item.text for item in items], padding=True, truncation=True, return_tensors="pt")
@@ -73,4 +74,4 @@ class FillMask(SimpleTask):
         return sorted(ids) or None
 
 
-TASK = FillMask()
+TASK = register_task(FillMask())

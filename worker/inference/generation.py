@@ -5,6 +5,7 @@ import uuid
 from collections.abc import Hashable
 from typing import Any
 
+from gpuq.common.jobs.inference import GenerateParams
 from gpuq.worker.inference.base import Stream
 
 _ALWAYS = ("max_new_tokens", "min_new_tokens", "num_beams", "repetition_penalty", "no_repeat_ngram_size",
@@ -12,31 +13,31 @@ _ALWAYS = ("max_new_tokens", "min_new_tokens", "num_beams", "repetition_penalty"
 _SAMPLING = ("temperature", "top_p", "top_k")
 
 
-def generate_kwargs(params: dict[str, Any]) -> dict[str, Any]:
+def generate_kwargs(params: GenerateParams) -> dict[str, Any]:
     """The job's generation settings as ``generate`` kwargs (sampling knobs only when sampling)."""
-    kwargs = {k: params[k] for k in _ALWAYS if params.get(k) is not None}
-    kwargs["do_sample"] = bool(params.get("do_sample"))
+    kwargs = {k: getattr(params, k) for k in _ALWAYS if getattr(params, k) is not None}
+    kwargs["do_sample"] = params.do_sample
     if kwargs["do_sample"]:
-        kwargs.update({k: params[k] for k in _SAMPLING if params.get(k) is not None})
+        kwargs.update({k: getattr(params, k) for k in _SAMPLING if getattr(params, k) is not None})
     if kwargs.get("length_penalty") is not None and kwargs.get("num_beams", 1) == 1:
         kwargs.pop("length_penalty")  # only beam search reads it; generate warns otherwise
     return kwargs
 
 
-def generation_group(params: dict[str, Any], *extra: Hashable) -> Hashable:
+def generation_group(params: GenerateParams, *extra: Hashable) -> Hashable:
     """Jobs share a ``generate`` call only with identical settings. A seeded sampling job runs alone: its
     random draws must not depend on which other jobs happened to arrive with it."""
-    if params.get("do_sample") and params.get("seed") is not None:
+    if params.do_sample and params.seed is not None:
         return ("alone", uuid.uuid4().hex)
-    return (tuple(sorted(generate_kwargs(params).items())), params.get("seed"), *extra)
+    return (tuple(sorted(generate_kwargs(params).items())), params.seed, *extra)
 
 
-def seed_for(params: dict[str, Any]) -> None:
+def seed_for(params: GenerateParams) -> None:
     """Seed torch (and friends) right before ``generate`` when the job asks for it."""
-    if params.get("seed") is not None:
+    if params.seed is not None:
         import transformers
 
-        transformers.set_seed(int(params["seed"]))
+        transformers.set_seed(params.seed)
 
 
 def cut_at_stop(text: str, stops: list[str] | tuple[str, ...]) -> tuple[str, bool]:

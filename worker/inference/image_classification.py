@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 from typing import Any
 
+from gpuq.common.jobs.inference import ImageClassificationParams
 from gpuq.common.jobs.inputs import decode_image
+from gpuq.worker.inference.base import register_task
 from gpuq.worker.inference.base import (
     LoadSpec,
     SimpleTask,
@@ -28,7 +30,7 @@ class ImageClassification(SimpleTask):
     def load(self, spec: LoadSpec) -> Any:
         return load_pretrained(spec, "AutoModelForImageClassification", processor="AutoImageProcessor")
 
-    def prepare(self, resident: TextModel, inputs: list[Any], params: dict[str, Any]) -> list[Any]:
+    def prepare(self, resident: TextModel, inputs: list[Any], params: ImageClassificationParams) -> list[Any]:
         """Decode every image on the job's own thread: a corrupt one fails this job only."""
         from PIL import Image, UnidentifiedImageError
 
@@ -44,7 +46,7 @@ class ImageClassification(SimpleTask):
                 raise bad_input(i, f"not a readable image ({exc})") from None
         return images
 
-    def forward(self, resident: TextModel, items: list[Any], params: dict[str, Any],
+    def forward(self, resident: TextModel, items: list[Any], params: ImageClassificationParams,
                 stream: Any) -> list[Any]:
         batch = resident.tokenizer(images=items, return_tensors="pt").to(resident.device)
         batch = {k: v.to(resident.model.dtype) if v.is_floating_point() else v for k, v in batch.items()}
@@ -52,11 +54,11 @@ class ImageClassification(SimpleTask):
             logits = resident.model(**batch).logits.float().cpu()
         return list(logits)
 
-    def finish(self, resident: TextModel, raw: Any, params: dict[str, Any]) -> Any:
+    def finish(self, resident: TextModel, raw: Any, params: ImageClassificationParams) -> Any:
         probs = scores(resident.model, raw, "default").tolist()
         ranked = sorted(range(len(probs)), key=lambda i: probs[i], reverse=True)
-        top_k = params.get("top_k") or len(ranked)
+        top_k = params.top_k or len(ranked)
         return [{"label": label_of(resident.model, i), "score": float(probs[i])} for i in ranked[:top_k]]
 
 
-TASK = ImageClassification()
+TASK = register_task(ImageClassification())

@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from gpuq.common.errors import ModelLoadError
-from gpuq.worker.inference.base import LoadSpec, SimpleTask, TextModel, load_pretrained, no_grad
+from gpuq.common.jobs.inference import QuestionAnsweringParams
+from gpuq.worker.inference.base import (LoadSpec, SimpleTask, TextModel, load_pretrained, no_grad,
+                                        register_task)
 
 
 @dataclass(frozen=True)
@@ -32,22 +34,22 @@ class QuestionAnswering(SimpleTask):
             raise ModelLoadError("question-answering needs a fast tokenizer (for character offsets)")
         return loaded
 
-    def group(self, params: dict[str, Any]) -> Any:
-        return params.get("max_seq_len", 384), params.get("doc_stride", 128)
+    def group(self, params: QuestionAnsweringParams) -> Any:
+        return params.max_seq_len, params.doc_stride
 
-    def prepare(self, resident: TextModel, inputs: list[Any], params: dict[str, Any]) -> list[Any]:
-        top_k, max_len = int(params.get("top_k", 1)), int(params.get("max_answer_len", 30))
-        impossible = bool(params.get("handle_impossible_answer"))
+    def prepare(self, resident: TextModel, inputs: list[Any], params: QuestionAnsweringParams) -> list[Any]:
+        top_k, max_len = params.top_k, params.max_answer_len
+        impossible = params.handle_impossible_answer
         return [Item(x["question"], x["context"], top_k, max_len, impossible) for x in inputs]
 
-    def forward(self, resident: TextModel, items: list[Item], params: dict[str, Any],
+    def forward(self, resident: TextModel, items: list[Item], params: QuestionAnsweringParams,
                 stream: Any) -> list[Any]:
         tok = resident.tokenizer
         question_first = tok.padding_side == "right"
         pair = ([i.question for i in items], [i.context for i in items])
         enc = tok(*(pair if question_first else pair[::-1]), padding=True, return_tensors="pt",
                   truncation="only_second" if question_first else "only_first",
-                  max_length=params.get("max_seq_len", 384), stride=params.get("doc_stride", 128),
+                  max_length=params.max_seq_len, stride=params.doc_stride,
                   return_overflowing_tokens=True, return_offsets_mapping=True)
         samples = enc.pop("overflow_to_sample_mapping").tolist()
         offsets = enc.pop("offset_mapping").tolist()
@@ -104,4 +106,4 @@ def _answers(item: Item, spans: list[tuple[float, int, int]], null: float) -> An
     return rows[0] if item.top_k == 1 else rows
 
 
-TASK = QuestionAnswering()
+TASK = register_task(QuestionAnswering())

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from gpuq.worker.inference.base import LoadSpec, SimpleTask, TextModel, load_pretrained, no_grad
+from gpuq.common.jobs.inference import GenerateParams, TranslationParams
+from gpuq.worker.inference.base import (LoadSpec, SimpleTask, TextModel, load_pretrained, no_grad,
+                                        register_task)
 from gpuq.worker.inference.generation import generate_kwargs, generation_group, seed_for
 
 
@@ -23,16 +25,17 @@ class Seq2Seq(SimpleTask):
     def load(self, spec: LoadSpec) -> Any:
         return load_pretrained(spec, "AutoModelForSeq2SeqLM")
 
-    def group(self, params: dict[str, Any]) -> Any:
-        return generation_group(params, params.get("src_lang"), params.get("tgt_lang"))
+    def group(self, params: GenerateParams) -> Any:
+        return generation_group(params, *_languages_of(params))
 
-    def task_key(self, params: dict[str, Any]) -> str:
+    def task_key(self, params: GenerateParams) -> str:
         """The ``task_specific_params`` entry for this job."""
         if self.name == "translation":
-            return f"translation_{params.get('src_lang')}_to_{params.get('tgt_lang')}"
+            src, tgt = _languages_of(params)
+            return f"translation_{src}_to_{tgt}"
         return self.name
 
-    def forward(self, resident: TextModel, items: list[str], params: dict[str, Any],
+    def forward(self, resident: TextModel, items: list[str], params: GenerateParams,
                 stream: Any) -> list[Any]:
         tok, model = resident.tokenizer, resident.model
         specific = (getattr(model.config, "task_specific_params", None) or {}).get(self.task_key(params), {})
@@ -47,8 +50,8 @@ class Seq2Seq(SimpleTask):
         return [{self.output_key: text} for text in tok.batch_decode(out, skip_special_tokens=True)]
 
     @staticmethod
-    def _languages(tok: Any, params: dict[str, Any]) -> dict[str, Any]:
-        src, tgt = params.get("src_lang"), params.get("tgt_lang")
+    def _languages(tok: Any, params: GenerateParams) -> dict[str, Any]:
+        src, tgt = _languages_of(params)
         if src and hasattr(tok, "src_lang"):
             tok.src_lang = src  # safe: forward passes run one at a time, and src_lang is part of the group
         # Language codes are added special tokens in these tokenizers ("de_DE", "deu_Latn", "__de__"); a plain
@@ -60,6 +63,13 @@ class Seq2Seq(SimpleTask):
         return {}
 
 
-SUMMARIZATION = Seq2Seq("summarization", "summary_text")
-TRANSLATION = Seq2Seq("translation", "translation_text")
-TEXT2TEXT = Seq2Seq("text2text-generation", "generated_text")
+def _languages_of(params: GenerateParams) -> tuple[str | None, str | None]:
+    """(src_lang, tgt_lang) of a translation job; (None, None) for the other seq2seq tasks."""
+    if isinstance(params, TranslationParams):
+        return params.src_lang, params.tgt_lang
+    return None, None
+
+
+SUMMARIZATION = register_task(Seq2Seq("summarization", "summary_text"))
+TRANSLATION = register_task(Seq2Seq("translation", "translation_text"))
+TEXT2TEXT = register_task(Seq2Seq("text2text-generation", "generated_text"))

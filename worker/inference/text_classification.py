@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from gpuq.worker.inference.base import SimpleTask, TextModel, label_of, no_grad
+from gpuq.common.jobs.inference import TextClassificationParams
+from gpuq.worker.inference.base import SimpleTask, TextModel, label_of, no_grad, register_task
 
 
 def scores(model: Any, logits: Any, function: str) -> Any:
@@ -25,7 +26,7 @@ class TextClassification(SimpleTask):
     loader = "sequence-classification"
     auto_class = "AutoModelForSequenceClassification"
 
-    def forward(self, resident: TextModel, items: list[str], params: dict[str, Any],
+    def forward(self, resident: TextModel, items: list[str], params: TextClassificationParams,
                 stream: Any) -> list[Any]:
         enc = resident.tokenizer(items, padding=True, truncation=True, return_tensors="pt")
         enc = enc.to(resident.device)
@@ -33,11 +34,11 @@ class TextClassification(SimpleTask):
             logits = resident.model(**enc).logits.float().cpu()
         return list(logits)
 
-    def finish(self, resident: TextModel, raw: Any, params: dict[str, Any]) -> Any:
-        probs = scores(resident.model, raw, params.get("function_to_apply", "default")).tolist()
+    def finish(self, resident: TextModel, raw: Any, params: TextClassificationParams) -> Any:
+        probs = scores(resident.model, raw, params.function_to_apply).tolist()
         ranked = sorted(range(len(probs)), key=lambda i: probs[i], reverse=True)
-        top_k = params.get("top_k") or len(ranked)
+        top_k = params.top_k or len(ranked)
         return [{"label": label_of(resident.model, i), "score": float(probs[i])} for i in ranked[:top_k]]
 
 
-TASK = TextClassification()
+TASK = register_task(TextClassification())

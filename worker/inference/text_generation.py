@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from gpuq.common.errors import InvalidInput
+from gpuq.common.jobs.inference import ContinueParams
+from gpuq.worker.inference.base import register_task
 from gpuq.worker.inference.base import (LoadSpec, SimpleTask, Stream, TextModel, bad_input, load_pretrained,
                                         no_grad)
 from gpuq.worker.inference.generation import (
@@ -42,31 +44,31 @@ class TextGeneration(SimpleTask):
             loaded.tokenizer.pad_token = loaded.tokenizer.eos_token
         return loaded
 
-    def group(self, params: dict[str, Any]) -> Any:
-        return generation_group(params, tuple(params.get("stop", ())), params.get("n", 1))
+    def group(self, params: ContinueParams) -> Any:
+        return generation_group(params, tuple(params.stop), params.n)
 
-    def prepare(self, resident: TextModel, inputs: list[Any], params: dict[str, Any]) -> list[Any]:
+    def prepare(self, resident: TextModel, inputs: list[Any], params: ContinueParams) -> list[Any]:
         refuse_static_only(params)
-        return [Item(p, bool(params.get("return_full_text")), bool(params.get("stream"))) for p in inputs]
+        return [Item(p, params.return_full_text, params.stream) for p in inputs]
 
     # --- on the engine ---
 
-    def prompt_ids(self, resident: TextModel, item: Any, params: dict[str, Any], index: int) -> list[int]:
+    def prompt_ids(self, resident: TextModel, item: Any, params: ContinueParams, index: int) -> list[int]:
         """The prompt's token ids (the tokenizer's own special tokens included, as ``forward`` encodes it)."""
         ids = list(resident.tokenizer(item)["input_ids"])
         if not ids:
             raise bad_input(index, "the prompt encodes to no tokens")
         return ids
 
-    def shape(self, item: Any, text: str, params: dict[str, Any]) -> dict[str, Any]:
+    def shape(self, item: Any, text: str, params: ContinueParams) -> dict[str, Any]:
         """One choice's result fields from its generated text."""
-        return {"generated_text": item + text if params.get("return_full_text") else text}
+        return {"generated_text": item + text if params.return_full_text else text}
 
     # --- static ---
 
-    def forward(self, resident: TextModel, items: list[Item], params: dict[str, Any],
+    def forward(self, resident: TextModel, items: list[Item], params: ContinueParams,
                 stream: Stream | None) -> list[Any]:
-        tok, stops, n = resident.tokenizer, list(params.get("stop", ())), int(params.get("n", 1))
+        tok, stops, n = resident.tokenizer, list(params.stop), params.n
         enc = tok([i.prompt for i in items], padding=True, return_tensors="pt").to(resident.device)
         kwargs = generate_kwargs(params)
         if n > 1:
@@ -90,7 +92,7 @@ class TextGeneration(SimpleTask):
         return results
 
     def _choice(self, tok: Any, item: Item, row: list[int], stops: list[str], eos: set[int],
-                params: dict[str, Any]) -> dict[str, Any]:
+                params: ContinueParams) -> dict[str, Any]:
         ended = next((k for k, t in enumerate(row) if t in eos), None)
         tokens = row if ended is None else row[:ended]
         text, stopped = cut_at_stop(tok.decode(tokens, skip_special_tokens=True), stops)
@@ -98,9 +100,9 @@ class TextGeneration(SimpleTask):
         return {**self.shape(item.prompt, text, params), "finish_reason": reason, "completion_tokens": len(tokens)}
 
 
-def refuse_static_only(params: dict[str, Any]) -> None:
+def refuse_static_only(params: ContinueParams) -> None:
     """What only the continuous engine gives fails the job on the static path rather than go missing."""
-    if params.get("logprobs") is not None:
+    if params.logprobs is not None:
         raise InvalidInput("params.logprobs: needs the continuous-batching engine (GPUQ_GENERATION_ENGINE="
                            "continuous, num_beams 1, a model it runs)", field="params.logprobs")
 
@@ -114,4 +116,4 @@ def _combine(choices: list[dict[str, Any]], prompt_tokens: int) -> dict[str, Any
     return out
 
 
-TASK = TextGeneration()
+TASK = register_task(TextGeneration())

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from gpuq.worker.inference.base import LoadSpec, SimpleTask, load_pretrained
+from gpuq.common.jobs.inference import TokenClassificationParams
+from gpuq.worker.inference.base import LoadSpec, SimpleTask, load_pretrained, register_task
 
 
 def _plain(entity: dict[str, Any]) -> dict[str, Any]:
@@ -33,16 +34,17 @@ class TokenClassification(SimpleTask):
         return pipeline("token-classification", model=loaded.model, tokenizer=loaded.tokenizer,
                         device=loaded.model.device)
 
-    def group(self, params: dict[str, Any]) -> Any:
-        return params.get("aggregation_strategy", "simple"), tuple(params.get("ignore_labels", ["O"]))
+    def group(self, params: TokenClassificationParams) -> Any:
+        return params.aggregation_strategy, tuple(params.ignore_labels)
 
-    def forward(self, resident: Any, items: list[str], params: dict[str, Any], stream: Any) -> list[Any]:
-        strategy = params.get("aggregation_strategy", "simple")
-        ignore = list(params.get("ignore_labels", ["O"]))
+    def forward(self, resident: Any, items: list[str], params: TokenClassificationParams,
+                stream: Any) -> list[Any]:
+        strategy = params.aggregation_strategy
+        ignore = list(params.ignore_labels)
         outs = resident(items, aggregation_strategy=strategy, ignore_labels=ignore, batch_size=len(items))
         if items and outs and isinstance(outs[0], dict):  # a single input comes back unwrapped
             outs = [outs]
         return [[_plain(e) for e in row] for row in outs]
 
 
-TASK = TokenClassification()
+TASK = register_task(TokenClassification())

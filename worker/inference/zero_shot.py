@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from gpuq.common.errors import ModelLoadError
-from gpuq.worker.inference.base import SimpleTask, TextModel, no_grad
+from gpuq.common.jobs.inference import ZeroShotParams
+from gpuq.worker.inference.base import SimpleTask, TextModel, no_grad, register_task
 
 
 @dataclass(frozen=True)
@@ -32,13 +33,13 @@ class ZeroShot(SimpleTask):
     loader = "sequence-classification"
     auto_class = "AutoModelForSequenceClassification"
 
-    def prepare(self, resident: TextModel, inputs: list[Any], params: dict[str, Any]) -> list[Any]:
+    def prepare(self, resident: TextModel, inputs: list[Any], params: ZeroShotParams) -> list[Any]:
         nli_ids(resident.model)
-        template = params.get("hypothesis_template", "This example is {}.")
-        hypotheses = tuple(template.format(label) for label in params["candidate_labels"])
+        template = params.hypothesis_template
+        hypotheses = tuple(template.format(label) for label in params.candidate_labels)
         return [Item(text, hypotheses) for text in inputs]
 
-    def forward(self, resident: TextModel, items: list[Item], params: dict[str, Any],
+    def forward(self, resident: TextModel, items: list[Item], params: ZeroShotParams,
                 stream: Any) -> list[Any]:
         premises = [item.text for item in items for _ in item.hypotheses]
         hypotheses = [h for item in items for h in item.hypotheses]
@@ -52,12 +53,12 @@ class ZeroShot(SimpleTask):
             start += len(item.hypotheses)
         return out
 
-    def finish(self, resident: TextModel, raw: Any, params: dict[str, Any]) -> Any:
+    def finish(self, resident: TextModel, raw: Any, params: ZeroShotParams) -> Any:
         import torch
 
         entail, contra = nli_ids(resident.model)
-        labels = params["candidate_labels"]
-        if params.get("multi_label") or len(labels) == 1:
+        labels = params.candidate_labels
+        if params.multi_label or len(labels) == 1:
             probs = torch.softmax(raw[:, [contra, entail]], dim=-1)[:, 1]
         else:
             probs = torch.softmax(raw[:, entail], dim=0)
@@ -65,4 +66,4 @@ class ZeroShot(SimpleTask):
         return {"labels": [label for label, _ in ranked], "scores": [float(score) for _, score in ranked]}
 
 
-TASK = ZeroShot()
+TASK = register_task(ZeroShot())

@@ -8,7 +8,7 @@ from typing import Any
 
 from gpuq.common.errors import JobError
 from gpuq.common.files import get_file_store
-from gpuq.common.jobs.datasource import pick_columns
+from gpuq.common.jobs.datasource import DataSource, SealedHubToken, pick_columns
 from gpuq.worker import hub
 from gpuq.worker.context import JobContext
 from gpuq.worker.sources import hub_dataset
@@ -39,23 +39,25 @@ def _split(dsd: Any, name: str, what: str) -> Any:
     return dsd[name]
 
 
-def load_rows(ctx: JobContext, data: dict[str, Any]) -> Splits:
-    """The raw rows of ``data``: an upload of this tenant, or a Hub dataset pulled at a pinned commit."""
-    if data.get("file_id"):
+def load_rows(ctx: JobContext, data: DataSource) -> Splits:
+    """The raw rows of ``data``: an upload of this tenant, or a Hub dataset pulled at a pinned commit (with
+    the job's sealed Hub token, if it gave one)."""
+    if data.file_id:
         files = get_file_store(ctx.settings.files_root)
-        evals = data.get("eval_file_id")
-        return Splits(_load_file(files.path(ctx.tenant, data["file_id"])),
+        evals = data.eval_file_id
+        return Splits(_load_file(files.path(ctx.tenant, data.file_id)),
                       _load_file(files.path(ctx.tenant, evals)) if evals else None)
     from datasets import load_dataset
 
+    assert data.dataset is not None  # DataSource holds exactly one of file_id or dataset
     pinned = ctx.resolved.get("dataset", {}).get("sha")  # a resumed job reads exactly the same commit
-    pulled = hub_dataset(data["dataset"], pinned or data.get("revision"),
-                         hub.pull_token(ctx.params.get("sealed_hub_token")), "params.data.dataset")
-    ctx.pin("dataset", **{**pulled.pin(), "revision": data.get("revision") or "main"})
-    dsd = load_dataset(str(pulled.path), name=data.get("config"))
-    what = f"dataset {data['dataset']}"
-    evals = data.get("eval_split")
-    return Splits(_split(dsd, data.get("split", "train"), what), _split(dsd, evals, what) if evals else None)
+    sealed = ctx.params_as(SealedHubToken).sealed_hub_token
+    pulled = hub_dataset(data.dataset, pinned or data.revision, hub.pull_token(sealed), "params.data.dataset")
+    ctx.pin("dataset", **{**pulled.pin(), "revision": data.revision or "main"})
+    dsd = load_dataset(str(pulled.path), name=data.config)
+    what = f"dataset {data.dataset}"
+    evals = data.eval_split
+    return Splits(_split(dsd, data.split, what), _split(dsd, evals, what) if evals else None)
 
 
 CHAT_COLUMNS = ["messages"]
@@ -114,33 +116,33 @@ def _conform(ds: Any, columns: dict[str, str], alternatives: list[list[str]], wh
                      batched=True), needs
 
 
-def _length_filter(ds: Any, data: dict[str, Any], column: str) -> Any:
-    low, high = data.get("min_length"), data.get("max_length")
+def _length_filter(ds: Any, data: DataSource, column: str) -> Any:
+    low, high = data.min_length, data.max_length
     if low is None and high is None:
         return ds
     lo, hi = low or 0, high or float("inf")
     return ds.filter(lambda b: [lo <= len(str(t)) <= hi for t in b[column]], batched=True)
 
 
-def prepare(rows: Splits, data: dict[str, Any], alternatives: list[list[str]], split_eval: bool = True) -> Splits:
+def prepare(rows: Splits, data: DataSource, alternatives: list[list[str]], split_eval: bool = True) -> Splits:
     """Column mapping, length filter, shuffle with seed, row cap and ``train_test_split`` when no eval split.
 
     ``alternatives`` are the column sets a job can work from (the first one present is used, for both splits).
     """
-    columns, seed = data.get("columns", {}), int(data.get("seed", 42))
+    columns, seed = data.columns, data.seed
     train, needs = _conform(rows.train, columns, alternatives, "training data")
     train = _length_filter(train, data, needs[0])
     evals = rows.eval
     if evals is not None:
         evals = _length_filter(_conform(evals, columns, [needs], "eval data")[0], data, needs[0])
-    if data.get("shuffle", True):
+    if data.shuffle:
         train = train.shuffle(seed=seed)
-    if data.get("max_rows"):
-        train = train.select(range(min(len(train), int(data["max_rows"]))))
+    if data.max_rows:
+        train = train.select(range(min(len(train), data.max_rows)))
     if len(train) == 0:
         raise JobError("no training rows left after filtering")
-    if evals is None and split_eval and float(data.get("test_size", 0.1)) > 0 and len(train) >= 4:
-        parts = train.train_test_split(test_size=float(data.get("test_size", 0.1)), seed=seed)
+    if evals is None and split_eval and data.test_size > 0 and len(train) >= 4:
+        parts = train.train_test_split(test_size=data.test_size, seed=seed)
         train, evals = parts["train"], parts["test"]
     return Splits(train, evals)
 

@@ -105,8 +105,8 @@ def train(ctx: JobContext, base: Path, p: FinetuneParams, ckpt: checkpoint.Check
     from trl import DPOTrainer
 
     tokenizer = models.load_tokenizer(base)
-    loaded = data.from_conversations(data.load_rows(ctx, p.data.model_dump(exclude_none=True)), tokenizer)
-    rows = data.prepare(loaded, p.data.model_dump(), needed_columns(p),
+    loaded = data.from_conversations(data.load_rows(ctx, p.data), tokenizer)
+    rows = data.prepare(loaded, p.data, needed_columns(p),
                         split_eval=p.data.eval_split is not None or p.data.eval_file_id is not None)
     precision = mixed_precision(p.training.mixed_precision)
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32

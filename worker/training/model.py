@@ -4,7 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from gpuq.common.jobs.finetune import LoraSpec
+from gpuq.common.jobs.datasource import SealedHubToken
+from gpuq.common.jobs.evaluate import EvaluateParams
+from gpuq.common.jobs.finetune import FinetuneParams, LoraSpec
 from gpuq.common.refs import resolve_model
 from gpuq.worker import hub
 from gpuq.worker.context import JobContext
@@ -22,8 +24,10 @@ def resolve_base(ctx: JobContext, model: str | None = None, revision: str | None
         return Path(found.value)
     ref = found.value
     pinned = ctx.resolved.get("model", {}).get("sha")  # a resumed job trains on exactly the same commit
-    wanted = revision or ctx.params.get("revision")
-    pulled = hub.pull(ref, pinned or wanted, "model", hub.pull_token(ctx.params.get("sealed_hub_token")),
+    own = ctx.params.revision if isinstance(ctx.params, (FinetuneParams, EvaluateParams)) else None
+    wanted = revision or own
+    sealed = ctx.params_as(SealedHubToken).sealed_hub_token
+    pulled = hub.pull(ref, pinned or wanted, "model", hub.pull_token(sealed),
                       weights_only=True)
     ctx.pin("model", **{**pulled.pin(), "revision": wanted or "main"})
     return pulled.path

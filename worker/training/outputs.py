@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gpuq.common.jobs.finetune import FinetuneParams
+from gpuq.common.jobs.finetune import FinetuneParams, StoredFinetuneParams
 from gpuq.worker import hub
 from gpuq.worker.context import JobContext
 from gpuq.worker.training import card
@@ -88,9 +88,9 @@ def publish(ctx: JobContext, trained: Trained, p: FinetuneParams, base: str) -> 
             "metrics": trained.metrics(), "rows": trained.rows, "labels": trained.labels, **trained.params,
             "adapter": "adapter/", "merged": "merged/" if p.merge else None, "mixed_precision": trained.precision,
         }
-        push = ctx.params.get("push_to_hub")
-        if push:
-            ctx.log(f"pushing to the Hub: {push['repo_id']}")
+        push = ctx.params_as(StoredFinetuneParams).push_to_hub
+        if push is not None:
+            ctx.log(f"pushing to the Hub: {push.repo_id}")
             folder = _hub_folder(out, Path(tmp) / "hub")
             result["hub"] = hub.push_folder(push, folder, f"gpuq fine-tune {ctx.job_id}").as_dict()
     result["resolved"] = ctx.resolved

@@ -75,8 +75,8 @@ def _loaders(splits: data.Splits, spec: TrainingSpec, pad_id: int, acc: Any) -> 
 
 def _tokenized(ctx: JobContext, p: FinetuneParams, tokenizer: Any, base_labels: dict[int, str]) -> tuple[
         data.Splits, list[str] | None]:
-    rows = data.from_conversations(data.load_rows(ctx, p.data.model_dump(exclude_none=True)), tokenizer)
-    splits = data.prepare(rows, p.data.model_dump(), needed_columns(p))
+    rows = data.from_conversations(data.load_rows(ctx, p.data), tokenizer)
+    splits = data.prepare(rows, p.data, needed_columns(p))
     length = p.training.max_length
     if p.task_type == "sequence-classification":
         labels = data.label_names(splits, p.labels, base_labels)
