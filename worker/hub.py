@@ -1,6 +1,7 @@
 """Hugging Face Hub integration for workers: pin revisions, push folders with retries and clear errors."""
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -84,6 +85,23 @@ def push_folder(push: dict[str, Any], folder: Path, message: str) -> PushResult:
     return PushResult(repo_id, repo_type, str(info.oid), str(info.commit_url))  # type: ignore[union-attr]
 
 
+def cache_dir(token: str | None) -> str | None:
+    """Where a pull made with ``token`` is cached: the shared HF cache for anonymous and server-token pulls,
+    a directory of its own for a job's own token.
+
+    A repo only a tenant's token can read must not land where another tenant's job finds it: offline
+    (HF_HUB_OFFLINE=1), a cached snapshot is served without asking the Hub who may read it. The directory
+    is named by a digest of the token, so only jobs that carry the same credential find it again.
+    """
+    from huggingface_hub import constants
+
+    server = get_settings().hf_token
+    if token is None or (server is not None and token == server.get_secret_value()):
+        return None
+    digest = hashlib.sha256(f"gpuq-hub-cache:{token}".encode()).hexdigest()[:32]
+    return str(Path(constants.HF_HUB_CACHE) / "gpuq-credentials" / digest)
+
+
 def pull_token(sealed: str | None) -> str | None:
     """Token for a pull: the job's own (sealed at submit) or the server's; None lets the Hub client decide."""
     return token_for({"sealed_token": sealed} if sealed else None)
@@ -108,6 +126,8 @@ def pull(repo_id: str, revision: str | None = None, repo_type: str = "model", to
          allow_patterns: list[str] | None = None, weights_only: bool = False) -> Pulled:
     """Download a repo snapshot through the HF cache (HF_HOME, HF_ENDPOINT), pinned to a commit sha.
 
+    A pull with a job's own token is cached apart from the shared cache (``cache_dir``).
+
     Online, the revision is resolved to a sha first and exactly that commit is fetched. Offline
     (HF_HUB_OFFLINE=1), the snapshot must already be cached; its directory name is the sha. ``weights_only``
     (models) leaves out what PyTorch loading never reads: other frameworks' weights, and ``.bin`` weights
@@ -118,10 +138,11 @@ def pull(repo_id: str, revision: str | None = None, repo_type: str = "model", to
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     wanted = revision or "main"
+    cache = cache_dir(token)
     if constants.is_offline_mode():
         try:
             path = snapshot_download(repo_id, revision=wanted, repo_type=repo_type, local_files_only=True,
-                                     allow_patterns=allow_patterns)
+                                     allow_patterns=allow_patterns, cache_dir=cache)
         except LocalEntryNotFoundError:
             raise JobError(f"{repo_type} {repo_id}@{wanted} is not in the HF cache and the Hub is offline "
                            f"(HF_HUB_OFFLINE=1)") from None
@@ -130,9 +151,25 @@ def pull(repo_id: str, revision: str | None = None, repo_type: str = "model", to
     sha = str(info.sha)
     ignore = _not_weights([s.rfilename for s in info.siblings or []]) if weights_only else None
     path = with_retries(lambda: snapshot_download(repo_id, revision=sha, repo_type=repo_type, token=token,
-                                                  allow_patterns=allow_patterns, ignore_patterns=ignore),
+                                                  allow_patterns=allow_patterns, ignore_patterns=ignore,
+                                                  cache_dir=cache),
                         f"download {repo_type} {repo_id}@{sha[:12]}")
+    _remember_ref(Path(path), wanted, sha)
     return Pulled(Path(path).resolve(), repo_id, repo_type, wanted, sha)
+
+
+def _remember_ref(snapshot: Path, revision: str, sha: str) -> None:
+    """Record in the cache which commit ``revision`` named, as the Hub client does for a branch it resolves.
+
+    The download above asks for the pinned sha, so the client writes no ref; without one an offline worker
+    could not find the snapshot by the branch or tag a job names.
+    """
+    if revision == sha:
+        return
+    ref = snapshot.parent.parent / "refs" / revision  # <repo folder>/snapshots/<sha> -> <repo folder>/refs/
+    ref.parent.mkdir(parents=True, exist_ok=True)
+    if not ref.exists() or ref.read_text().strip() != sha:
+        ref.write_text(sha)
 
 
 # Files of a model repo that loading it with PyTorch never reads (other frameworks, exports, archives).

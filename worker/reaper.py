@@ -10,9 +10,16 @@ then, for each dead worker in the private-queue registry:
    after the visibility timeout (hours). A job that finished meanwhile is skipped; one redelivered twice
    anyway is run once, because claiming refuses terminal jobs and jobs running on a live worker;
 3. forgets it: held models, private-queue registration, liveness entries.
+
+Then, once per pass that found a dead worker, it re-publishes every delivered message that no live worker
+lists and whose jobs are still queued: a message kombu had already moved into ``unacked`` for the dead
+worker before its consumer saw it (and listed its job on receipt) belongs to nobody, and would otherwise wait
+out the visibility timeout too. Only messages delivered at least one worker TTL ago count, so a live worker's
+freshly delivered message is never taken from it; one taken anyway would still run once (claiming dedups).
 """
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import time
@@ -116,8 +123,63 @@ def recover(r: redis.Redis, app: Any, node: str) -> dict[str, int]:
     return {"moved": moved, "requeued": requeued}
 
 
+def live_nodes(r: redis.Redis, now: float) -> list[str]:
+    """Workers whose liveness has not run out."""
+    return [str(node) for node in r.zrangebyscore(keys.worker_expiry(), now, "+inf")]
+
+
+def _message_jobs(raw: str | None) -> list[str]:
+    """The job ids an ``unacked`` entry's message carries (one for a job, a list for a group); [] if not gpuq's.
+
+    The entry is kombu's ``[message, exchange, routing key]``; the message body is Celery's
+    ``[args, kwargs, embed]``, base64-encoded by the Redis transport.
+    """
+    try:
+        message = json.loads(raw or "")[0]
+        body = message["body"]
+        if message.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        first = json.loads(body)[0][0]
+    except (ValueError, KeyError, IndexError, TypeError):
+        return []
+    if isinstance(first, list):
+        return [str(j) for j in first]
+    return [first] if isinstance(first, str) else []
+
+
+def requeue_orphans(r: redis.Redis, app: Any, min_age_s: float, now: float) -> int:
+    """Re-publish queued jobs whose only message was delivered to a worker that died before listing it."""
+    tags = [str(t) for t in r.zrangebyscore(UNACKED_INDEX, "-inf", now - min_age_s)]
+    if not tags:
+        return 0
+    held: set[str] = set()
+    for node in live_nodes(r, now):
+        held |= {str(j) for j in r.smembers(keys.worker_jobs(node))}
+    jobs, settings, requeued = JobStore(r), get_settings(), 0
+    for tag, raw in zip(tags, r.hmget(UNACKED, tags)):
+        ids = _message_jobs(raw)
+        if not ids or held.intersection(ids):
+            continue
+        queued = [rec for rec in (jobs.get_raw(j) for j in ids) if rec is not None and rec["status"] == "queued"]
+        if not queued:
+            continue
+        r.pipeline(transaction=True).hdel(UNACKED, tag).zrem(UNACKED_INDEX, tag).execute()
+        for rec in queued:
+            spec = get_spec(rec["kind"])
+            options = message_options(spec, rec.get("priority") or "normal", spec.queue, settings)
+            app.send_task(TASK_NAME, args=[rec["id"]], task_id=rec["id"], **options)
+            requeued += 1
+    if requeued:
+        log.warning("re-published %d queued jobs delivered to a worker that died before claiming them", requeued)
+    return requeued
+
+
 def reap_once(r: redis.Redis, app: Any, interval_s: float) -> dict[str, dict[str, int]]:
     """Recover every dead worker, if this worker wins the reaper lock for this interval."""
     if not r.set(keys.reaper_lock(), "1", nx=True, px=max(int(interval_s * 1000), 100)):
         return {}
-    return {node: recover(r, app, node) for node in dead_nodes(r, time.time())}
+    now = time.time()
+    recovered = {node: recover(r, app, node) for node in dead_nodes(r, now)}
+    if recovered:
+        requeue_orphans(r, app, get_settings().worker_ttl_s, now)
+    return recovered

@@ -37,17 +37,18 @@ def run_job(job_id: str, limits: Limits | None = None) -> str:
     """
     jobs = job_store()
     raw = jobs.get_raw(job_id)
+    node = node_name()
     if raw is None:
         log.warning("job %s has no record (expired or never created); dropping message", job_id)
-        return "missing"
+        return _dropped(jobs, job_id, node, "missing")
     if raw["status"] in TERMINAL_STATUSES:
         log.info("job %s is already %s; not running it again", job_id, raw["status"])
-        return str(raw["status"])
-    node = node_name()
+        return _dropped(jobs, job_id, node, str(raw["status"]))
     lease = Lease(jobs.r, job_id, worker_id(), get_settings().lease_ttl_s)
     if not lease.acquire():
         log.warning("job %s is leased by a live worker; dropping duplicate delivery", job_id)
-        return "duplicate"
+        # Running here already (a second delivery to this worker) it stays listed; elsewhere, it is not ours.
+        return "duplicate" if raw.get("node") == node else _dropped(jobs, job_id, node, "duplicate")
     try:
         ctx = _claim(jobs, raw, node)
         if ctx is None:
@@ -58,6 +59,12 @@ def run_job(job_id: str, limits: Limits | None = None) -> str:
         return status
     finally:
         lease.release()
+
+
+def _dropped(jobs: JobStore, job_id: str, node: str, why: str) -> str:
+    """A delivery this worker will not run is no longer its job (it was listed on receipt)."""
+    jobs.r.srem(keys.worker_jobs(node), job_id)
+    return why
 
 
 def _claim(jobs: JobStore, raw: dict[str, Any], node: str) -> JobContext | None:

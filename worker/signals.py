@@ -159,3 +159,30 @@ def _hard_time_limit(task_id: str | None = None, exception: BaseException | None
         for raw in failed:
             count_job(pipe, identity.node_name(), raw["kind"], "failed")
         pipe.execute()
+
+
+@signals.task_received.connect
+def _note_received(request: Any = None, **_: Any) -> None:
+    """List a delivered job as this worker's the moment its message arrives, before any pool thread claims it.
+
+    A worker killed between delivery and claim leaves the message in the broker's unacknowledged set, where
+    it would wait out the visibility timeout (hours); listed here, the reaper re-publishes it when this
+    worker's liveness runs out, as it does for claimed jobs. The claim and the outcome keep the same set.
+    """
+    job_ids = _job_ids(request)
+    if not job_ids:
+        return
+    node = os.environ.get("GPUQ_WORKER_NAME", socket.gethostname())
+    try:
+        get_redis().sadd(keys.worker_jobs(node), *job_ids)
+    except OUTAGE_ERRORS as exc:  # the claim needs Redis too: nothing runs until it is back
+        log.debug("could not list received jobs %s: %s", job_ids, exc)
+
+
+def _job_ids(request: Any) -> list[str]:
+    """The job ids a gpuq message carries: one for a job, a list for a group."""
+    args = list(getattr(request, "args", None) or [])
+    if not args:
+        return []
+    first = args[0]
+    return [str(j) for j in first] if isinstance(first, (list, tuple)) else [str(first)]

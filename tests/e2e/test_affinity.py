@@ -105,3 +105,63 @@ def test_worker_killed_with_running_and_queued_jobs_loses_none(client: httpx.Cli
     after = finish(client, {"kind": "inference", "model": gpt2, "inputs": "after",
                             "params": {"task": "text-generation", "max_new_tokens": 2}})
     assert node_of(after) != victim
+
+
+ABANDONING_CONSUMER = """
+import sys, time
+from kombu import Connection
+with Connection(sys.argv[1]) as conn:
+    queue = conn.SimpleQueue(sys.argv[2], no_ack=False)
+    print("ready", flush=True)
+    queue.get(timeout=60)  # delivered: kombu moved it into its unacked set; never acked
+    print("got", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_worker_killed_before_claiming_a_delivered_job_loses_none(client: httpx.Client,
+                                                                  stack: MiniStack) -> None:
+    """Two messages delivered and never claimed: one the dying worker had listed (its eta holds it, as a
+    prefetched message waits for a pool thread), one a consumer took and died with before listing it. Before,
+    both waited out the visibility timeout (hours); now the survivor runs both once the victim's TTL runs out."""
+    import subprocess
+    import sys
+
+    from celery import Celery
+
+    from gpuq.api.submission import prepare
+    from gpuq.common.celery_config import TASK_NAME, celery_config
+    from gpuq.common.records import JobStore
+    from gpuq.common.schemas import JobRequest
+    from gpuq.common.settings import Settings
+
+    stack.worker("wc", concurrency=4)  # two live workers again, after the kill above
+    gpt2 = tiny(MODEL_ROOT, "gpt2")
+    body = {"kind": "inference", "model": gpt2, "inputs": "unclaimed",
+            "params": {"task": "text-generation", "max_new_tokens": 2}}
+    victim = node_of(finish(client, body))
+    settings = Settings(redis_url=stack.redis.url)
+    listed, orphan = (prepare(JobRequest(**body), "alpha", settings).fields for _ in range(2))
+    r = stack.r()
+    JobStore(r).create_many([(listed, None, ""), (orphan, None, "")])
+    app = Celery("unclaimed-producer")
+    app.conf.update(celery_config(settings))
+    app.send_task(TASK_NAME, args=[listed["id"]], task_id=listed["id"],
+                  queue=keys.own_queue("inference", victim), countdown=3600)
+    consumer = subprocess.Popen([sys.executable, "-c", ABANDONING_CONSUMER, stack.redis.url, "gpuq-abandoned"],
+                                stdout=subprocess.PIPE, text=True)
+    try:
+        assert consumer.stdout is not None and consumer.stdout.readline().strip() == "ready"
+        app.send_task(TASK_NAME, args=[orphan["id"]], task_id=orphan["id"], queue="gpuq-abandoned")
+        assert consumer.stdout.readline().strip() == "got"
+        wait_for(lambda: bool(r.sismember(keys.worker_jobs(victim), listed["id"])), 60, "the victim's receipt")
+    finally:
+        consumer.kill()  # with the orphan's message in kombu's unacked set
+        consumer.wait(10)
+    assert {client.get(f"/v1/jobs/{j['id']}").json()["status"] for j in (listed, orphan)} == {"queued"}
+    name = victim.split("@")[0]
+    stack.workers[name].signal(signal.SIGKILL)
+    stack.workers[name].proc.wait(10)
+    finals = [wait_status(client, j["id"], timeout=120) for j in (listed, orphan)]
+    assert all(f["status"] == "succeeded" and node_of(f) != victim for f in finals), finals
+    assert not r.hlen("unacked"), r.hkeys("unacked")  # no stale copy left to come back in hours

@@ -129,7 +129,8 @@ def _from_hub(repo_id: str, filename: str, revision: str | None, token: str | No
     """Download (or find in the HF cache) one weights file of a Hub repo."""
     from huggingface_hub import hf_hub_download
 
-    from gpuq.worker.hub import with_retries
+    from gpuq.worker.hub import cache_dir, with_retries
 
-    return Path(with_retries(lambda: hf_hub_download(repo_id, filename, revision=revision, token=token),
+    return Path(with_retries(lambda: hf_hub_download(repo_id, filename, revision=revision, token=token,
+                                                     cache_dir=cache_dir(token)),
                              f"download LoRA {repo_id}/{filename}"))
