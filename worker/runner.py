@@ -25,6 +25,7 @@ from gpuq.worker.identity import node_name, worker_id
 from gpuq.worker.jobstore import artifact_store, job_store
 from gpuq.worker.lease import Lease
 from gpuq.worker.taskevents import ProgressEvents
+from gpuq.worker.watchdog import get_watchdog
 
 log = logging.getLogger(__name__)
 Limits = tuple[float, float | None]  # (soft, hard) seconds
@@ -116,8 +117,6 @@ def make_context(jobs: JobStore, raw: dict[str, Any], node: str, timings: dict[s
 def _guard(ctx: JobContext, queue: str, limits: Limits | None) -> AbstractContextManager[Any]:
     if limits is None:
         return nullcontext()
-    from gpuq.worker.watchdog import get_watchdog
-
     ctx.deadline = time.monotonic() + limits[0]
     return get_watchdog().watch(ctx.job_id, queue, *limits)
 

@@ -172,7 +172,7 @@ def _note_received(request: Any = None, **_: Any) -> None:
     job_ids = _job_ids(request)
     if not job_ids:
         return
-    node = os.environ.get("GPUQ_WORKER_NAME", socket.gethostname())
+    node = identity.node_name()
     try:
         get_redis().sadd(keys.worker_jobs(node), *job_ids)
     except OUTAGE_ERRORS as exc:  # the claim needs Redis too: nothing runs until it is back

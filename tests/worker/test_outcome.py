@@ -5,6 +5,7 @@ The policy table itself (``outcome.decide``) is a pure function and is checked d
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -164,3 +165,34 @@ def test_backoff_doubles_up_to_its_cap() -> None:
     assert backoff_s(1) == min(s.retry_backoff_s, s.retry_backoff_max_s)
     assert backoff_s(3) == min(s.retry_backoff_s * 4, s.retry_backoff_max_s)
     assert backoff_s(50) == s.retry_backoff_max_s
+
+
+@pytest.mark.timeout(300)
+def test_redis_lost_under_a_job_hands_it_back_alone_and_in_a_group(log_dir: Path) -> None:
+    env = {**worker_env(), "GPUQ_LEASE_TTL_S": "3", "GPUQ_SWEEP_INTERVAL_S": "1", "GPUQ_WORKER_HEARTBEAT_S": "1",
+           "GPUQ_AFFINITY_ROUTING": "false"}
+    with MiniStack(env, log_dir, "outcome-redis") as s:
+        s.worker("rl", pool="threads", concurrency=4)
+        app = Celery("outcome-redis-producer")
+        app.conf.update(celery_config(Settings(redis_url=s.redis.url)))
+        # Two seconds of steps, then a Redis write in the job's own thread (the result is stored as an artifact).
+        slow = {"steps": 20, "step_ms": 100, "result_bytes": 200_000}
+        alone, companion, member = _create(s, slow), _create(s, QUICK), _create(s, slow)
+        _send(app, TASK_NAME, [alone])
+        _send(app, GROUP_TASK_NAME, [[companion, member]])
+        with s.client(KEY_A) as c:
+            for job_id in (alone, member):
+                wait_status(c, job_id, ("running",), timeout=30)
+            assert s.redis is not None
+            s.redis.stop()  # the jobs end while Redis is away: neither may fail for it
+            time.sleep(4)
+            s.redis.start()
+            # Celery's consumer may not survive its broker vanishing (kombu's reconnect can raise): a second
+            # worker makes sure someone is there to sweep what the first left running.
+            s.worker("rescue", pool="threads", concurrency=4)
+            ends = [wait_status(c, job_id, timeout=120) for job_id in (alone, member)]
+            events = [_events(c, job_id) for job_id in (alone, member)]
+    seen = [(e["status"], e["error"], e["attempts"]) for e in ends]
+    assert [(e["status"], e["error"]) for e in ends] == [("succeeded", None)] * 2, (seen, events)
+    assert [e.count("completed") for e in events] == [1, 1] and all("failed" not in e for e in events), events
+    assert ends[0]["attempts"] == ends[1]["attempts"] >= 2
