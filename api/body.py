@@ -6,17 +6,20 @@ two dependencies, two headers and a body model, 55 us reading them directly). Th
 them itself with these helpers, which keep FastAPI's behaviour and its 422s: the body is read and decoded as
 JSON first (malformed JSON is refused before anything else), the caller is authenticated next (401 before
 any field is checked), then headers and fields are validated together into one 422 naming every field, in
-FastAPI's order (headers, then body). ``openapi`` documents what the signature no longer shows.
+FastAPI's order (headers, then body). ``openapi`` documents what the signature no longer shows, and
+``with_body_schemas`` adds the body models no declared parameter names to the OpenAPI components.
 """
 from __future__ import annotations
 
 import email.message
 import json
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from fastapi import HTTPException, Request
 from fastapi.exceptions import RequestValidationError
+from gpuq.api.auth import tenant_for
 from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic.json_schema import models_json_schema
 
 M = TypeVar("M", bound=BaseModel)
 HEADER_MAX = 255  # longest Idempotency-Key / Prefer value accepted
@@ -48,15 +51,25 @@ def _is_json(content_type: str | None) -> bool:
     return message.get_content_maintype() == "application" and (subtype == "json" or subtype.endswith("+json"))
 
 
-class Reader:
+_DOCUMENTED: list[type[BaseModel]] = []  # every Reader's body model, for the OpenAPI components
+
+
+class Reader(Generic[M]):
     """Validates one route's headers and body model, raising one 422 for all their errors."""
 
     def __init__(self, model: type[M], headers: tuple[str, ...]) -> None:
         self.model = model
         self.headers = headers
         self._adapter: TypeAdapter[Any] = TypeAdapter(model)
+        _DOCUMENTED.append(model)
 
-    def read(self, request: Request, body: Any) -> tuple[Any, dict[str, str | None]]:
+    async def call(self, request: Request) -> tuple[M, str]:
+        """(the body, the caller's tenant) of a route without headers of its own, read in FastAPI's order."""
+        raw = await json_body(request)
+        tenant = tenant_for(request)
+        return self.read(request, raw)[0], tenant
+
+    def read(self, request: Request, body: Any) -> tuple[M, dict[str, str | None]]:
         """(the body as the model, each header's value or None)."""
         errors: list[dict[str, Any]] = []
         values: dict[str, str | None] = {}
@@ -76,7 +89,7 @@ class Reader:
                 errors += [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
         if errors:
             raise RequestValidationError(errors, body=body)
-        return parsed, values
+        return cast(M, parsed), values
 
     def openapi(self, about: dict[str, str]) -> dict[str, Any]:
         """``openapi_extra`` describing the body model and the headers (``about``: a header's description)."""
@@ -88,7 +101,18 @@ class Reader:
                            "schema": {**schema, **described, "title": name}, **described})
         ref = {"$ref": f"#/components/schemas/{self.model.__name__}"}
         invalid = {"$ref": "#/components/schemas/HTTPValidationError"}
-        return {"parameters": params,
+        return {**({"parameters": params} if params else {}),
                 "requestBody": {"required": True, "content": {"application/json": {"schema": ref}}},
                 "responses": {"422": {"description": "Validation Error",
                                       "content": {"application/json": {"schema": invalid}}}}}
+
+
+def with_body_schemas(schema: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAPI document with the schemas of the Readers' body models (and what they nest) in its components,
+    where no declared parameter put them; those already there are kept."""
+    _, top = models_json_schema([(m, "validation") for m in dict.fromkeys(_DOCUMENTED)],
+                                ref_template="#/components/schemas/{model}")
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for name, value in top.get("$defs", {}).items():
+        components.setdefault(name, value)
+    return schema

@@ -8,19 +8,30 @@ internet (an air-gapped cluster, a laptop on a plane). The ``fastapi-offline`` p
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import fastapi_offline
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
+from gpuq.api.body import with_body_schemas
 
 ASSETS = Path(fastapi_offline.__file__).parent / "static"
 STATIC_URL = "/static/docs"
 
 
 def install_docs(app: FastAPI) -> None:
-    """Add the docs pages and their assets to an app created with ``docs_url=None, redoc_url=None``."""
+    """Add the docs pages and their assets to an app created with ``docs_url=None, redoc_url=None``, and the
+    body models of the routes that read their own bodies (api/body.py) to its OpenAPI document."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        fresh = app.openapi_schema is None
+        schema = generate()
+        return with_body_schemas(schema) if fresh else schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     app.mount(STATIC_URL, StaticFiles(directory=ASSETS), name="docs-assets")
     oauth2_redirect = "/docs/oauth2-redirect"
 

@@ -158,12 +158,14 @@ def create_app() -> FastAPI:
     install_docs(app)  # Swagger UI and ReDoc from the API itself, not a CDN
     app.include_router(health.router)
     app.include_router(jobs.router)
+    # Matched in order: the OpenAI calls come right after the native submit (no path of the routers between
+    # overlaps theirs), so they do not walk every router before them.
+    app.include_router(openai.router)
     app.include_router(jobs.deadletter_router)
     app.include_router(kinds.router)
     app.include_router(generate.router)
     app.include_router(files.router)
     app.include_router(admin.router)
-    app.include_router(openai.router)
     app.include_router(metrics.router)
     app.add_exception_handler(GpuqError, _gpuq_error)
     app.add_exception_handler(RedisError, _redis_error)

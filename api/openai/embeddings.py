@@ -7,14 +7,14 @@ model's own size; ``encoding_format: base64`` packs each vector as little-endian
 """
 from __future__ import annotations
 
-import array
 import base64
 import math
-import sys
+import struct
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
-from gpuq.api.deps import Jobs, SettingsDep, Tenant
+from gpuq.api.body import Reader
+from gpuq.api.deps import job_store
 from gpuq.api.openai import calls, catalog
 from gpuq.api.openai.errors import OpenAIRoute
 from gpuq.api.openai.respond import json_answer
@@ -22,7 +22,7 @@ from gpuq.api.submission import Submitted
 from gpuq.common.errors import InvalidInput
 from gpuq.common.records import JobStore
 from gpuq.common.schemas import JobRequest
-from gpuq.common.settings import Settings
+from gpuq.common.settings import Settings, get_settings
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 router = APIRouter(prefix="/v1", tags=["openai"], route_class=OpenAIRoute)
@@ -101,17 +101,20 @@ def _sized(vector: list[float], dimensions: int | None) -> list[float]:
 def _encoded(vector: list[float], encoding: str) -> list[float] | str:
     if encoding == "float":
         return vector
-    packed = array.array("f", vector)
-    if sys.byteorder != "little":
-        packed.byteswap()
-    return base64.b64encode(packed.tobytes()).decode()
+    # struct packs a list of floats about twice as fast as array.array; the vectors are normalised, so each
+    # component fits a float32.
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
 
 
-@router.post("/embeddings")
-async def embeddings(body: EmbeddingRequest, request: Request, tenant: Tenant, store: Jobs,
-                     settings: SettingsDep) -> Response:
+_EMBEDDINGS = Reader(EmbeddingRequest, ())  # read by the route itself: generation/routes.py says why
+
+
+@router.post("/embeddings", openapi_extra=_EMBEDDINGS.openapi({}))
+async def embeddings(request: Request) -> Response:
     """OpenAI embeddings of each input."""
-    done = await _accept(body, request, tenant, store, settings)
+    body, tenant = await _EMBEDDINGS.call(request)
+    settings = get_settings()
+    done = await _accept(body, request, tenant, job_store(), settings)
     _, result = await calls.result_of(done, tenant, settings, embedding_param)
     return json_answer(embedding_list(body, result), done)
 

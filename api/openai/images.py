@@ -11,14 +11,15 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from gpuq.api.deps import Jobs, SettingsDep, Tenant, artifact_store
+from gpuq.api.body import Reader
+from gpuq.api.deps import artifact_store, job_store
 from gpuq.api.openai import calls, catalog
 from gpuq.api.openai.errors import OpenAIRoute
 from gpuq.api.openai.respond import json_answer
 from gpuq.api.submission import Submitted
 from gpuq.common.records import JobStore
 from gpuq.common.schemas import JobRecord, JobRequest
-from gpuq.common.settings import Settings
+from gpuq.common.settings import Settings, get_settings
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 router = APIRouter(prefix="/v1", tags=["openai"], route_class=OpenAIRoute)
@@ -85,11 +86,15 @@ def images_response(req: ImageRequest, record: JobRecord, result: dict[str, Any]
             "size": f"{first.get('width')}x{first.get('height')}" if first else None}
 
 
-@router.post("/images/generations")
-async def generate_images(body: ImageRequest, request: Request, tenant: Tenant, store: Jobs,
-                          settings: SettingsDep) -> Response:
+_IMAGES = Reader(ImageRequest, ())  # read by the route itself: generation/routes.py says why
+
+
+@router.post("/images/generations", openapi_extra=_IMAGES.openapi({}))
+async def generate_images(request: Request) -> Response:
     """OpenAI image generation on a diffusers model."""
-    done = await _accept(body, request, tenant, store, settings)
+    body, tenant = await _IMAGES.call(request)
+    settings = get_settings()
+    done = await _accept(body, request, tenant, job_store(), settings)
     record, result = await calls.result_of(done, tenant, settings, image_param)
     answer = await run_in_threadpool(images_response, body, record, result, str(request.base_url))
     return json_answer(answer, done)
