@@ -105,10 +105,20 @@ class Lease(Leases):
 
     def acquire(self) -> bool:
         """Take the lease if nobody holds it; start renewing it."""
-        if not self.r.set(self.key, self.owner, nx=True, px=self.ttl_ms):
-            return False
-        self.renew()
-        return True
+        return self.acquire_reading(None)[0]
+
+    def acquire_reading(self, read: Any) -> tuple[bool, Any]:
+        """``acquire``, with ``read(pipe)``'s one command (the job's record) sent first in the same round trip;
+        returns whether the lease is ours and that command's answer. The lease is taken whatever the answer:
+        the caller releases it when the answer says the job is not to run (rare: a redelivered finished job)."""
+        pipe = self.r.pipeline(transaction=False)
+        if read is not None:
+            read(pipe)
+        pipe.set(self.key, self.owner, nx=True, px=self.ttl_ms)
+        *answer, taken = pipe.execute()
+        if taken:
+            self.renew()
+        return bool(taken), answer[0] if answer else None
 
 
 class Renewer:

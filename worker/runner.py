@@ -21,7 +21,7 @@ from gpuq.common import dispatch, keys, stats
 from gpuq.common.errors import (GpuqError, JobCancelled, JobError, JobInterrupted, JobTimeout, ResourceExhausted,
                            WorkerLost)
 from gpuq.common.jobs.registry import get_spec
-from gpuq.common.records import JobStore, json_text
+from gpuq.common.records import JobStore, decode_raw, json_text
 from gpuq.common.redis_client import get_redis
 from gpuq.common.schemas import TERMINAL_STATUSES
 from gpuq.common.settings import get_settings
@@ -70,16 +70,20 @@ def run_job(job_id: str, limits: Limits | None = None) -> str:
     ``limits`` (soft, hard seconds) arm the watchdog (threads pool, where Celery enforces no time limit).
     """
     jobs = job_store()
-    raw = jobs.get_raw(job_id)
-    if raw is None:
-        log.warning("job %s has no record (expired or never created); dropping message", job_id)
-        return "missing"
-    if raw["status"] in TERMINAL_STATUSES:
-        log.info("job %s is already %s; not running it again", job_id, raw["status"])
-        return str(raw["status"])
     node = node_name()
     lease = Lease(jobs.r, job_id, worker_id(), get_settings().lease_ttl_s)
-    if not lease.acquire():
+    # The record is read in the lease's round trip; a lease taken for a job that is not to run is given back.
+    leased, found = lease.acquire_reading(lambda pipe: jobs.get_raw(job_id, pipe))
+    raw = decode_raw(found)
+    if raw is None or raw["status"] in TERMINAL_STATUSES:
+        if leased:
+            lease.release()
+        if raw is None:
+            log.warning("job %s has no record (expired or never created); dropping message", job_id)
+            return "missing"
+        log.info("job %s is already %s; not running it again", job_id, raw["status"])
+        return str(raw["status"])
+    if not leased:
         log.warning("job %s is leased by a live worker; dropping duplicate delivery", job_id)
         return "duplicate"
     done: Any = None  # the job's telemetry, sent in the lease release's round trip
