@@ -111,14 +111,17 @@ class Lease(Leases):
         """``acquire``, with ``read(pipe)``'s one command (the job's record) sent first in the same round trip;
         returns whether the lease is ours and that command's answer. The lease is taken whatever the answer:
         the caller releases it when the answer says the job is not to run (rare: a redelivered finished job)."""
-        pipe = self.r.pipeline(transaction=False)
-        if read is not None:
+        if read is None:
+            taken, answer = self.r.set(self.key, self.owner, nx=True, px=self.ttl_ms), None
+        else:
+            pipe = self.r.pipeline(transaction=False)
             read(pipe)
-        pipe.set(self.key, self.owner, nx=True, px=self.ttl_ms)
-        *answer, taken = pipe.execute()
+            pipe.set(self.key, self.owner, nx=True, px=self.ttl_ms)
+            answer, taken = pipe.execute()
         if taken:
+            self.keys = [self.key]  # held again, should this lease have been released before
             self.renew()
-        return bool(taken), answer[0] if answer else None
+        return bool(taken), answer
 
 
 class Renewer:
@@ -171,7 +174,7 @@ class Renewer:
             for group in groups.values():
                 self._renew_group(group)
         except redis.RedisError as exc:
-            return self._outage.failed(exc)
+            return float(self._outage.failed(exc))
         self._outage.ok()
         with self._cv:
             self._interval = min((leases.ttl_ms / 3000 for leases in self._held), default=float("inf"))
