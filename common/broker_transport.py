@@ -34,9 +34,9 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         if client:
             yield client
             return
-        yield self._client()
+        yield self._shared_client()
 
-    def _client(self) -> Any:
+    def _shared_client(self) -> Any:
         """The channel's client: the shared one while its pool is current, a new one when the pool was
         rebuilt, the last one once the channel is closed."""
         shared = self._shared
@@ -45,7 +45,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
                 raise redis.ConnectionError("broker channel closed (the consumer is reconnecting)")
             return shared
         if shared is None or shared.connection_pool is not self.pool:
-            shared = self._shared = self._create_client()
+            shared = self._shared = self._create_client()  # type: ignore[no-untyped-call]
         return shared
 
 

@@ -309,10 +309,13 @@ class JobStore:
             pipe.delete(keys.idempotency(tenant, idem_key))
         pipe.execute()
 
-    def get_raw(self, job_id: str) -> dict[str, Any] | None:
-        """The decoded hash, or None when no such job exists."""
-        raw = cast(dict[str, str], self.r.hgetall(keys.job(job_id)))
-        return _decode(raw) if raw else None
+    def get_raw(self, job_id: str, pipe: Any = None) -> dict[str, Any] | None:
+        """The decoded hash, or None when no such job exists; with ``pipe``, only queue the read there (decode
+        its answer with ``decode_raw``)."""
+        if pipe is not None:
+            pipe.hgetall(keys.job(job_id))
+            return None
+        return decode_raw(cast(dict[str, str], self.r.hgetall(keys.job(job_id))))
 
     def get(self, job_id: str, tenant: str | None = None) -> JobRecord:
         """The record; 404 when missing or owned by another tenant (existence is not leaked)."""
@@ -404,6 +407,11 @@ class JobStore:
     def cancel_requested(self, job_id: str) -> bool:
         """True once somebody asked for this job to stop."""
         return self.r.hget(keys.job(job_id), "cancel_requested") == "1"
+
+
+def decode_raw(raw: dict[str, str] | None) -> dict[str, Any] | None:
+    """The decoded fields of a raw hash as HGETALL returns it, or None for an empty answer (no such job)."""
+    return _decode(raw) if raw else None
 
 
 def decode_record(raw: dict[str, str]) -> JobRecord:

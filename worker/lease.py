@@ -105,10 +105,23 @@ class Lease(Leases):
 
     def acquire(self) -> bool:
         """Take the lease if nobody holds it; start renewing it."""
-        if not self.r.set(self.key, self.owner, nx=True, px=self.ttl_ms):
-            return False
-        self.renew()
-        return True
+        return self.acquire_reading(None)[0]
+
+    def acquire_reading(self, read: Any) -> tuple[bool, Any]:
+        """``acquire``, with ``read(pipe)``'s one command (the job's record) sent first in the same round trip;
+        returns whether the lease is ours and that command's answer. The lease is taken whatever the answer:
+        the caller releases it when the answer says the job is not to run (rare: a redelivered finished job)."""
+        if read is None:
+            taken, answer = self.r.set(self.key, self.owner, nx=True, px=self.ttl_ms), None
+        else:
+            pipe = self.r.pipeline(transaction=False)
+            read(pipe)
+            pipe.set(self.key, self.owner, nx=True, px=self.ttl_ms)
+            answer, taken = pipe.execute()
+        if taken:
+            self.keys = [self.key]  # held again, should this lease have been released before
+            self.renew()
+        return bool(taken), answer
 
 
 class Renewer:
@@ -161,7 +174,7 @@ class Renewer:
             for group in groups.values():
                 self._renew_group(group)
         except redis.RedisError as exc:
-            return self._outage.failed(exc)
+            return float(self._outage.failed(exc))
         self._outage.ok()
         with self._cv:
             self._interval = min((leases.ttl_ms / 3000 for leases in self._held), default=float("inf"))

@@ -15,7 +15,7 @@ from typing import Any
 
 from gpuq.common import keys, stats
 from gpuq.common.jobs.registry import get_spec
-from gpuq.common.records import JobStore
+from gpuq.common.records import JobStore, decode_raw
 from gpuq.common.schemas import TERMINAL_STATUSES
 from gpuq.common.settings import get_settings
 from gpuq.worker import outcome, telemetry
@@ -37,16 +37,20 @@ def run_job(job_id: str, limits: Limits | None = None) -> str:
     ``limits`` (soft, hard seconds) arm the watchdog (threads pool, where Celery enforces no time limit).
     """
     jobs = job_store()
-    raw = jobs.get_raw(job_id)
     node = node_name()
-    if raw is None:
-        log.warning("job %s has no record (expired or never created); dropping message", job_id)
-        return _dropped(jobs, job_id, node, "missing")
-    if raw["status"] in TERMINAL_STATUSES:
+    lease = Lease(jobs.r, job_id, worker_id(), get_settings().lease_ttl_s)
+    # The record is read in the lease's round trip; a lease taken for a job that is not to run is given back.
+    leased, found = lease.acquire_reading(lambda pipe: jobs.get_raw(job_id, pipe))
+    raw = decode_raw(found)
+    if raw is None or raw["status"] in TERMINAL_STATUSES:
+        if leased:
+            lease.release()
+        if raw is None:
+            log.warning("job %s has no record (expired or never created); dropping message", job_id)
+            return _dropped(jobs, job_id, node, "missing")
         log.info("job %s is already %s; not running it again", job_id, raw["status"])
         return _dropped(jobs, job_id, node, str(raw["status"]))
-    lease = Lease(jobs.r, job_id, worker_id(), get_settings().lease_ttl_s)
-    if not lease.acquire():
+    if not leased:
         log.warning("job %s is leased by a live worker; dropping duplicate delivery", job_id)
         # Running here already (a second delivery to this worker) it stays listed; elsewhere, it is not ours.
         return "duplicate" if raw.get("node") == node else _dropped(jobs, job_id, node, "duplicate")
