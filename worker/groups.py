@@ -24,6 +24,8 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from typing import Any
 
+from pydantic import ValidationError
+
 from gpuq.common import stats
 from gpuq.common.errors import JobTimeout
 from gpuq.common.jobs.registry import get_spec
@@ -52,6 +54,7 @@ def run_group(job_ids: list[str], limits: Limits | None = None) -> dict[str, str
         raws = {raw["id"]: raw for raw in jobs.get_many_raw(job_ids) if raw is not None}
         fresh = [raws[i] for i in job_ids if i in raws and raws[i]["status"] == "queued"
                  and not int(raws[i].get("attempts") or 0)]
+        fresh = _readable(fresh)
         claimed = _claim(fresh, owner, node)
     statuses: dict[str, str] = {}
     if claimed:
@@ -65,6 +68,19 @@ def run_group(job_ids: list[str], limits: Limits | None = None) -> dict[str, str
         if job_id not in statuses:
             statuses[job_id] = run_job(job_id, limits)
     return statuses
+
+
+def _readable(fresh: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The fresh jobs whose stored params validate, each with them parsed (under ``_params``); any other goes
+    the single-job way, which fails it before its claim."""
+    readable = []
+    for raw in fresh:
+        try:
+            raw["_params"] = get_spec(raw["kind"]).load_params(raw.get("params") or {})
+        except ValidationError:
+            continue
+        readable.append(raw)
+    return readable
 
 
 def _claim(fresh: list[dict[str, Any]], owner: str, node: str) -> list[dict[str, Any]]:
@@ -88,7 +104,7 @@ def _claim(fresh: list[dict[str, Any]], owner: str, node: str) -> list[dict[str,
 def _execute(claimed: list[dict[str, Any]], node: str, limits: Limits | None) -> dict[str, str]:
     """Run claimed jobs through their kind's handler and write every outcome in one round trip."""
     jobs = job_store()
-    contexts = [make_context(jobs, raw, node, raw["timings"], 1) for raw in claimed]
+    contexts = [make_context(jobs, raw, node, raw["timings"], 1, params=raw.pop("_params", None)) for raw in claimed]
     by_kind: dict[str, list[JobContext]] = {}
     for ctx in contexts:
         by_kind.setdefault(ctx.kind, []).append(ctx)

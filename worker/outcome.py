@@ -31,7 +31,7 @@ from typing import Any
 import redis
 
 from gpuq.common import dispatch, keys
-from gpuq.common.errors import (GpuqError, JobCancelled, JobError, JobInterrupted, JobTimeout,
+from gpuq.common.errors import (GpuqError, InvalidInput, JobCancelled, JobError, JobInterrupted, JobTimeout,
                                 ResourceExhausted, WorkerLost)
 from gpuq.common.jobs.registry import get_spec
 from gpuq.common.records import JobStore, json_text
@@ -229,6 +229,15 @@ def give_up(jobs: JobStore, raw: dict[str, Any], attempts: int, max_attempts: in
     if status == "failed":
         _dead_letter(jobs, [raw["id"]])
     return status
+
+
+def unreadable(jobs: JobStore, raw: dict[str, Any], problem: str) -> str:
+    """A record whose stored params do not validate as its kind's (written by hand, or by another version):
+    failed before it is claimed, so no handler ever sees them and no retry can help."""
+    error = InvalidInput(f"params: the stored params are not valid {raw['kind']} params: {problem}",
+                         field="params")
+    timings = {**(raw.get("timings") or {}), "finished_at": now()}
+    return finish(jobs, raw["id"], raw["queue"], "failed", timings, error=error.to_dict())
 
 
 def time_out(jobs: JobStore, job_ids: Sequence[str], queue: str | None, message: str,

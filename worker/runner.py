@@ -13,6 +13,8 @@ from contextlib import AbstractContextManager, nullcontext
 from functools import partial
 from typing import Any
 
+from pydantic import ValidationError
+
 from gpuq.common import keys, stats
 from gpuq.common.jobs.registry import get_spec
 from gpuq.common.records import JobStore, decode_raw
@@ -83,6 +85,11 @@ def _claim(jobs: JobStore, raw: dict[str, Any], node: str) -> JobContext | None:
     if attempts > spec.max_attempts:
         outcome.give_up(jobs, raw, attempts, spec.max_attempts)
         return None
+    try:
+        params = spec.load_params(raw.get("params") or {})
+    except ValidationError as exc:
+        outcome.unreadable(jobs, raw, _first_error(exc))
+        return None
     started = now()
     timings.update(started_at=started, queue_wait_ms=round((started - timings["submitted_at"]) * 1000, 3))
     fields = {"status": "running", "worker": worker_id(), "node": node, "attempts": attempts, "timings": timings}
@@ -100,18 +107,25 @@ def _claim(jobs: JobStore, raw: dict[str, Any], node: str) -> JobContext | None:
         pipe.execute()
         return None
     return make_context(jobs, raw, node, timings, attempts,
-                        on_progress=ProgressEvents(settings.task_event_progress_interval_s))
+                        on_progress=ProgressEvents(settings.task_event_progress_interval_s), params=params)
+
+
+def _first_error(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first.get("loc", ())) or "params"
+    return f"{where}: {first.get('msg')}"
 
 
 def make_context(jobs: JobStore, raw: dict[str, Any], node: str, timings: dict[str, Any], attempt: int,
-                 on_progress: Any = None) -> JobContext:
-    """The handler's view of a claimed job (``raw`` is its record as read before the claim)."""
+                 on_progress: Any = None, params: Any = None) -> JobContext:
+    """The handler's view of a claimed job (``raw`` is its record as read before the claim; ``params`` its
+    params already validated, else validated here)."""
     store = artifact_store()
     # A redelivered job keeps what its earlier attempts stored (checkpoints a resume starts from).
     earlier = store.list(raw["tenant"], raw["id"]) if attempt > 1 else []
     return JobContext(
         job_id=raw["id"], tenant=raw["tenant"], kind=raw["kind"], model=raw["model"], inputs=raw.get("inputs"),
-        params=get_spec(raw["kind"]).load_params(raw.get("params") or {}), settings=get_settings(), redis=jobs.r,
+        params=params if params is not None else get_spec(raw["kind"]).load_params(raw.get("params") or {}), settings=get_settings(), redis=jobs.r,
         jobs=jobs,
         store=store, artifacts=earlier, model_load_ms=0.0, timings=timings,
         resolved=dict(raw.get("resolved") or {}), attempt=attempt, node=node, on_progress=on_progress,

@@ -196,3 +196,24 @@ def test_redis_lost_under_a_job_hands_it_back_alone_and_in_a_group(log_dir: Path
     assert [(e["status"], e["error"]) for e in ends] == [("succeeded", None)] * 2, (seen, events)
     assert [e.count("completed") for e in events] == [1, 1] and all("failed" not in e for e in events), events
     assert ends[0]["attempts"] == ends[1]["attempts"] >= 2
+
+
+@pytest.mark.timeout(120)
+def test_a_record_whose_params_do_not_validate_fails_before_its_claim(stack: MiniStack, producer: Celery,
+                                                                     client: httpx.Client) -> None:
+    """Written by hand or by another version, such a record fails at once, alone and as a group member, instead
+    of being claimed and then raising outside every outcome (running until the sweeper, then again)."""
+    r = stack.r()
+    alone, companion, member = _create(stack, QUICK), _create(stack, QUICK), _create(stack, QUICK)
+    for job_id in (alone, member):
+        r.hset(keys.job(job_id), "params", '{"steps": "many"}')
+    _send(producer, TASK_NAME, [alone])
+    _send(producer, GROUP_TASK_NAME, [[companion, member]])
+    for job_id in (alone, member):
+        record = wait_status(client, job_id, timeout=60)
+        assert (record["status"], record["attempts"], record["error"]["type"], record["error"]["field"]) == \
+            ("failed", 0, "invalid_input", "params"), record
+        assert "steps" in record["error"]["message"]
+        assert _events(client, job_id) == ["queued", "failed"]
+    assert wait_status(client, companion)["status"] == "succeeded"
+    wait_for(lambda: r.hlen(UNACKED) == 0, 15, "every message acknowledged")
