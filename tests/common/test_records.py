@@ -58,11 +58,12 @@ def test_claim_and_transitions_apply_only_from_allowed_states(store: JobStore) -
     store.create(fields, None, "")
     job_id = fields["id"]
     timings = {**fields["timings"], "started_at": time.time()}
-    claims = [(job_id, "inference", {"status": "running", "worker": "w1", "attempts": 1, "timings": timings},
+    # A queue of its own: a job left in a real queue's running set would count as load in the API tests.
+    claims = [(job_id, "records-test", {"status": "running", "worker": "w1", "attempts": 1, "timings": timings},
                {"worker": "w1"})]
     assert store.claim_fresh(claims, "w1", "node-1", 60_000) == ["claimed"]
     assert store.claim_fresh(claims, "w2", "node-2", 60_000) == ["running"]
-    assert store.r.zscore(keys.running("inference"), job_id) is not None
+    assert store.r.zscore(keys.running("records-test"), job_id) is not None
     assert store.r.sismember(keys.worker_jobs("node-1"), job_id)
 
     refused = store.transition(job_id, ["queued"], {"status": "cancelled"}, "cancelled")
