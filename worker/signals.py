@@ -34,8 +34,6 @@ _beat_lock = threading.Lock()  # a beat in flight cannot re-announce the worker 
 def _name_worker(sender: str | None = None, **_: Any) -> None:
     """Children inherit the node name, so job records say which worker ran them."""
     identity.name(sender)
-    from gpuq.worker.celery_app import app
-
     # Celery's two INFO lines per task (received, succeeded) cost a threads worker ~6% of its interpreter time
     # at hundreds of jobs a second, and a prefork worker as much per job (the child logs one, the parent the
     # other); the job record and its events carry the same facts. Set before the consumer starts (Celery

@@ -14,8 +14,8 @@ from gpuq.common import broker_transport
 
 @pytest.fixture()
 def connection(redis_url: str) -> Iterator[Connection]:
-    broker_transport.install()
-    conn = Connection(redis_url)
+    # The class itself, not the ``redis://`` alias: kombu caches what an alias resolved to in this process.
+    conn = Connection(redis_url, transport=broker_transport.Transport)
     yield conn
     conn.release()
 
