@@ -11,8 +11,8 @@ then, for each dead worker in the private-queue registry:
    anyway is run once, because claiming refuses terminal jobs and jobs running on a live worker;
 3. forgets it: held models, private-queue registration, liveness entries.
 
-Then, once per pass that found a dead worker, it re-publishes every delivered message that no live worker
-lists and whose jobs are still queued: a message kombu had already moved into ``unacked`` for the dead
+Then, on every pass, it re-publishes every delivered message that no live worker lists and whose jobs are
+still queued: a message kombu had already moved into ``unacked`` for the dead
 worker before its consumer saw it (and listed its job on receipt) belongs to nobody, and would otherwise wait
 out the visibility timeout too. Only messages delivered at least one worker TTL ago count, so a live worker's
 freshly delivered message is never taken from it; one taken anyway would still run once (claiming dedups).
@@ -180,6 +180,7 @@ def reap_once(r: redis.Redis, app: Any, interval_s: float) -> dict[str, dict[str
         return {}
     now = time.time()
     recovered = {node: recover(r, app, node) for node in dead_nodes(r, now)}
-    if recovered:
-        requeue_orphans(r, app, get_settings().worker_ttl_s, now)
+    # Every pass, not only the one that found the death: a message delivered just before its worker died is
+    # not a worker TTL old yet when that worker is declared dead.
+    requeue_orphans(r, app, get_settings().worker_ttl_s, now)
     return recovered
