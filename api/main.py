@@ -160,7 +160,8 @@ def create_app() -> FastAPI:
     app.include_router(jobs.router)
     # Matched in order: the OpenAI calls come right after the native submit (no path of the routers between
     # overlaps theirs), so they do not walk every router before them.
-    app.include_router(openai.router)
+    for family in openai.routers:
+        app.include_router(family)
     app.include_router(jobs.deadletter_router)
     app.include_router(kinds.router)
     app.include_router(generate.router)

@@ -13,6 +13,7 @@ from gpuq.api.openai.batches import routes as batches
 from gpuq.api.openai.fine_tuning import routes as fine_tuning
 from gpuq.api.openai.generation import routes as generation
 
-router = APIRouter()
-for family in (generation, embeddings, images, models, batches, fine_tuning):
-    router.include_router(family.router)
+# Each family's router is included in the app itself, busiest first: every level of nested routers costs each
+# request that passes through it another round of matching.
+routers: tuple[APIRouter, ...] = tuple(family.router for family in (generation, embeddings, images, models, batches,
+                                                                   fine_tuning))
