@@ -86,9 +86,9 @@ def _create(stack: MiniStack, params: dict[str, Any]) -> str:
     return str(job.fields["id"])
 
 
-def _send(producer: Celery, name: str, args: list[Any]) -> None:
+def _send(producer: Celery, name: str, args: list[Any], limit_s: int = TIME_LIMIT_S) -> None:
     options = message_options(get_spec("synthetic"), "normal", "inference",
-                              Settings(redis_url="redis://unused", job_time_limit_s=TIME_LIMIT_S))
+                              Settings(redis_url="redis://unused", job_time_limit_s=limit_s))
     producer.send_task(name, args=args, **options)
 
 
@@ -178,8 +178,8 @@ def test_redis_lost_under_a_job_hands_it_back_alone_and_in_a_group(log_dir: Path
         # Two seconds of steps, then a Redis write in the job's own thread (the result is stored as an artifact).
         slow = {"steps": 20, "step_ms": 100, "result_bytes": 200_000}
         alone, companion, member = _create(s, slow), _create(s, QUICK), _create(s, slow)
-        _send(app, TASK_NAME, [alone])
-        _send(app, GROUP_TASK_NAME, [[companion, member]])
+        _send(app, TASK_NAME, [alone], limit_s=120)  # not the short limit of the other tests' stack
+        _send(app, GROUP_TASK_NAME, [[companion, member]], limit_s=120)
         with s.client(KEY_A) as c:
             for job_id in (alone, member):
                 wait_status(c, job_id, ("running",), timeout=30)
@@ -195,7 +195,8 @@ def test_redis_lost_under_a_job_hands_it_back_alone_and_in_a_group(log_dir: Path
     seen = [(e["status"], e["error"], e["attempts"]) for e in ends]
     assert [(e["status"], e["error"]) for e in ends] == [("succeeded", None)] * 2, (seen, events)
     assert [e.count("completed") for e in events] == [1, 1] and all("failed" not in e for e in events), events
-    assert ends[0]["attempts"] == ends[1]["attempts"] >= 2
+    # Each ran again (how often depends on which redelivery claims it first: sweeper, restored message).
+    assert all(e["attempts"] >= 2 for e in ends), seen
 
 
 @pytest.mark.timeout(120)
