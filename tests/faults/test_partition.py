@@ -121,9 +121,6 @@ def test_partitioned_worker_never_writes_over_the_attempt_that_took_its_job_over
         partition_s = time.monotonic() - cut_at
         assert claimed["worker"].startswith("survivor@")
         done = wait_job(c, job_id, timeout=120)
-    # The first attempt noticed, once its late writes were refused, and wrote nothing more.
-    wait_for(lambda: "no longer holds the job" in cut_off.log(), 60, "the cut-off attempt's refused write")
-    assert cut_off.alive(), "a partitioned worker keeps running"
     events = _events(stack, job_id)
     types = [e["type"] for e in events]
     second = max(i for i, t in enumerate(types) if t == "started")
@@ -136,6 +133,9 @@ def test_partitioned_worker_never_writes_over_the_attempt_that_took_its_job_over
     assert record["worker"].startswith("survivor@") and json.loads(record["progress"])["done"] == 6
     assert types.count("completed") == 1
     assert stack.r.zscore(keys.running("inference"), job_id) is None and stack.r.get(keys.lease(job_id)) is None
+    # The first attempt noticed, once its late writes were refused, and wrote nothing more.
+    wait_for(lambda: "no longer holds the job" in cut_off.log(), 60, "the cut-off attempt's refused write")
+    assert cut_off.alive(), "a partitioned worker keeps running"
     outcome.record("worker cut off from Redis by a network partition (own netns, veth down) longer than its "
                    "lease (3 s), still running its job",
                    "another worker takes the job over; the cut-off attempt writes nothing after the takeover; "
