@@ -169,6 +169,13 @@ class JobInterrupted(JobError):
     type_name = "interrupted"
 
 
+class AttemptSuperseded(JobError):
+    """This attempt lost the job (its lease lapsed and a later attempt took it over): it stops and writes
+    nothing more, the job is the later attempt's."""
+
+    type_name = "superseded"
+
+
 # Admin routes (queue load for the autoscaler).
 class Forbidden(GpuqError):
     """Authenticated, but this key may not use the route (a tenant key on an admin route)."""

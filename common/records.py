@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -46,29 +47,53 @@ create(KEYS[2], KEYS[3], KEYS[4], KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], A
 return ''
 """
 
+# Whether the record is still running the attempt ``attempt`` (the ``attempts`` value its claim wrote): every
+# claim raises ``attempts`` under the job's lease, so a worker whose lease lapsed (cut off from Redis, still
+# running) finds another number there, or the job requeued, once the job has moved on without it.
+_HOLDS = """
+local function holds(job, attempt)
+  local rec = redis.call('HMGET', job, 'status', 'attempts')
+  return rec[1] == 'running' and rec[2] == attempt
+end
+"""
+
 # Move a job between states only from an allowed state; write fields and append the event atomically.
-# KEYS: job, events, stats, the finished channel (a terminal event is announced there: common/finished.py);
-# ARGV: allowed statuses as ",a,b,", event type ('' for none), event data, ttl, then field name/value pairs.
+# KEYS: job, events, stats, the finished channel (a terminal event is announced there: common/finished.py),
+# the job's lease, and optionally its queue's running set and its worker's job set;
+# ARGV: allowed statuses as ",a,b,", event type ('' for none), event data, ttl, then the fence: [5] the attempt
+# the record must be running ('' unfenced), [6] a holder the lease must still name ('' unchecked), [7] the job
+# id to take off the running set and the worker's job set once applied ('' none), [8] a holder whose lease is
+# dropped once applied (only if it still holds it; '' none); then field name/value pairs from ARGV[9].
+# A fenced write that finds the record moved on is refused as {0, status, 1}: a late write of a stale attempt
+# (and its unlisting, which would take the next attempt's entries) never lands over the next attempt's.
 # The same script counts terminal transitions and requeues (KEYS[3]), so a metric can never disagree
 # with the records: a transition that is refused is not counted, and one that happens is counted once.
 # The events stream got its TTL with the record when the job was created (CREATE_FUNCTION) and XADD keeps a
 # key's TTL, so the stream expires with its record without an EXPIRE per event (ARGV[4], the record TTL, is
 # still passed, for the callers' sake, and unused).
-_TRANSITION = """
+_TRANSITION = _HOLDS + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {0, ''} end
+if (ARGV[5] ~= '' and not holds(KEYS[1], ARGV[5])) or (ARGV[6] ~= '' and redis.call('GET', KEYS[5]) ~= ARGV[6]) then
+  return {0, status, 1}
+end
 if not string.find(ARGV[1], ',' .. status .. ',', 1, true) then return {0, status} end
 local new, err
-for i = 5, #ARGV, 2 do
+for i = 9, #ARGV, 2 do
   if ARGV[i] == 'status' then new = ARGV[i + 1] elseif ARGV[i] == 'error' then err = ARGV[i + 1] end
 end
-if #ARGV >= 6 then redis.call('HSET', KEYS[1], unpack(ARGV, 5)) end
+if #ARGV >= 10 then redis.call('HSET', KEYS[1], unpack(ARGV, 9)) end
 if ARGV[2] ~= '' then
   redis.call('XADD', KEYS[2], '*', 'type', ARGV[2], 'data', ARGV[3])
   if ARGV[2] == 'completed' or ARGV[2] == 'failed' or ARGV[2] == 'cancelled' then
     redis.call('PUBLISH', KEYS[4], KEYS[2])
   end
 end
+if ARGV[7] ~= '' then
+  redis.call('ZREM', KEYS[6], ARGV[7])
+  if KEYS[7] then redis.call('SREM', KEYS[7], ARGV[7]) end
+end
+if ARGV[8] ~= '' and redis.call('GET', KEYS[5]) == ARGV[8] then redis.call('DEL', KEYS[5]) end
 local function kind() return redis.call('HGET', KEYS[1], 'kind') or 'unknown' end
 if new and new ~= status then
   if new == 'succeeded' or new == 'failed' or new == 'cancelled' then
@@ -84,6 +109,15 @@ if new and new ~= status then
   end
 end
 return {1, status}
+"""
+
+# A progress report: the record's ``progress`` and a ``progress`` event, fenced as a transition is.
+# KEYS: job, events; ARGV: the attempt the record must be running ('' unfenced), the encoded progress.
+PROGRESS = _HOLDS + """
+if ARGV[1] ~= '' and not holds(KEYS[1], ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'progress', ARGV[2])
+redis.call('XADD', KEYS[2], '*', 'type', 'progress', 'data', ARGV[2])
+return 1
 """
 
 # Claim a fresh job for a group (worker/groups.py): only a queued job that never ran and whose lease is free.
@@ -222,10 +256,44 @@ def script_answer(script: Script, answer: Any, script_keys: list[str], args: lis
 
 @dataclass(frozen=True)
 class Transition:
-    """Outcome of a compare-and-set on a job's status."""
+    """Outcome of a compare-and-set on a job's status; ``fenced``: refused because the record has moved on from
+    the attempt the write was fenced by."""
 
     applied: bool
     previous: str | None
+    fenced: bool = False
+
+
+@dataclass(frozen=True)
+class Fence:
+    """What a claimed attempt's write is fenced by: it applies only while the record is running ``attempt``
+    (and, with ``holder``, while that worker still holds the job's lease). ``unlist`` (queue, node) and
+    ``release`` (a lease holder) are the attempt's own entries, taken off in the same script once the write
+    applies, never when it is refused (by then they may be the next attempt's)."""
+
+    attempt: int
+    holder: str | None = None
+    unlist: tuple[str, str | None] | None = None
+    release: str | None = None
+
+
+def _call(job_id: str, allowed: list[str], fields: dict[str, Any], event: str, data: dict[str, Any],
+          encoded: dict[str, str] | None, fence: Fence | None) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of the transition script."""
+    script_keys = [keys.job(job_id), keys.events(job_id), keys.stats(), keys.finished(), keys.lease(job_id)]
+    guard: list[Any] = ["", "", "", ""]
+    if fence is not None:
+        guard = [fence.attempt, fence.holder or "", job_id if fence.unlist else "", fence.release or ""]
+        if fence.unlist is not None:
+            queue, node = fence.unlist
+            script_keys += [keys.running(queue), *([keys.worker_jobs(node)] if node else [])]
+    return script_keys, [_allowed(allowed), event, json_text(data), get_settings().record_ttl_s, *guard,
+                         *_pairs({**_encode(fields), **(encoded or {})})]
+
+
+def _transition(answer: Any) -> Transition:
+    applied, previous, *fenced = answer
+    return Transition(bool(applied), previous or None, bool(fenced and fenced[0]))
 
 
 class JobStore:
@@ -236,6 +304,7 @@ class JobStore:
         self._submit = client.register_script(_SUBMIT)
         self._transition = client.register_script(_TRANSITION)
         self._claim_fresh = client.register_script(_CLAIM_FRESH)
+        self._progress = client.register_script(PROGRESS)
 
     def create(self, fields: dict[str, Any], idem_key: str | None, request_hash: str) -> str | None:
         """Store a new queued job; returns the existing job id when the idempotency key already names one."""
@@ -280,15 +349,14 @@ class JobStore:
 
     def transition_many(self, changes: list[tuple[str, list[str], dict[str, Any], str, dict[str, Any],
                                                   dict[str, str] | None]],
-                        after: Any = None) -> list[Transition]:
+                        after: Any = None, fences: list[Fence | None] | None = None) -> list[Transition]:
         """``transition`` for many jobs in one round trip: (job id, allowed, fields, event, data, encoded)
-        each; ``after(pipe)`` may queue more commands into the same round trip."""
-        ttl = get_settings().record_ttl_s
+        each, fenced by ``fences`` (one per change, None: unfenced); ``after(pipe)`` may queue more commands
+        into the same round trip."""
         pipe = self.r.pipeline(transaction=False)
         calls = []
-        for job_id, allowed, fields, event, data, encoded in changes:
-            call = ([keys.job(job_id), keys.events(job_id), keys.stats(), keys.finished()],
-                    [_allowed(allowed), event, json_text(data), ttl, *_pairs({**_encode(fields), **(encoded or {})})])
+        for (job_id, allowed, fields, event, data, encoded), fence in zip(changes, fences or [None] * len(changes)):
+            call = _call(job_id, allowed, fields, event, data, encoded, fence)
             queue_script(pipe, self._transition, *call)
             calls.append(call)
         if after is not None:
@@ -297,8 +365,7 @@ class JobStore:
         for answer in answers[len(changes):]:
             if isinstance(answer, Exception):
                 raise answer
-        done = [script_answer(self._transition, answer, *call) for answer, call in zip(answers, calls)]
-        return [Transition(bool(applied), previous or None) for applied, previous in done]
+        return [_transition(script_answer(self._transition, answer, *call)) for answer, call in zip(answers, calls)]
 
     def delete(self, job_id: str, tenant: str, idem_key: str | None) -> None:
         """Remove a job that could not be enqueued, so a failed submit leaves nothing behind."""
@@ -359,29 +426,38 @@ class JobStore:
 
     def transition(self, job_id: str, allowed: list[str], fields: dict[str, Any],
                    event: str = "", data: dict[str, Any] | None = None,
-                   encoded: dict[str, str] | None = None, after: Any = None) -> Transition:
+                   encoded: dict[str, str] | None = None, after: Any = None,
+                   fence: Fence | None = None) -> Transition:
         """Compare-and-set the status (``fields`` usually holds the new one) and append ``event``; ``encoded``
         holds fields already in their stored form (a result encoded once, as JSON text, by the worker);
-        ``after(pipe)`` may queue more commands into the same round trip."""
-        script_keys = [keys.job(job_id), keys.events(job_id), keys.stats(), keys.finished()]
-        args = [_allowed(allowed), event, json_text(data or {}), get_settings().record_ttl_s,
-                *_pairs({**_encode(fields), **(encoded or {})})]
+        ``after(pipe)`` may queue more commands into the same round trip (sent whether or not the change
+        applies); ``fence``: a claimed attempt's write, refused (``fenced``) once the job has moved on."""
+        script_keys, args = _call(job_id, allowed, fields, event, data or {}, encoded, fence)
         if after is None:
-            applied, previous = self._transition(keys=script_keys, args=args)
-        else:
-            pipe = self.r.pipeline(transaction=False)
-            queue_script(pipe, self._transition, script_keys, args)
-            after(pipe)
-            answers = pipe.execute(raise_on_error=False)
-            for answer in answers[1:]:
-                if isinstance(answer, Exception):
-                    raise answer
-            applied, previous = script_answer(self._transition, answers[0], script_keys, args)
-        return Transition(bool(applied), previous or None)
+            return _transition(self._transition(keys=script_keys, args=args))
+        pipe = self.r.pipeline(transaction=False)
+        queue_script(pipe, self._transition, script_keys, args)
+        after(pipe)
+        answers = pipe.execute(raise_on_error=False)
+        for answer in answers[1:]:
+            if isinstance(answer, Exception):
+                raise answer
+        return _transition(script_answer(self._transition, answers[0], script_keys, args))
 
-    def update(self, job_id: str, fields: dict[str, Any]) -> None:
-        """Write fields without a status check (progress, artifacts)."""
+    def update(self, job_id: str, fields: dict[str, Any], fence: Fence | None = None) -> bool:
+        """Write fields without a status check (artifacts, resolved sources); with ``fence``, only while the
+        job is still running that attempt. True when written."""
+        if fence is not None:
+            return self.transition(job_id, ["running"], fields, fence=fence).applied
         self.r.hset(keys.job(job_id), mapping=cast(Any, _encode(fields)))
+        return True
+
+    def queue_progress(self, pipe: Any, job_id: str, encoded: str, attempt: int | None) -> Callable[[Any], bool]:
+        """Queue a progress report (the record's ``progress`` and a ``progress`` event) on ``pipe``, fenced by
+        ``attempt`` (None: unfenced); returns what reads its answer from the pipeline's (True: written)."""
+        script_keys, args = [keys.job(job_id), keys.events(job_id)], ["" if attempt is None else attempt, encoded]
+        queue_script(pipe, self._progress, script_keys, args)
+        return lambda answer: bool(script_answer(self._progress, answer, script_keys, args))
 
     def request_cancel(self, job_id: str, tenant: str) -> JobRecord:
         """Cancel a queued job at once, or flag a running one to stop at its next progress point."""

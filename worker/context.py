@@ -3,10 +3,17 @@
 ``params`` is the kind's stored params model (``JobSpec.stored_model``), validated once from the record when
 the context is built (``worker/runner.py``: ``make_context``): handlers read attributes, never the raw dict,
 and never repeat a default the model already declares.
+
+A claimed job's context is ``fenced``: every write it makes to the record and the stream (progress, log and
+output events, artifacts and resolved sources) carries ``attempt`` and is refused inside its script once the
+job has moved on to a later attempt (this one's lease lapsed, a worker cut off from Redis that kept running).
+A refused write is logged once and dropped, and the job stops at its next progress point
+(``AttemptSuperseded``: the outcome module writes nothing for it).
 """
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,16 +24,17 @@ import redis
 from pydantic import BaseModel
 
 from gpuq.common import events, keys
-from gpuq.common.errors import JobCancelled, JobInterrupted, JobTimeout
-from gpuq.common.records import JobStore
+from gpuq.common.errors import AttemptSuperseded, JobCancelled, JobInterrupted, JobTimeout
+from gpuq.common.records import Fence, JobStore
 from gpuq.common.schemas import ArtifactInfo
 from gpuq.common.settings import Settings
 from gpuq.common.storage import ArtifactStore
-from gpuq.worker.identity import node_name
+from gpuq.worker.identity import node_name, worker_id
 from gpuq.worker.models import ModelKey, ResidentModels, get_cache
 from gpuq.worker.progress_writer import writer_for
 
 P = TypeVar("P", bound=BaseModel)
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -60,6 +68,22 @@ class JobContext:
     # The process's resident models; None: the shared cache, created on first use (creating it imports torch,
     # which a job without a model never needs, and which must not run under a job's soft time limit for nothing).
     models: ResidentModels | None = None
+    # Writes carry ``attempt`` as their fence (a claimed job's context; see the module docstring).
+    fenced: bool = False
+    superseded: bool = False  # a write was refused: a later attempt holds the job (logged once)
+
+    @property
+    def fence(self) -> Fence | None:
+        """What this context's writes are fenced by (None: unfenced)."""
+        return Fence(self.attempt) if self.fenced else None
+
+    def lost(self, what: str, now: str | None = None) -> None:
+        """Note that this attempt's ``what`` was refused by its fence (the job is ``now`` under a later attempt,
+        or ended): logged once at WARNING, then quietly."""
+        if not self.superseded:
+            log.warning("job %s: attempt %d no longer holds the job (now %s); its %s and anything it writes "
+                        "later are dropped", self.job_id, self.attempt, now or "moved on", what)
+        self.superseded = True
 
     def params_as(self, model: type[P]) -> P:
         """The params as ``model`` (the kind's stored model or a base of it); TypeError for another kind's."""
@@ -80,9 +104,14 @@ class JobContext:
         data = {"done": done, "total": total, **extra}
         self.last_progress = data
         # Queued, not written here: worker/progress_writer.py writes it (in order) and keeps the flags fresh.
-        flags = writer_for(self.redis).report(self.job_id, node_name(), json.dumps(data))
+        flags = writer_for(self.redis).report(self.job_id, node_name(), json.dumps(data),
+                                              self.attempt if self.fenced else None)
         if self.on_progress is not None:
             self.on_progress(data)
+        if flags.superseded:
+            self.lost("progress")
+        if self.superseded:
+            raise AttemptSuperseded(f"attempt {self.attempt} lost the job to a later attempt")
         if flags.error is not None:
             raise flags.error
         if flags.cancel:
@@ -104,6 +133,8 @@ class JobContext:
 
     def check_cancelled(self) -> None:
         """Raise JobCancelled when somebody asked this job to stop (JobTimeout past its soft time limit)."""
+        if self.superseded:
+            raise AttemptSuperseded(f"attempt {self.attempt} lost the job to a later attempt")
         if self.jobs.cancel_requested(self.job_id):
             raise JobCancelled("cancelled while running")
         self._check_deadline()
@@ -114,13 +145,39 @@ class JobContext:
 
     def log(self, message: str, **extra: Any) -> None:
         """Append a log event (after the progress reported before it)."""
-        self.flush_progress()
-        events.append(self.redis, self.job_id, "log", {"message": message, **extra})
+        self._append("log", {"message": message, **extra})
 
     def output(self, **data: Any) -> None:
         """Append an output event, e.g. streamed tokens (after the progress reported before it)."""
+        self._append("output", data)
+
+    def _append(self, type_: str, data: dict[str, Any]) -> None:
         self.flush_progress()
-        events.append(self.redis, self.job_id, "output", data)
+        fence = self.fence
+        if fence is None:
+            events.append(self.redis, self.job_id, type_, data)
+            return
+        done = self.jobs.transition(self.job_id, ["running"], {}, type_, data, fence=fence)  # one round trip
+        if not done.applied:
+            self.lost(f"{type_} event", done.previous)
+
+    def before_side_effect(self, message: str) -> None:
+        """Append a log event announcing an effect outside gpuq (a Hub push), only while this attempt still
+        runs the job and this worker still holds its lease; raise ``AttemptSuperseded`` otherwise, so a stale
+        attempt never starts it. The check is one atomic script (no extra round trip: the log is written
+        anyway). What is left open: the lease may lapse after this check, during the effect itself (a long
+        upload cut off from Redis); the next attempt then runs and performs it again, so an effect is done
+        at most once per completed attempt plus at most once by an attempt that lost the job while doing it."""
+        self.flush_progress()
+        fence = self.fence
+        if fence is None:
+            events.append(self.redis, self.job_id, "log", {"message": message})
+            return
+        done = self.jobs.transition(self.job_id, ["running"], {}, "log", {"message": message},
+                                    fence=Fence(fence.attempt, holder=worker_id()))
+        if not done.applied:
+            self.lost(f"side effect ({message})", done.previous)
+            raise AttemptSuperseded(f"attempt {self.attempt} lost the job before: {message}")
 
     def put_artifact(self, name: str, data: bytes) -> ArtifactInfo:
         """Store bytes as an artifact of this job and list it in the record."""
@@ -146,17 +203,21 @@ class JobContext:
         """Remove an artifact or a folder of them from the store and the record."""
         self.store.delete(self.tenant, self.job_id, name)
         self.artifacts = [a for a in self.artifacts if a.name != name and not a.name.startswith(name + "/")]
-        self.jobs.update(self.job_id, {"artifacts": [a.model_dump() for a in self.artifacts]})
+        self._update({"artifacts": [a.model_dump() for a in self.artifacts]})
 
     def _remember(self, infos: list[ArtifactInfo]) -> None:
         names = {i.name for i in infos}
         self.artifacts = [a for a in self.artifacts if a.name not in names] + infos
-        self.jobs.update(self.job_id, {"artifacts": [a.model_dump() for a in self.artifacts]})
+        self._update({"artifacts": [a.model_dump() for a in self.artifacts]})
 
     def pin(self, name: str, **info: Any) -> None:
         """Record a resolved source (a Hub repo at the commit sha it pointed at) in the job record."""
         self.resolved[name] = info
-        self.jobs.update(self.job_id, {"resolved": self.resolved})
+        self._update({"resolved": self.resolved})
+
+    def _update(self, fields: dict[str, Any]) -> None:
+        if not self.jobs.update(self.job_id, fields, fence=self.fence):
+            self.lost(f"{', '.join(fields)} update")
 
     def resident(self, key: ModelKey, loader: Any, size_hint: Any = None) -> Any:
         """Fetch a model from the resident cache, adding its load time to the job's timings.

@@ -5,6 +5,7 @@
 
 ====================================  =============================================================
 nothing raised                        succeed (the result is encoded; a result that cannot be stored fails)
+``AttemptSuperseded``                 drop: write nothing (a later attempt holds the job)
 ``JobCancelled``                      cancel
 ``JobInterrupted`` (shutdown)         hand back: running -> queued, published again at once
 Redis lost (connection / timeout)     hand back, or the broker requeues the message if Redis is still gone
@@ -19,6 +20,13 @@ anything else                         fail (``classify`` names it in gpuq's erro
 round trip (``JobStore.transition_many``). Time limits that fire outside the job's own thread (``time_out``), worker
 loss found at claim (``give_up``) and recoveries by the sweeper and the reaper (``requeue``) end here too. A
 single job and a member of a group end the same way; Celery acks the message unless ``Requeue`` is raised.
+
+A claimed attempt's outcome (its terminal change, a hand-back, a retry) is fenced by the attempt
+(``records.Fence``): once the job has moved on without it (its lease lapsed while it was cut off from Redis, and
+the sweeper gave the job to another worker), the write is refused inside the script, together with taking the
+job off the running set and dropping the lease (by then the next attempt's), logged once and dropped; the
+job's status for this attempt is then ``superseded``. Recoveries (sweeper, reaper), ``give_up`` and
+``time_out`` speak for no attempt and stay unfenced.
 """
 from __future__ import annotations
 
@@ -31,12 +39,13 @@ from typing import Any
 import redis
 
 from gpuq.common import dispatch, keys
-from gpuq.common.errors import (GpuqError, InvalidInput, JobCancelled, JobError, JobInterrupted, JobTimeout,
-                                ResourceExhausted, WorkerLost)
+from gpuq.common.errors import (AttemptSuperseded, GpuqError, InvalidInput, JobCancelled, JobError, JobInterrupted,
+                                JobTimeout, ResourceExhausted, WorkerLost)
 from gpuq.common.jobs.registry import get_spec
-from gpuq.common.records import JobStore, json_text
+from gpuq.common.records import Fence, JobStore, Transition, json_text
 from gpuq.common.settings import get_settings
 from gpuq.worker.context import JobContext, now
+from gpuq.worker.identity import worker_id
 from gpuq.worker.models import release_memory
 
 log = logging.getLogger(__name__)
@@ -47,6 +56,7 @@ Change = tuple[str, list[str], dict[str, Any], str, dict[str, Any], dict[str, st
 
 # The policy, in order: the first class that matches decides; past it, the error class's ``retryable`` does.
 POLICY: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], str], ...] = (
+    (AttemptSuperseded, "drop"),
     (JobCancelled, "cancel"),
     (JobInterrupted, "hand_back"),
     (REDIS_LOST, "hand_back"),
@@ -106,21 +116,42 @@ def settle(jobs: JobStore, contexts: Sequence[JobContext], outcomes: Sequence[An
         release_memory()
     statuses: dict[str, str] = {}
     if changes or after is not None:
-        nodes = {ctx.job_id: ctx.node for ctx in contexts}
+        by_id = {ctx.job_id: ctx for ctx in contexts}
+        # A claimed attempt's change takes the job off its lists in its own script, only if it applies.
+        fences = [_fence(by_id[change[0]], raws[change[0]]["queue"]) for change in changes]
 
         def tidy(pipe: Any) -> None:
-            for change in changes:
-                unlist(pipe, change[0], raws[change[0]]["queue"], nodes[change[0]])
+            for change, fence in zip(changes, fences):
+                if fence is None:
+                    unlist(pipe, change[0], raws[change[0]]["queue"], by_id[change[0]].node)
             if after is not None:
                 after(pipe)
 
-        for change, done in zip(changes, jobs.transition_many(changes, after=tidy)):
-            statuses[change[0]] = change[2]["status"] if done.applied else str(done.previous)
+        for change, done in zip(changes, jobs.transition_many(changes, after=tidy, fences=fences)):
+            statuses[change[0]] = _status(by_id[change[0]], change[2]["status"], done)
     if dead:
         _dead_letter(jobs, [job_id for job_id in dead if statuses.get(job_id) == "failed"])
     for ctx, action, error in later:
         statuses[ctx.job_id] = _later(jobs, ctx, raws[ctx.job_id], action, error)
     return statuses
+
+
+def _fence(ctx: JobContext, queue: str, release: bool = False) -> Fence | None:
+    """What an attempt's outcome is fenced by; ``release``: its lease is dropped with the change."""
+    if not ctx.fenced:
+        return None
+    return Fence(ctx.attempt, unlist=(queue, ctx.node), release=worker_id() if release else None)
+
+
+def _status(ctx: JobContext, status: str, done: Transition) -> str:
+    """The job's status after an outcome write: ``status`` when it applied, ``superseded`` when its fence
+    refused it (logged once), else what the record already was."""
+    if done.applied:
+        return status
+    if done.fenced:
+        ctx.lost(f"outcome ({status})", done.previous)
+        return "superseded"
+    return str(done.previous)
 
 
 def _change(ctx: JobContext, result: Any, raw: dict[str, Any], begin: tuple[float, float],
@@ -142,7 +173,7 @@ def _change(ctx: JobContext, result: Any, raw: dict[str, Any], begin: tuple[floa
     if action == "cancel":
         reason = result.message if isinstance(result, GpuqError) else "cancelled"
         return terminal_change(ctx.job_id, "cancelled", timings, event_data={"reason": reason})
-    if action in ("hand_back", "retry"):
+    if action in ("hand_back", "retry", "drop"):
         later.append((ctx, action, error))
         return None
     assert error is not None
@@ -160,6 +191,9 @@ def _forget_frames(exc: BaseException | None, depth: int = 8) -> None:
 def _later(jobs: JobStore, ctx: JobContext, raw: dict[str, Any], action: str, error: GpuqError | None) -> str:
     """Hand back or retry one job; ``Requeue`` when Redis or the broker cannot take it now."""
     why = error.message if error is not None else "job store unreachable"
+    if action == "drop":  # the refused write that found it out was logged
+        log.info("job %s: attempt %d was superseded; nothing written", ctx.job_id, ctx.attempt)
+        return "superseded"
     try:
         if action == "retry" and error is not None:
             return retry(jobs, ctx, raw, error)
@@ -179,8 +213,10 @@ def hand_back(jobs: JobStore, ctx: JobContext, raw: dict[str, Any], why: str) ->
     fresh message lets another worker start within milliseconds; the original message is acked when the
     parent catches up, and if it is restored instead, the claim logic drops it as a duplicate.
     """
-    requeue(jobs, ctx.job_id, ["running"], raw["queue"], ctx.node,
-            {"message": f"{why}; returned to the queue", "progress": ctx.last_progress})
+    done = _requeue_attempt(jobs, ctx, raw["queue"],
+                            {"message": f"{why}; returned to the queue", "progress": ctx.last_progress})
+    if not done.applied:  # not this attempt's to hand back: publishing would run it twice
+        return _status(ctx, "requeued", done)
     _publish(ctx, raw, why)
     return "requeued"
 
@@ -191,9 +227,12 @@ def retry(jobs: JobStore, ctx: JobContext, raw: dict[str, Any], error: GpuqError
     max_attempts = get_spec(ctx.kind).max_attempts
     log.warning("job %s failed (%s: %s); retrying in %.1fs", ctx.job_id, error.type_name, error.message,
                 delay)
-    requeue(jobs, ctx.job_id, ["running"], raw["queue"], ctx.node,
-            {"message": f"{error.type_name}: {error.message}; retrying in {delay:g}s (attempt {ctx.attempt}"
-                        f" of {max_attempts})", "error": error.to_dict(), "retry_in_s": delay})
+    done = _requeue_attempt(jobs, ctx, raw["queue"],
+                            {"message": f"{error.type_name}: {error.message}; retrying in {delay:g}s (attempt "
+                                        f"{ctx.attempt} of {max_attempts})", "error": error.to_dict(),
+                             "retry_in_s": delay})
+    if not done.applied:
+        return _status(ctx, "retrying", done)
     _publish(ctx, raw, error.message, countdown=delay)
     return "retrying"
 
@@ -206,6 +245,16 @@ def _publish(ctx: JobContext, raw: dict[str, Any], why: str, countdown: float | 
                          countdown=countdown)
     except GpuqError:
         raise Requeue(why) from None
+
+
+def _requeue_attempt(jobs: JobStore, ctx: JobContext, queue: str, data: dict[str, Any]) -> Transition:
+    """``requeue`` for the attempt ``ctx`` runs: fenced by it, unlisted and its lease dropped in the same
+    script (before the caller publishes, or the next worker would see the lease held)."""
+    fence = _fence(ctx, queue, release=True)
+    if fence is None:  # as before fences: published whatever the record said
+        requeue(jobs, ctx.job_id, ["running"], queue, ctx.node, data)
+        return Transition(True, "running")
+    return jobs.transition(ctx.job_id, ["running"], {"status": "queued"}, "log", data, fence=fence)
 
 
 def requeue(jobs: JobStore, job_id: str, allowed: list[str], queue: str, node: str | None,

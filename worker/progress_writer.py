@@ -18,6 +18,10 @@ either case the device waited for it. Now a report only queues the event and loo
 Before anything else is written to a job's stream (a log or output event, its terminal event), its queued
 progress is flushed, so the stream order is exactly the order of the calls. A Redis error while writing is
 raised in the job's thread at its next report or flush, as a synchronous write would have raised it.
+
+A report carries the attempt that made it: the write is fenced by it inside its script (``records.PROGRESS``),
+so an attempt whose lease lapsed (a worker cut off from Redis that kept running) never writes progress over
+the next attempt's; the refused write is dropped and the job's flags say ``superseded``.
 """
 from __future__ import annotations
 
@@ -32,6 +36,7 @@ import redis
 
 from gpuq.common import keys
 from gpuq.common.outage import Outage
+from gpuq.common.records import JobStore
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +51,13 @@ class Flags:
     cancel: bool = False
     draining: bool = False
     error: BaseException | None = None
+    superseded: bool = False  # a report was refused: a later attempt holds the job now
 
 
 @dataclass
 class _Job:
     node: str
+    attempt: int | None = None  # what its writes are fenced by (None: unfenced)
     queued: int = 0  # sequence number of the job's last queued event
     written: int = 0  # ... and of its last event written (or given up on, with ``error``)
 
@@ -60,6 +67,7 @@ class ProgressWriter:
 
     def __init__(self, client: redis.Redis) -> None:
         self.r = client
+        self.jobs = JobStore(client)
         self.pid = os.getpid()
         self._cv = threading.Condition()
         self._queue: list[tuple[int, str, str]] = []  # (seq, job id, encoded progress)
@@ -70,11 +78,12 @@ class ProgressWriter:
         for name, target in loops:
             threading.Thread(target=target, name=name, daemon=True).start()
 
-    def report(self, job_id: str, node: str, encoded: str) -> Flags:
-        """Queue one progress event; return the flags as last read (raise nothing: the caller decides)."""
+    def report(self, job_id: str, node: str, encoded: str, attempt: int | None = None) -> Flags:
+        """Queue one progress event, fenced by ``attempt`` (None: unfenced); return the flags as last read
+        (raise nothing: the caller decides)."""
         with self._cv:
             self._seq += 1
-            job = self._jobs.setdefault(job_id, _Job(node))
+            job = self._jobs.setdefault(job_id, _Job(node, attempt))
             job.queued = self._seq
             self._flags.setdefault(job_id, Flags())
             self._queue.append((self._seq, job_id, encoded))
@@ -116,15 +125,19 @@ class ProgressWriter:
                 self._cv.wait_for(lambda: bool(self._queue))
                 batch, self._queue = self._queue, []
                 nodes = {job_id: self._jobs[job_id].node for _, job_id, _ in batch if job_id in self._jobs}
+                attempts = {job_id: self._jobs[job_id].attempt for job_id in nodes}
             error: BaseException | None = None
             read: dict[str, Flags] = {}
+            refused: set[str] = set()
             try:
                 pipe = self.r.pipeline(transaction=False)
-                for _, job_id, encoded in batch:
-                    pipe.hset(keys.job(job_id), "progress", encoded)
-                    pipe.xadd(keys.events(job_id), {"type": "progress", "data": encoded})
+                answers = [self.jobs.queue_progress(pipe, job_id, encoded, attempts.get(job_id))
+                           for _, job_id, encoded in batch]
                 self._queue_flag_reads(pipe, nodes)
-                read = self._parse_flags(pipe.execute()[2 * len(batch):], nodes)
+                values = pipe.execute(raise_on_error=False)
+                refused = {job_id for (_, job_id, _), written, value in zip(batch, answers, values)
+                           if not written(value)}
+                read = self._parse_flags(_raised(values[len(batch):]), nodes)
             except redis.RedisError as exc:
                 error = exc
             except Exception as exc:  # never let the writer die; the job sees the error
@@ -137,6 +150,8 @@ class ProgressWriter:
                         job.written = max(job.written, seq)
                     if error is not None and job_id in self._flags:
                         self._flags[job_id].error = error
+                    if job_id in refused and job_id in self._flags:
+                        self._flags[job_id].superseded = True
                 self._apply(read)
                 self._cv.notify_all()
 
@@ -208,6 +223,14 @@ class ProgressWriter:
                 # Flags only ever turn on while a job runs (a cancel is never withdrawn).
                 flags.cancel = flags.cancel or seen.cancel
                 flags.draining = flags.draining or seen.draining
+
+
+def _raised(values: list[Any]) -> list[Any]:
+    """``values`` as a pipeline run with ``raise_on_error=True`` would have answered them."""
+    for value in values:
+        if isinstance(value, Exception):
+            raise value
+    return values
 
 
 def _close(pubsub: Any) -> None:

@@ -129,6 +129,7 @@ def make_context(jobs: JobStore, raw: dict[str, Any], node: str, timings: dict[s
         jobs=jobs,
         store=store, artifacts=earlier, model_load_ms=0.0, timings=timings,
         resolved=dict(raw.get("resolved") or {}), attempt=attempt, node=node, on_progress=on_progress,
+        fenced=True,  # its writes carry the attempt: a late one from a lapsed lease never lands
     )
 
 

@@ -13,7 +13,7 @@ import redis
 
 from gpuq.common import keys
 from gpuq.common.errors import NotFound
-from gpuq.common.records import Answer, JobStore, answer_for, answers_json, json_text, to_record
+from gpuq.common.records import Answer, Fence, JobStore, answer_for, answers_json, json_text, to_record
 
 
 @pytest.fixture()
@@ -146,3 +146,85 @@ def test_transitions_sent_with_other_commands_survive_a_redis_that_lost_its_scri
     assert store.r.smembers("records-after") == {"one", "two"}
     assert _events(store, first["id"]) == _events(store, second["id"]) == ["queued", "started"]
     assert store.r.ttl(keys.events(first["id"])) > 0  # the stream keeps the TTL it got with the record
+
+
+def _claimed(store: JobStore, attempt: int, worker: str) -> str:
+    """A job running its ``attempt``-th attempt on ``worker`` (listed, and leased by it), as a claim leaves it."""
+    fields = _fields()
+    store.create(fields, None, "")
+    job_id = fields["id"]
+    store.transition(job_id, ["queued", "running"], {"status": "running", "worker": worker, "attempts": attempt},
+                     "started", {"worker": worker, "attempt": attempt})
+    store.r.zadd(keys.running("inference"), {job_id: time.time()})
+    store.r.sadd(keys.worker_jobs(worker), job_id)
+    store.r.set(keys.lease(job_id), worker, px=60_000)
+    return job_id
+
+
+def test_a_stale_attempts_outcome_is_refused_and_leaves_the_next_attempts_entries(store: JobStore) -> None:
+    job_id = _claimed(store, 1, "node-a:1")
+    # Attempt 1's lease lapsed; attempt 2 claimed the job on another worker and holds the lease now.
+    store.r.set(keys.lease(job_id), "node-b:2", px=60_000)
+    store.transition(job_id, ["queued", "running"], {"status": "running", "worker": "node-b:2", "attempts": 2},
+                     "started", {"worker": "node-b:2", "attempt": 2})
+    store.r.sadd(keys.worker_jobs("node-b:2"), job_id)
+    late = Fence(1, unlist=("inference", "node-a:1"), release="node-a:1")
+    refused = store.transition(job_id, ["queued", "running"], {"status": "succeeded", "worker": "node-a:1"},
+                               "completed", {"attempt": 1}, fence=late)
+    assert (refused.applied, refused.previous, refused.fenced) == (False, "running", True)
+    requeue = store.transition(job_id, ["running"], {"status": "queued"}, "log", {"message": "late"}, fence=late)
+    assert requeue.fenced and not requeue.applied
+    record = store.get_raw(job_id)
+    assert record is not None and (record["status"], record["worker"]) == ("running", "node-b:2")
+    assert store.r.zscore(keys.running("inference"), job_id) is not None  # the next attempt's entries stay
+    assert store.r.get(keys.lease(job_id)) == "node-b:2"
+    assert _events(store, job_id) == ["queued", "started", "started"]
+
+    current = Fence(2, unlist=("inference", "node-b:2"), release="node-b:2")
+    done = store.transition(job_id, ["queued", "running"], {"status": "succeeded"}, "completed", {"attempt": 2},
+                            fence=current)
+    assert (done.applied, done.previous, done.fenced) == (True, "running", False)
+    assert store.r.zscore(keys.running("inference"), job_id) is None
+    assert not store.r.sismember(keys.worker_jobs("node-b:2"), job_id)
+    assert store.r.get(keys.lease(job_id)) is None
+    assert _events(store, job_id) == ["queued", "started", "started", "completed"]
+
+
+def test_a_fenced_write_is_refused_once_the_job_was_requeued_without_it(store: JobStore) -> None:
+    job_id = _claimed(store, 1, "node-a:1")
+    store.transition(job_id, ["running"], {"status": "queued"}, "log", {"message": "lease expired"})  # sweeper
+    late = store.transition(job_id, ["queued", "running"], {"status": "failed"}, "failed", {}, fence=Fence(1))
+    assert (late.applied, late.previous, late.fenced) == (False, "queued", True)
+    assert store.get(job_id).status == "queued"
+
+
+def test_an_unfenced_cancel_still_applies(store: JobStore) -> None:
+    job_id = _claimed(store, 2, "node-a:1")
+    running = store.request_cancel(job_id, "records-t")
+    assert running.status == "running" and running.cancel_requested
+    queued = _fields()
+    store.create(queued, None, "")
+    assert store.request_cancel(queued["id"], "records-t").status == "cancelled"
+
+
+def test_progress_and_field_updates_are_fenced_by_the_attempt(store: JobStore) -> None:
+    job_id = _claimed(store, 2, "node-a:1")
+    pipe = store.r.pipeline(transaction=False)
+    stale = store.queue_progress(pipe, job_id, '{"done": 9}', 1)
+    current = store.queue_progress(pipe, job_id, '{"done": 1}', 2)
+    unfenced = store.queue_progress(pipe, job_id, '{"done": 2}', None)
+    assert [read(answer) for read, answer in zip((stale, current, unfenced), pipe.execute(raise_on_error=False))] == [False, True, True]
+    assert store.get(job_id).progress == {"done": 2}
+    assert _events(store, job_id) == ["queued", "started", "progress", "progress"]
+    assert not store.update(job_id, {"resolved": {"stale": 1}}, fence=Fence(1))
+    assert store.update(job_id, {"resolved": {"current": 2}}, fence=Fence(2))
+    assert store.get_raw(job_id)["resolved"] == {"current": 2}  # type: ignore[index]
+
+
+def test_a_side_effect_marker_needs_the_lease_too(store: JobStore) -> None:
+    job_id = _claimed(store, 1, "node-a:1")
+    marker = Fence(1, holder="node-a:1")
+    assert store.transition(job_id, ["running"], {}, "log", {"message": "pushing"}, fence=marker).applied
+    store.r.delete(keys.lease(job_id))  # lapsed: the sweeper may requeue it any moment
+    lapsed = store.transition(job_id, ["running"], {}, "log", {"message": "pushing"}, fence=marker)
+    assert lapsed.fenced and not lapsed.applied

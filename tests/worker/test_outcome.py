@@ -17,7 +17,7 @@ from celery import Celery
 
 from gpuq.common import keys
 from gpuq.common.celery_config import GROUP_TASK_NAME, TASK_NAME, celery_config, message_options
-from gpuq.common.errors import (JobCancelled, JobError, JobInterrupted, ServiceUnavailable, TransientJobError,
+from gpuq.common.errors import (AttemptSuperseded, JobCancelled, JobError, JobInterrupted, ServiceUnavailable, TransientJobError,
                                 WorkerLost)
 from gpuq.common.jobs.registry import get_spec
 from gpuq.common.records import JobStore
@@ -146,6 +146,8 @@ def test_policy_table() -> None:
     assert decide(redis.ConnectionError("lost"), 1, 3) == ("hand_back", None)
     assert decide(redis.TimeoutError("slow"), 2, 3) == ("hand_back", None)
     assert decide(lost, 1, 3) == ("dead_letter", lost)
+    superseded = AttemptSuperseded("a later attempt holds the job")
+    assert decide(superseded, 3, 3) == ("drop", superseded)  # nothing written, not even on the last attempt
     transient, unavailable = TransientJobError("hub 503"), ServiceUnavailable("broker")
     assert decide(transient, 1, 3) == ("retry", transient)
     assert decide(unavailable, 2, 3) == ("retry", unavailable)

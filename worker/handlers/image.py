@@ -74,7 +74,7 @@ def _push(ctx: JobContext, plan: Plan, files: dict[str, bytes]) -> dict[str, Any
     readme = card(ctx.job_id, ctx.model, push.repo_type, rows)
     with tempfile.TemporaryDirectory(prefix="gpuq-push-") as tmp:
         folder = write_push_folder(Path(tmp), push.path_in_repo, files, rows, readme)
-        ctx.log(f"pushing {len(files)} images to {push.repo_id}")
+        ctx.before_side_effect(f"pushing {len(files)} images to {push.repo_id}")  # never by a stale attempt
         result = push_folder(push, folder, f"gpuq image job {ctx.job_id}: {len(files)} images")
     return {**result.as_dict(), "path_in_repo": push.path_in_repo or ""}
 

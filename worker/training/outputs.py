@@ -90,7 +90,7 @@ def publish(ctx: JobContext, trained: Trained, p: FinetuneParams, base: str) -> 
         }
         push = ctx.params_as(StoredFinetuneParams).push_to_hub
         if push is not None:
-            ctx.log(f"pushing to the Hub: {push.repo_id}")
+            ctx.before_side_effect(f"pushing to the Hub: {push.repo_id}")  # never by a stale attempt
             folder = _hub_folder(out, Path(tmp) / "hub")
             result["hub"] = hub.push_folder(push, folder, f"gpuq fine-tune {ctx.job_id}").as_dict()
     result["resolved"] = ctx.resolved
