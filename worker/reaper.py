@@ -15,7 +15,9 @@ Then, on every pass, it re-publishes every delivered message that no live worker
 still queued: a message kombu had already moved into ``unacked`` for the dead
 worker before its consumer saw it (and listed its job on receipt) belongs to nobody, and would otherwise wait
 out the visibility timeout too. Only messages delivered at least one worker TTL ago count, so a live worker's
-freshly delivered message is never taken from it; one taken anyway would still run once (claiming dedups).
+freshly delivered message is never taken from it; one taken anyway would still run once (claiming dedups). A
+live worker's listed message counts after three TTLs unclaimed with no eta ahead: its consumer can lose what it
+had reserved when it reconnects after a Redis outage, and never gives it back.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import base64
 import json
 import logging
 import time
+from datetime import datetime
 from typing import Any
 
 import redis
@@ -147,18 +150,35 @@ def _message_jobs(raw: str | None) -> list[str]:
     return [first] if isinstance(first, str) else []
 
 
+def _waits_for_eta(raw: str | None, now: float) -> bool:
+    """Whether a stored message is held back by an eta still ahead (a retry's countdown): not stranded."""
+    try:
+        eta = json.loads(raw or "")[0]["headers"].get("eta")
+        return bool(eta) and datetime.fromisoformat(str(eta)).timestamp() > now
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return False
+
+
 def requeue_orphans(r: redis.Redis, app: Any, min_age_s: float, now: float) -> int:
-    """Re-publish queued jobs whose only message was delivered to a worker that died before listing it."""
-    tags = [str(t) for t in r.zrangebyscore(UNACKED_INDEX, "-inf", now - min_age_s)]
-    if not tags:
+    """Re-publish queued jobs whose delivered message nobody will run.
+
+    That is a message at least ``min_age_s`` old that no live worker lists (its worker died before listing it),
+    or one a live worker lists but has left unclaimed three times that long with no eta ahead of it (its
+    consumer lost its reserved messages reconnecting after a Redis outage, without giving them back).
+    """
+    scored = r.zrangebyscore(UNACKED_INDEX, "-inf", now - min_age_s, withscores=True)
+    if not scored:
         return 0
+    tags, delivered = [str(t) for t, _ in scored], {str(t): float(at) for t, at in scored}
     held: set[str] = set()
     for node in live_nodes(r, now):
         held |= {str(j) for j in r.smembers(keys.worker_jobs(node))}
     jobs, settings, requeued = JobStore(r), get_settings(), 0
     for tag, raw in zip(tags, r.hmget(UNACKED, tags)):
         ids = _message_jobs(raw)
-        if not ids or held.intersection(ids):
+        if not ids or _waits_for_eta(raw, now):
+            continue
+        if held.intersection(ids) and delivered[tag] > now - 3 * min_age_s:
             continue
         queued = [rec for rec in (jobs.get_raw(j) for j in ids) if rec is not None and rec["status"] == "queued"]
         if not queued:
@@ -170,7 +190,7 @@ def requeue_orphans(r: redis.Redis, app: Any, min_age_s: float, now: float) -> i
             app.send_task(TASK_NAME, args=[rec["id"]], task_id=rec["id"], **options)
             requeued += 1
     if requeued:
-        log.warning("re-published %d queued jobs delivered to a worker that died before claiming them", requeued)
+        log.warning("re-published %d queued jobs whose delivered message nobody was going to run", requeued)
     return requeued
 
 
