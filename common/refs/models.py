@@ -57,7 +57,9 @@ class LocalModel:
     kind: str  # "model", "pipeline" or "adapter"
 
 
-_resolved: dict[tuple[str, Roots], tuple[float, ModelRef]] = {}
+# (ref, id of the Roots) -> (when, the Roots, the answer): Roots objects are cached by roots_of, and keying
+# by identity spares hashing their paths on every lookup; the Roots kept in the value keeps the id unique.
+_resolved: dict[tuple[str, int], tuple[float, Roots, ModelRef]] = {}
 
 
 def resolve_model(ref: str, settings: Settings, field: str = "model", roots: Roots | None = None) -> ModelRef:
@@ -65,9 +67,9 @@ def resolve_model(ref: str, settings: Settings, field: str = "model", roots: Roo
     check_chars(ref, field)
     roots = roots or roots_of(settings)
     now = time.monotonic()
-    hit = _resolved.get((ref, roots))
-    if hit is not None and now - hit[0] < _TTL_S:
-        return hit[1]
+    hit = _resolved.get((ref, id(roots)))
+    if hit is not None and hit[1] is roots and now - hit[0] < _TTL_S:
+        return hit[2]
     local = find_model_dir(ref, roots, field)
     if local is not None:
         out = ModelRef("local", str(local))
@@ -78,7 +80,7 @@ def resolve_model(ref: str, settings: Settings, field: str = "model", roots: Roo
                            f"(owner/name){suggestion(ref, settings)}", field=field)
     if len(_resolved) > 1024:
         _resolved.clear()
-    _resolved[(ref, roots)] = (now, out)
+    _resolved[(ref, id(roots))] = (now, roots, out)
     return out
 
 

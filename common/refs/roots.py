@@ -37,8 +37,19 @@ def within(path: Path, bases: Sequence[Path]) -> bool:
 
 def roots_of(settings: Settings) -> Roots:
     """The settings' roots, resolved once per distinct configuration (resolving costs a syscall per part)."""
-    return _resolved(tuple(settings.model_roots), tuple(settings.dataset_roots),
-                     (settings.artifact_dir, settings.files_root))
+    # Asked several times per submit: the last answer is kept for as long as the settings object and the
+    # values it was built from are the very same objects (building the lookup key costs more than the lookup).
+    used = (settings.model_roots, settings.dataset_roots, settings.artifact_dir, settings.files_dir)
+    last = _last.get("roots")
+    if last is not None and last[0] is settings and all(a is b for a, b in zip(last[1], used)):
+        return last[2]
+    roots = _resolved(tuple(settings.model_roots), tuple(settings.dataset_roots),
+                      (settings.artifact_dir, settings.files_root))
+    _last["roots"] = (settings, used, roots)
+    return roots
+
+
+_last: dict[str, tuple[Settings, tuple[object, ...], Roots]] = {}
 
 
 def roots_for(models: Sequence[Path], settings: Settings) -> Roots:
