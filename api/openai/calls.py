@@ -18,12 +18,26 @@ from gpuq.common import keys
 from gpuq.common.errors import Conflict, GpuqError, InvalidInput, UpstreamJobFailed, WaitTimeout
 from gpuq.common.records import JobStore, fields_from_raw
 from gpuq.common.redis_client import loop_redis
-from gpuq.common.schemas import TERMINAL_STATUSES, ErrorInfo, JobRecord, JobRequest
+from gpuq.common.schemas import TERMINAL_STATUSES, ErrorInfo, JobRecord, JobRequest, check_json_value
 from gpuq.common.settings import Settings
 from redis.exceptions import RedisError
 
 log = logging.getLogger(__name__)
 Params = Callable[[str], str]  # gpuq field ("params.max_new_tokens", "inputs.0") -> OpenAI parameter
+
+
+def job_request(kind: str, model: str, params: dict[str, Any], names: Params, inputs: Any = None) -> JobRequest:
+    """The job an OpenAI call maps to. Built without validating ``JobRequest`` again: its model comes from the
+    resolver and its params from a validated OpenAI request, so only what JobRequest checks of free-form JSON
+    (nesting, lone surrogates, NaN in inputs) is checked here, 400 naming the OpenAI parameter (``names``); the
+    kind's own model checks everything else at submit as for any job."""
+    checks = [("inputs", inputs, True), *((f"params.{key}", value, False) for key, value in params.items())]
+    for field, value, finite in checks:
+        try:
+            check_json_value(value, finite=finite)
+        except ValueError as exc:
+            raise renamed(InvalidInput(f"{field}: {exc}", field=field), names) from None
+    return JobRequest.model_construct(kind=kind, model=model, inputs=inputs, params=params)
 
 
 def renamed(exc: GpuqError, params: Params) -> GpuqError:
@@ -39,7 +53,7 @@ async def accept(request: Request, route: str, body: JobRequest, tenant: str, se
                  params: Params) -> Submitted:
     """Store and enqueue the call's job, or find the one an earlier attempt of the same call made: on the event
     loop, as the native submit (api/intake.py), the SDK's retry fingerprint set in the submit's own round trip."""
-    attempt = retries.attempt_of(request, route, body.model_dump(mode="json"))
+    attempt = await retries.attempt_of(request, route)
     try:
         earlier = await retries.earlier_on_loop(tenant, attempt)
         if earlier is not None:

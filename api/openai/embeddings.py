@@ -68,7 +68,7 @@ def embedding_job(req: EmbeddingRequest, model: catalog.Resolved) -> JobRequest:
         params["token_ids"] = True
     if model.adapter is not None:
         params["adapter"] = model.adapter
-    return JobRequest(kind="inference", model=model.model, inputs=req.inputs, params=params)
+    return calls.job_request("inference", model.model, params, embedding_param, req.inputs)
 
 
 def embedding_param(field: str) -> str:

@@ -16,9 +16,9 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import orjson
 from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from gpuq.common.errors import GpuqError, InvalidInput, ServiceUnavailable
 from redis.exceptions import RedisError
@@ -46,7 +46,7 @@ def error_body(exc: GpuqError, status: int, shared: bool) -> dict[str, Any]:
                       "param": exc.field, "code": code}}
 
 
-def render(exc: GpuqError, shared: bool = False) -> JSONResponse:
+def render(exc: GpuqError, shared: bool = False) -> Response:
     """The response for ``exc`` on an OpenAI route."""
     status = exc.status_code if shared else openai_status(exc)
     headers = exc.http_headers()
@@ -54,7 +54,8 @@ def render(exc: GpuqError, shared: bool = False) -> JSONResponse:
         headers["WWW-Authenticate"] = "Bearer"
     if not exc.retryable:
         headers["x-should-retry"] = "false"
-    return JSONResponse(error_body(exc, status, shared), status_code=status, headers=headers)
+    return Response(orjson.dumps(error_body(exc, status, shared)), status_code=status, headers=headers,
+                    media_type="application/json")
 
 
 def from_validation(exc: RequestValidationError) -> InvalidInput:

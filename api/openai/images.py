@@ -63,7 +63,7 @@ def image_job(req: ImageRequest, model: catalog.Resolved) -> JobRequest:
         params.update(width=width, height=height)
     extras = req.model_dump(include={"num_inference_steps", "guidance_scale", "negative_prompt", "seed",
                                      "scheduler"}, exclude_none=True)
-    return JobRequest(kind="image", model=model.model, params={**params, **extras})
+    return calls.job_request("image", model.model, {**params, **extras}, image_param)
 
 
 def image_param(field: str) -> str:

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import cast
 
 import redis
 from fastapi import Request
 from gpuq.common import keys
-from gpuq.common.records import body_hash
 from gpuq.common.redis_client import loop_redis
 from gpuq.common.settings import Settings
 
@@ -31,13 +30,14 @@ class Attempt:
     retry: bool  # an SDK retry (not its first attempt)
 
 
-def attempt_of(request: Request, route: str, body: dict[str, Any]) -> Attempt:
-    """What the request says about being a repeat; ``body`` is what it asks for (the mapped job)."""
+async def attempt_of(request: Request, route: str) -> Attempt:
+    """What the request says about being a repeat. The fingerprint is the route and the body's bytes: the SDK
+    sends a retry's body byte for byte as its first attempt's (read already, so no second read)."""
     key = request.headers.get("idempotency-key")
     count = request.headers.get(RETRY_HEADER)
     if key or count is None:
         return Attempt(key or None, None, False)
-    digest = hashlib.sha256(f"{route}\n{body_hash(body)}".encode()).hexdigest()[:32]
+    digest = hashlib.sha256(route.encode() + b"\n" + await request.body()).hexdigest()[:32]
     return Attempt(None, digest, count.strip() not in ("", "0"))
 
 

@@ -46,7 +46,8 @@ class BatchCreate(BaseModel):
 async def create_batch(body: BatchCreate, request: Request, tenant: Tenant, jobs: Jobs,
                        settings: SettingsDep) -> Response:
     """Check the input file, store the batch and submit its lines as jobs."""
-    return json_answer(await run_in_threadpool(_create, body, request, tenant, jobs, settings))
+    attempt = await retries.attempt_of(request, "batches")
+    return json_answer(await run_in_threadpool(_create, body, attempt, tenant, jobs, settings))
 
 
 @router.get("")
@@ -68,9 +69,9 @@ async def cancel_batch(batch_id: str, tenant: Tenant, jobs: Jobs, settings: Sett
     return json_answer(await run_in_threadpool(_cancel, batch_id, tenant, jobs, settings))
 
 
-def _create(body: BatchCreate, request: Request, tenant: str, jobs: JobStore, settings: Settings) -> dict[str, Any]:
+def _create(body: BatchCreate, attempt: retries.Attempt, tenant: str, jobs: JobStore,
+            settings: Settings) -> dict[str, Any]:
     store, files = BatchStore(jobs.r, settings), file_store()
-    attempt = retries.attempt_of(request, "batches", body.model_dump(mode="json"))
     batch_id = retries.earlier(jobs.r, tenant, attempt, keyed=True)
     if batch_id is None:
         custom_ids = run.check_input(files, tenant, body.input_file_id, body.endpoint)

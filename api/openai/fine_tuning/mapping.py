@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from gpuq.api.openai import calls
 from gpuq.api.openai.catalog import Resolved, finetune_id
 from gpuq.common.errors import InvalidInput
 from gpuq.common.jobs.finetune import DpoSpec, TrainingSpec
@@ -102,7 +103,7 @@ def finetune_job(req: FineTuneRequest, model: Resolved) -> JobRequest:
     params: dict[str, Any] = {"method": "lora", "trainer": req.trainer, "data": data, "training": training}
     if req.trainer == "dpo" and isinstance(hyper.beta, float | int):
         params["dpo"] = {"beta": float(hyper.beta)}
-    return JobRequest(kind="finetune", model=model.model, params=params)
+    return calls.job_request("finetune", model.model, params, finetune_param)
 
 
 def finetune_param(field: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gpuq.api.openai import calls
 from gpuq.api.openai.catalog import Resolved
 from gpuq.api.openai.generation.requests import ChatCompletionRequest, CompletionRequest, _Generation
 from gpuq.common.errors import InvalidInput
@@ -29,8 +30,8 @@ def chat_job(req: ChatCompletionRequest, model: Resolved, settings: Settings) ->
     if req.logprobs:
         params["logprobs"] = _logprobs(req.top_logprobs or 0)
     inputs, extra = _choices([req.messages], req.n)
-    return JobRequest(kind="inference", model=model.model, inputs=inputs,
-                      params={"task": "chat", **params, **extra})
+    return calls.job_request("inference", model.model, {"task": "chat", **params, **extra}, chat_param,
+                             inputs)
 
 
 def completion_job(req: CompletionRequest, model: Resolved) -> JobRequest:
@@ -43,8 +44,8 @@ def completion_job(req: CompletionRequest, model: Resolved) -> JobRequest:
     if req.echo:
         params["return_full_text"] = True
     inputs, extra = _choices(req.prompts, req.n)
-    return JobRequest(kind="inference", model=model.model, inputs=inputs,
-                      params={"task": "text-generation", **params, **extra})
+    return calls.job_request("inference", model.model, {"task": "text-generation", **params, **extra},
+                             completion_param, inputs)
 
 
 def chat_param(field: str) -> str:

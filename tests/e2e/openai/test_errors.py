@@ -103,3 +103,23 @@ def test_a_job_that_fails_in_the_worker_is_an_internal_error_not_retried(api_url
 def test_error_shape_stays_gpuq_on_native_routes(client: httpx.Client) -> None:
     error = client.post("/v1/jobs", json={"kind": "inference", "model": "x/y", "params": {}}).json()["error"]
     assert error["type"] == "invalid_input" and "param" not in error and "retryable" in error
+
+
+@pytest.mark.parametrize(("path", "body", "param"), [
+    ("/v1/embeddings", '{"model": "%s", "input": "a \\ud800 b"}', "input"),
+    ("/v1/chat/completions", '{"model": "%s", "messages": [{"role": "user", "content": "\\ud800"}]}', "messages"),
+    ("/v1/completions", '{"model": "%s", "prompt": "x\\udfff"}', "prompt"),
+    ("/v1/chat/completions", '{"model": "%s", "messages": [{"role": "user", "content": "hi"}], "stop": "\\ud800"}',
+     "stop"),
+])
+def test_text_that_is_not_unicode_is_bad_request_naming_it(api_url: str, model: str, path: str, body: str,
+                                                           param: str) -> None:
+    """A lone surrogate (valid JSON escape, not Unicode text) is refused before anything is stored."""
+    before = httpx.get(f"{api_url}/v1/jobs", headers={"Authorization": f"Bearer {KEY_A}"}, timeout=30).json()
+    got = httpx.post(f"{api_url}{path}", content=(body % model).encode(), timeout=30,
+                     headers={"Authorization": f"Bearer {KEY_A}", "Content-Type": "application/json"})
+    assert got.status_code == 400, got.text
+    error = got.json()["error"]
+    assert error["param"] == param and "surrogate" in error["message"]
+    after = httpx.get(f"{api_url}/v1/jobs", headers={"Authorization": f"Bearer {KEY_A}"}, timeout=30).json()
+    assert [j["id"] for j in after["jobs"]][:1] == [j["id"] for j in before["jobs"]][:1]
