@@ -22,8 +22,6 @@ from typing import cast
 
 import redis.asyncio as aioredis
 from fastapi.concurrency import run_in_threadpool
-from redis.exceptions import RedisError
-
 from gpuq.api import queue, submission
 from gpuq.api.deps import job_store
 from gpuq.api.routing import Router
@@ -31,13 +29,24 @@ from gpuq.api.submission import Prepared, Submitted, affinity_router, prepare
 from gpuq.common import keys
 from gpuq.common.celery_message import GroupParts, MessageBuilder, Rendered
 from gpuq.common.errors import ServiceUnavailable
+from gpuq.common.jobs.registry import JobSpec
 from gpuq.common.quotas import Quotas, limits, refusal
 from gpuq.common.records import body_hash, fields_from_raw, replayed_job
 from gpuq.common.redis_client import get_redis, loop_redis
 from gpuq.common.schemas import JobRequest
 from gpuq.common.settings import Settings, get_settings
-from gpuq.common.submit_script import (IN_FLIGHT_FULL, REPLAY, STORED, SUBMIT_BATCH, Entry, Message, Outcome,
-                                      batch_args, outcomes)
+from gpuq.common.submit_script import (
+    IN_FLIGHT_FULL,
+    REPLAY,
+    STORED,
+    SUBMIT_BATCH,
+    Entry,
+    Message,
+    Outcome,
+    batch_args,
+    outcomes,
+)
+from redis.exceptions import RedisError
 
 # Jobs per script call: a tick with more is sent as several calls, so no single script holds Redis for long.
 MAX_BATCH = 128
@@ -73,6 +82,7 @@ class Intake:
         self._active = 0  # submits waiting for their answer
         self._sending: set[asyncio.Task[None]] = set()
         self._limits: dict[str, tuple[int, float, int]] = {}
+        self._routing: dict[tuple[str, str], asyncio.Future[str]] = {}  # refreshes in flight, by (queue, model)
 
     async def submit(self, prepared: Prepared, idempotency_key: str | None = None, request_hash: str = "",
                      pointer: tuple[str, int] | None = None) -> Submitted:
@@ -95,13 +105,24 @@ class Intake:
 
     async def _item(self, prepared: Prepared, idempotency_key: str | None, request_hash: str,
                     pointer: tuple[str, int] | None) -> _Item:
-        spec, model = prepared.spec, prepared.fields["model"]
-        if self.router.routes_offline(spec, model):
-            routed = self.router.route(spec, model)
-        else:  # the routing table is stale or a new model needs a worker: Redis round trips, off the loop
-            routed = await asyncio.to_thread(self.router.route, spec, model)
-        return _Item(prepared, idempotency_key, request_hash, pointer, routed,
+        return _Item(prepared, idempotency_key, request_hash, pointer,
+                     await self._routed(prepared.spec, prepared.fields["model"]),
                      asyncio.get_running_loop().create_future())
+
+    async def _routed(self, spec: JobSpec, model: str) -> str:
+        """The queue for a job of ``model``. When the routing table is stale, or a new model needs a worker, one
+        thread refreshes it (Redis round trips, off the loop) for every submit that finds it so meanwhile; they
+        then route from the fresh table as usual (each counted where it goes)."""
+        if self.router.routes_offline(spec, model):
+            return self.router.route(spec, model)
+        key = (spec.queue, model)
+        pending = self._routing.get(key)
+        if pending is None:
+            pending = self._routing[key] = asyncio.ensure_future(asyncio.to_thread(self.router.route, spec, model))
+            pending.add_done_callback(lambda _: self._routing.pop(key, None))
+            return await asyncio.shield(pending)
+        routed = await asyncio.shield(pending)
+        return self.router.route(spec, model) if self.router.routes_offline(spec, model) else routed
 
     def _enqueue(self, item: _Item, alone: bool) -> None:
         fields = item.prepared.fields

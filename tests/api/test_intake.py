@@ -1,0 +1,68 @@
+"""The intake's routing on a private Redis with two registered workers: a burst of submits that finds the
+routing table stale sends one refresh off the loop, not one per submit, and every job is still routed."""
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from gpuq.api.intake import Intake
+from gpuq.api.routing import Router
+from gpuq.common import keys
+from gpuq.common.embedded_redis import EmbeddedRedis
+from gpuq.common.jobs.registry import JobSpec, get_spec
+from gpuq.common.settings import Settings
+
+NODES = ("a@host", "b@host")
+
+
+class CountingRouter(Router):
+    """A router that counts the routes asked of it off the event loop's thread."""
+
+    def __init__(self, r: redis.Redis, settings: Settings) -> None:
+        super().__init__(r, settings)
+        self.loop_thread = threading.get_ident()
+        self.off_loop = 0
+
+    def route(self, spec: JobSpec, model: str, jobs: int = 1) -> str:
+        if threading.get_ident() != self.loop_thread:
+            self.off_loop += 1
+        return super().route(spec, model, jobs)
+
+
+@pytest.fixture()
+def server(tmp_path: Path) -> Iterator[str]:
+    found = EmbeddedRedis(tmp_path / "redis").start()
+    try:
+        r = redis.Redis.from_url(found.url, decode_responses=True)
+        for node in NODES:
+            r.zadd(keys.worker_expiry(), {node: time.time() + 60})
+            r.hset(keys.worker_queues(), node, json.dumps({"queues": {f"inference@{node}": "inference"}}))
+        yield found.url
+    finally:
+        found.stop()
+
+
+def test_a_burst_on_a_stale_table_refreshes_it_once_off_the_loop(server: str) -> None:
+    settings = Settings(redis_url=server)
+    spec = get_spec("inference")
+
+    async def burst() -> tuple[CountingRouter, list[str]]:
+        router = CountingRouter(redis.Redis.from_url(server, decode_responses=True), settings)
+        client = aioredis.Redis.from_url(server)
+        intake = Intake(client, settings, router, builder=None)  # type: ignore[arg-type]  # routing only
+        queues = await asyncio.gather(*(intake._routed(spec, "m") for _ in range(64)))
+        await client.aclose()
+        return router, list(queues)
+
+    router, queues = asyncio.run(burst())
+    assert router.off_loop == 1
+    assert len(set(queues)) == 1 and queues[0] in {f"inference@{n}" for n in NODES}
+    assert sum(router.table.routed.values()) == 64  # each job counted where it went
