@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gpuq.api import metrics, openai
 from gpuq.api.docs import install_docs
 from gpuq.api.routes import admin, files, generate, health, jobs, kinds
+from gpuq.common import collector
 from gpuq.common.errors import GpuqError, PayloadTooLarge, ServiceUnavailable
 from gpuq.common.settings import get_settings
 
@@ -155,12 +156,13 @@ def create_app() -> FastAPI:
     settings = get_settings()
     app = FastAPI(title="gpuq", version="0.1.0", docs_url=None, redoc_url=None,
                   description="Distributed job queue for GPU workers: submit, stream, cancel, fetch artifacts.")
-    install_docs(app)  # Swagger UI and ReDoc from the API itself, not a CDN
+    # Routes are matched in order, one regular expression each, and no two routers' paths overlap: the busiest
+    # (the calls of both APIs) come first, the docs pages last.
     app.include_router(health.router)
+    for family in openai.call_routers:
+        app.include_router(family)
     app.include_router(jobs.router)
-    # Matched in order: the OpenAI calls come right after the native submit (no path of the routers between
-    # overlaps theirs), so they do not walk every router before them.
-    for family in openai.routers:
+    for family in openai.other_routers:
         app.include_router(family)
     app.include_router(jobs.deadletter_router)
     app.include_router(kinds.router)
@@ -168,6 +170,7 @@ def create_app() -> FastAPI:
     app.include_router(files.router)
     app.include_router(admin.router)
     app.include_router(metrics.router)
+    install_docs(app)  # Swagger UI and ReDoc from the API itself, not a CDN
     app.add_exception_handler(GpuqError, _gpuq_error)
     app.add_exception_handler(RedisError, _redis_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -175,6 +178,7 @@ def create_app() -> FastAPI:
     app.add_exception_handler(Exception, _unexpected_error)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes,
                        streamed={files.UPLOAD_PATH: settings.max_upload_bytes + files.MULTIPART_OVERHEAD})
+    collector.tune_for_serving()  # common/collector.py says why
     return app
 
 

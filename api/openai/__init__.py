@@ -14,6 +14,7 @@ from gpuq.api.openai.fine_tuning import routes as fine_tuning
 from gpuq.api.openai.generation import routes as generation
 
 # Each family's router is included in the app itself, busiest first: every level of nested routers costs each
-# request that passes through it another round of matching.
-routers: tuple[APIRouter, ...] = tuple(family.router for family in (generation, embeddings, images, models, batches,
-                                                                   fine_tuning))
+# request that passes through it another round of matching. The calls (chat, completions, embeddings) are
+# matched before the native job routes, the rest after them (api/main.py).
+call_routers: tuple[APIRouter, ...] = (generation.router, embeddings.router)
+other_routers: tuple[APIRouter, ...] = tuple(family.router for family in (images, models, batches, fine_tuning))
