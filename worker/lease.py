@@ -69,6 +69,11 @@ class Leases:
             return []
         return list(_script(self.r, script)(keys=self.keys, args=[self.owner, *args], client=self.r))
 
+    def forget(self) -> None:
+        """Stop renewing leases that a script already dropped (a job's outcome, written with its release)."""
+        renewer().discard(self)
+        self.keys = []
+
     def release(self, after: Any = None) -> None:
         """Stop renewing and drop the leases still ours; ``after(pipe)`` may queue more commands (best effort,
         as the release is: the job's telemetry) into the same round trip."""

@@ -101,9 +101,13 @@ def backoff_s(attempt: int) -> float:
 
 def settle(jobs: JobStore, contexts: Sequence[JobContext], outcomes: Sequence[Any],
            raws: dict[str, dict[str, Any]], begin: tuple[float, float],
-           after: Callable[[Any], None] | None = None) -> dict[str, str]:
+           after: Callable[[Any], None] | None = None, release: bool = False,
+           ended: Callable[[Any, list[str]], None] | None = None) -> dict[str, str]:
     """End claimed jobs by their outcomes; returns each job's status. Terminal outcomes (and ``after(pipe)``'s
-    commands) are written in one round trip; hand-backs and retries follow, one job at a time."""
+    commands) are written in one round trip; hand-backs and retries follow, one job at a time. With
+    ``release`` a terminal change also drops the attempt's lease in its script (a single job's run: its
+    lease is then not released again); ``ended(pipe, statuses)`` queues, in the same round trip, what is
+    counted for the terminal statuses written (the job's telemetry)."""
     changes: list[Change] = []
     later: list[tuple[JobContext, str, GpuqError | None]] = []
     dead: set[str] = set()
@@ -118,7 +122,7 @@ def settle(jobs: JobStore, contexts: Sequence[JobContext], outcomes: Sequence[An
     if changes or after is not None:
         by_id = {ctx.job_id: ctx for ctx in contexts}
         # A claimed attempt's change takes the job off its lists in its own script, only if it applies.
-        fences = [_fence(by_id[change[0]], raws[change[0]]["queue"]) for change in changes]
+        fences = [_fence(by_id[change[0]], raws[change[0]]["queue"], release) for change in changes]
 
         def tidy(pipe: Any) -> None:
             for change, fence in zip(changes, fences):
@@ -126,6 +130,8 @@ def settle(jobs: JobStore, contexts: Sequence[JobContext], outcomes: Sequence[An
                     unlist(pipe, change[0], raws[change[0]]["queue"], by_id[change[0]].node)
             if after is not None:
                 after(pipe)
+            if ended is not None and changes:
+                ended(pipe, [change[2]["status"] for change in changes])
 
         for change, done in zip(changes, jobs.transition_many(changes, after=tidy, fences=fences)):
             statuses[change[0]] = _status(by_id[change[0]], change[2]["status"], done)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import AbstractContextManager, nullcontext
-from functools import partial
 from typing import Any
 
 from pydantic import ValidationError
@@ -56,18 +55,16 @@ def run_job(job_id: str, limits: Limits | None = None) -> str:
         log.warning("job %s is leased by a live worker; dropping duplicate delivery", job_id)
         # Running here already (a second delivery to this worker) it stays listed; elsewhere, it is not ours.
         return "duplicate" if raw.get("node") == node else _dropped(jobs, job_id, node, "duplicate")
-    done: Any = None  # the job's telemetry, sent in the lease release's round trip
     try:
         ctx = _claim(jobs, raw, node)
         if ctx is None:
             return str((jobs.get_raw(job_id) or {}).get("status"))
-        begin = time.perf_counter()
         status = _execute(jobs, ctx, raw, limits)
-        run_s = time.perf_counter() - begin - ctx.model_load_ms / 1000
-        done = partial(telemetry.queue_jobs_done, kind=ctx.kind, outcomes=[(status, run_s)])
+        if status in TERMINAL_STATUSES:  # its outcome's script dropped the lease
+            lease.forget()
         return status
     finally:
-        lease.release(after=done)
+        lease.release()  # still held: not claimed, handed back, retried, or superseded
 
 
 def _dropped(jobs: JobStore, job_id: str, node: str, why: str) -> str:
@@ -141,6 +138,8 @@ def _guard(ctx: JobContext, queue: str, limits: Limits | None) -> AbstractContex
 
 
 def _execute(jobs: JobStore, ctx: JobContext, raw: dict[str, Any], limits: Limits | None = None) -> str:
+    """Run the handler and settle its outcome: the terminal write, the lease's release and the job's telemetry
+    in one round trip."""
     begin = time.perf_counter(), time.process_time()
     result: Any
     try:
@@ -151,4 +150,10 @@ def _execute(jobs: JobStore, ctx: JobContext, raw: dict[str, Any], limits: Limit
                 ctx.close_progress()  # queued progress is written before the outcome: it ends the stream
     except Exception as exc:  # noqa: BLE001 - every failure has its outcome; the worker keeps serving
         result = exc
-    return outcome.settle(jobs, [ctx], [result], {ctx.job_id: raw}, begin)[ctx.job_id]
+    run_s = time.perf_counter() - begin[0] - ctx.model_load_ms / 1000
+
+    def ended(pipe: Any, statuses: list[str]) -> None:  # hand-backs and retries are counted when they end
+        telemetry.queue_jobs_done(pipe, ctx.kind, [(status, run_s) for status in statuses])
+
+    return outcome.settle(jobs, [ctx], [result], {ctx.job_id: raw}, begin, release=True,
+                          ended=ended)[ctx.job_id]
