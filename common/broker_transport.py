@@ -15,18 +15,49 @@ the next command, so the ack reaches Redis once it is back), and without one ans
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import redis
-from kombu.transport import TRANSPORT_ALIASES
+from kombu.transport import TRANSPORT_ALIASES, virtual
 from kombu.transport import redis as kombu_redis
+from kombu.utils.json import dumps
+
+
+Receipt = Callable[[Any, Any], None]  # (pipeline, message): more commands for a delivered message's round trip
+_RECEIPT: dict[str, Receipt] = {}
+
+
+def on_receipt(hook: Receipt) -> None:
+    """Queue ``hook(pipe, message)``'s commands into the round trip that records each delivered message as
+    unacknowledged (the worker lists the message's jobs as its own there: no round trip of their own)."""
+    _RECEIPT["hook"] = hook
+
+
+class QoS(kombu_redis.QoS):  # type: ignore[misc]
+    """kombu's unacked bookkeeping, with the receipt hook's commands in the same MULTI/EXEC."""
+
+    def append(self, message: Any, delivery_tag: str) -> None:
+        hook = _RECEIPT.get("hook")
+        if hook is None:
+            super().append(message, delivery_tag)
+            return
+        delivery = message.delivery_info
+        with self.pipe_or_acquire() as pipe:  # as kombu's own append, plus the hook
+            pipe.zadd(self.unacked_index_key, {delivery_tag: time.time()})
+            pipe.hset(self.unacked_key, delivery_tag,
+                      dumps([message._raw, delivery["exchange"], delivery["routing_key"]]))
+            hook(pipe, message)
+            pipe.execute()
+            virtual.QoS.append(self, message, delivery_tag)
 
 
 class Channel(kombu_redis.Channel):  # type: ignore[misc]
     """A kombu Redis channel that reuses one client per connection pool."""
 
+    QoS = QoS
     _shared: Any = None
 
     @contextmanager

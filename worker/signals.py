@@ -15,7 +15,7 @@ from typing import Any
 from celery import signals
 from celery.exceptions import TimeLimitExceeded
 
-from gpuq.common import keys
+from gpuq.common import broker_transport, keys
 from gpuq.common.outage import OUTAGE_ERRORS, Outage
 from gpuq.common.redis_client import get_redis
 from gpuq.common.settings import get_settings
@@ -159,27 +159,31 @@ def _hard_time_limit(task_id: str | None = None, exception: BaseException | None
         pipe.execute()
 
 
-@signals.task_received.connect
-def _note_received(request: Any = None, **_: Any) -> None:
-    """List a delivered job as this worker's the moment its message arrives, before any pool thread claims it.
+def _list_received(pipe: Any, message: Any) -> None:
+    """List a delivered job as this worker's the moment its message arrives, before any pool process claims it
+    (in the round trip that records the message as unacknowledged: common/broker_transport.py).
 
     A worker killed between delivery and claim leaves the message in the broker's unacknowledged set, where
     it would wait out the visibility timeout (hours); listed here, the reaper re-publishes it when this
     worker's liveness runs out, as it does for claimed jobs. The claim and the outcome keep the same set.
     """
-    job_ids = _job_ids(request)
-    if not job_ids:
+    if not str(message.headers.get("task", "")).startswith("gpuq."):
         return
-    node = identity.node_name()
     try:
-        get_redis().sadd(keys.worker_jobs(node), *job_ids)
-    except OUTAGE_ERRORS as exc:  # the claim needs Redis too: nothing runs until it is back
-        log.debug("could not list received jobs %s: %s", job_ids, exc)
+        args = message.decode()[0]  # decoded once: Celery reads the same cached payload next
+    except Exception:  # noqa: BLE001 - a message Celery cannot read either: it rejects it itself
+        return
+    job_ids = _job_ids(args)
+    if job_ids:
+        pipe.sadd(keys.worker_jobs(identity.node_name()), *job_ids)
 
 
-def _job_ids(request: Any) -> list[str]:
-    """The job ids a gpuq message carries: one for a job, a list for a group."""
-    args = list(getattr(request, "args", None) or [])
+broker_transport.on_receipt(_list_received)
+
+
+def _job_ids(args: Any) -> list[str]:
+    """The job ids a gpuq message's args carry: one for a job, a list for a group."""
+    args = list(args or [])
     if not args:
         return []
     first = args[0]
