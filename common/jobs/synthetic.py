@@ -24,6 +24,7 @@ class SyntheticParams(BaseModel):
     fail_at_step: int = Field(0, ge=0)
     result_bytes: int = Field(0, ge=0, le=50_000_000)
     alloc_mb: int = Field(0, ge=0, le=4096)
+    report_memory: bool = False  # the worker's resident set in the result (a /proc read: not a no-op's work)
 
 
 StoredSyntheticParams = stored_variant(SyntheticParams, "StoredSyntheticParams")

@@ -27,7 +27,7 @@ def test_oom_in_200_jobs_fails_each_and_memory_does_not_grow(stack: Stack, outco
     stack.start_redis()
     stack.start_worker("w1")
     stack.start_api()
-    probe = {"kind": "synthetic", "model": "none", "params": {}}
+    probe = {"kind": "synthetic", "model": "none", "params": {"report_memory": True}}
     oom = {"kind": "synthetic", "model": "none", "params": {"alloc_mb": 64, "fail": "oom"}}
     with stack.client() as c:
         idle = wait_job(c, c.post("/v1/jobs", json=probe).json()["id"])["result"]["rss_bytes"]

@@ -61,8 +61,9 @@ def run(ctx: JobContext) -> Any:
         ctx.progress(step + 1, p.steps)
     if p.fail and p.steps == 0:
         _fail(p.fail)
-    result: dict[str, Any] = {"steps": p.steps, "echo": ctx.inputs, "attempt": ctx.attempt,
-                              "rss_bytes": rss_bytes(), "allocated": len(ballast)}
+    result: dict[str, Any] = {"steps": p.steps, "echo": ctx.inputs, "attempt": ctx.attempt, "allocated": len(ballast)}
+    if p.report_memory:
+        result["rss_bytes"] = rss_bytes()
     if p.result_bytes:
         result["blob"] = "x" * p.result_bytes
     return result
