@@ -3,24 +3,19 @@ routing table stale sends one refresh off the loop, not one per submit, and ever
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 import redis.asyncio as aioredis
-
 from gpuq.api.intake import Intake
 from gpuq.api.routing import Router
-from gpuq.common import keys
-from gpuq.common.embedded_redis import EmbeddedRedis
 from gpuq.common.jobs.registry import JobSpec, get_spec
 from gpuq.common.settings import Settings
 
-NODES = ("a@host", "b@host")
+from tests.support.workers import NODES, registered_workers
 
 
 class CountingRouter(Router):
@@ -39,15 +34,8 @@ class CountingRouter(Router):
 
 @pytest.fixture()
 def server(tmp_path: Path) -> Iterator[str]:
-    found = EmbeddedRedis(tmp_path / "redis").start()
-    try:
-        r = redis.Redis.from_url(found.url, decode_responses=True)
-        for node in NODES:
-            r.zadd(keys.worker_expiry(), {node: time.time() + 60})
-            r.hset(keys.worker_queues(), node, json.dumps({"queues": {f"inference@{node}": "inference"}}))
-        yield found.url
-    finally:
-        found.stop()
+    with registered_workers(tmp_path, NODES) as url:
+        yield url
 
 
 def test_a_burst_on_a_stale_table_refreshes_it_once_off_the_loop(server: str) -> None:

@@ -1,36 +1,24 @@
 """Affinity routing on a private Redis with two registered workers: first bursts and new models."""
 from __future__ import annotations
 
-import json
 import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import redis
-
 from gpuq.api.routing import Router
-from gpuq.common import keys
-from gpuq.common.embedded_redis import EmbeddedRedis
 from gpuq.common.jobs.registry import get_spec
 from gpuq.common.settings import Settings
 
-NODES = ("a@host", "b@host")
+from tests.support.workers import NODES, registered_workers
 
 
 @pytest.fixture()
 def router(tmp_path: Path) -> Iterator[Router]:
-    server = EmbeddedRedis(tmp_path / "redis").start()
-    try:
-        r = redis.Redis.from_url(server.url, decode_responses=True)
-        for node in NODES:
-            r.zadd(keys.worker_expiry(), {node: time.time() + 60})
-            r.hset(keys.worker_queues(), node, json.dumps({"queues": {f"inference@{node}": "inference"}}))
-        yield Router(r, Settings(redis_url=server.url))
-    finally:
-        server.stop()
+    with registered_workers(tmp_path, NODES) as url:
+        yield Router(redis.Redis.from_url(url, decode_responses=True), Settings(redis_url=url))
 
 
 def burst(router: Router, models: list[str]) -> list[str]:
