@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 
 from gpuq.common import keys
 from tests.conftest import KEY_A, MODEL_ROOT
@@ -96,7 +97,8 @@ def test_worker_killed_with_running_and_queued_jobs_loses_none(client: httpx.Cli
     stack.workers[name].signal(signal.SIGKILL)  # no warm shutdown: the process group dies mid-batch
     stack.workers[name].proc.wait(10)
     finals = [wait_status(client, j["id"], timeout=240) for j in jobs]
-    assert [f["status"] for f in finals] == ["succeeded"] * 10, finals
+    stuck = {f["id"]: _whereabouts(r, f["id"]) for f in finals if f["status"] != "succeeded"}
+    assert [f["status"] for f in finals] == ["succeeded"] * 10, stuck
     survivor = {node_of(f) for f in finals if f["attempts"] > 1}
     assert held > 0 and survivor and victim not in survivor
     assert all(len(f["result"]["generated_text"]) > 0 for f in finals)
@@ -105,6 +107,25 @@ def test_worker_killed_with_running_and_queued_jobs_loses_none(client: httpx.Cli
     after = finish(client, {"kind": "inference", "model": gpt2, "inputs": "after",
                             "params": {"task": "text-generation", "max_new_tokens": 2}})
     assert node_of(after) != victim
+
+
+def _whereabouts(r: redis.Redis, job_id: str) -> dict[str, object]:
+    """Everywhere Redis still mentions a job: its record's state, the lists, sets, sorted sets and hashes that
+    name it (a message in a queue, kombu's unacked set, a worker's listing, a running set)."""
+    found: dict[str, object] = {"record": r.hmget(keys.job(job_id), "status", "attempts", "node", "worker")}
+    for key in r.scan_iter(count=1000):
+        kind = r.type(key)
+        if kind == "list" and any(job_id in item for item in r.lrange(key, 0, -1)):
+            found[key] = "list"
+        elif kind == "set" and r.sismember(key, job_id):
+            found[key] = "set"
+        elif kind == "zset" and r.zscore(key, job_id) is not None:
+            found[key] = "zset"
+        elif kind == "hash" and key != keys.job(job_id):
+            tags = [field for field, value in r.hgetall(key).items() if job_id in value]
+            if tags:
+                found[key] = {"hash fields": tags}
+    return found
 
 
 ABANDONING_CONSUMER = """
