@@ -22,6 +22,8 @@ from typing import cast
 
 import redis.asyncio as aioredis
 from fastapi.concurrency import run_in_threadpool
+from redis.exceptions import RedisError
+
 from gpuq.api import queue, submission
 from gpuq.api.deps import job_store
 from gpuq.api.routing import Router
@@ -35,18 +37,8 @@ from gpuq.common.records import body_hash, fields_from_raw, replayed_job
 from gpuq.common.redis_client import get_redis, loop_redis
 from gpuq.common.schemas import JobRequest
 from gpuq.common.settings import Settings, get_settings
-from gpuq.common.submit_script import (
-    IN_FLIGHT_FULL,
-    REPLAY,
-    STORED,
-    SUBMIT_BATCH,
-    Entry,
-    Message,
-    Outcome,
-    batch_args,
-    outcomes,
-)
-from redis.exceptions import RedisError
+from gpuq.common.submit_script import (IN_FLIGHT_FULL, REPLAY, STORED, SUBMIT_BATCH, Entry, Message, Outcome,
+                                      batch_args, outcomes)
 
 # Jobs per script call: a tick with more is sent as several calls, so no single script holds Redis for long.
 MAX_BATCH = 128

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import redis
 import redis.asyncio as aioredis
+
 from gpuq.api.intake import Intake
 from gpuq.api.routing import Router
 from gpuq.common.jobs.registry import JobSpec, get_spec
 from gpuq.common.settings import Settings
-
 from tests.support.workers import NODES, registered_workers
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import redis
+
 from gpuq.api.routing import Router
 from gpuq.common.jobs.registry import get_spec
 from gpuq.common.settings import Settings
-
 from tests.support.workers import NODES, registered_workers
 
 
