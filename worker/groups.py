@@ -124,14 +124,21 @@ def _execute(claimed: list[dict[str, Any]], node: str, limits: Limits | None) ->
         for queue, values in by_queue.items():
             stats.wait_histogram(queue).observe_many(pipe, values)
 
-    # Every outcome in one round trip (each job's own event, result and error), as a single job's would be.
-    results = [outcomes[c.job_id] for c in contexts]
-    statuses = outcome.settle(jobs, contexts, results, raws, begin, after=waits)
     run_s = time.perf_counter() - begin[0]
-    for kind, group in by_kind.items():
-        ended = [c for c in group if statuses[c.job_id] not in ("requeued", "retrying")]  # counted when they end
-        telemetry.jobs_done(jobs.r, kind, [(statuses[c.job_id], run_s - c.model_load_ms / 1000) for c in ended])
-    return statuses
+    by_id = {ctx.job_id: ctx for ctx in contexts}
+
+    def ended(pipe: Any, written: list[tuple[str, str]]) -> None:
+        done: dict[str, list[tuple[str, float | None]]] = {}
+        for job_id, status in written:
+            ctx = by_id[job_id]
+            done.setdefault(ctx.kind, []).append((status, run_s - ctx.model_load_ms / 1000))
+        for kind, each in done.items():
+            telemetry.queue_jobs_done(pipe, kind, each)
+
+    # Every outcome and the group's telemetry in one round trip (each job's own event, result and error), as a
+    # single job's would be.
+    results = [outcomes[c.job_id] for c in contexts]
+    return outcome.settle(jobs, contexts, results, raws, begin, after=waits, ended=ended)
 
 
 def _run_kind(kind: str, contexts: list[JobContext], limits: Limits | None) -> list[Any]:

@@ -102,12 +102,13 @@ def backoff_s(attempt: int) -> float:
 def settle(jobs: JobStore, contexts: Sequence[JobContext], outcomes: Sequence[Any],
            raws: dict[str, dict[str, Any]], begin: tuple[float, float],
            after: Callable[[Any], None] | None = None, release: bool = False,
-           ended: Callable[[Any, list[str]], None] | None = None) -> dict[str, str]:
+           ended: Callable[[Any, list[tuple[str, str]]], None] | None = None) -> dict[str, str]:
     """End claimed jobs by their outcomes; returns each job's status. Terminal outcomes (and ``after(pipe)``'s
     commands) are written in one round trip; hand-backs and retries follow, one job at a time. With
     ``release`` a terminal change also drops the attempt's lease in its script (a single job's run: its
-    lease is then not released again); ``ended(pipe, statuses)`` queues, in the same round trip, what is
-    counted for the terminal statuses written (the job's telemetry)."""
+    lease is then not released again); ``ended(pipe, [(job id, status)])`` queues, in the same round trip,
+    what is counted for the terminal outcomes written (the jobs' telemetry; hand-backs and retries are counted
+    when they end)."""
     changes: list[Change] = []
     later: list[tuple[JobContext, str, GpuqError | None]] = []
     dead: set[str] = set()
@@ -131,7 +132,10 @@ def settle(jobs: JobStore, contexts: Sequence[JobContext], outcomes: Sequence[An
             if after is not None:
                 after(pipe)
             if ended is not None and changes:
-                ended(pipe, [change[2]["status"] for change in changes])
+                try:
+                    ended(pipe, [(change[0], change[2]["status"]) for change in changes])
+                except Exception:  # telemetry must never keep an outcome from being written
+                    log.exception("could not queue the telemetry of jobs %s", [change[0] for change in changes])
 
         for change, done in zip(changes, jobs.transition_many(changes, after=tidy, fences=fences)):
             statuses[change[0]] = _status(by_id[change[0]], change[2]["status"], done)

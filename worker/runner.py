@@ -152,8 +152,8 @@ def _execute(jobs: JobStore, ctx: JobContext, raw: dict[str, Any], limits: Limit
         result = exc
     run_s = time.perf_counter() - begin[0] - ctx.model_load_ms / 1000
 
-    def ended(pipe: Any, statuses: list[str]) -> None:  # hand-backs and retries are counted when they end
-        telemetry.queue_jobs_done(pipe, ctx.kind, [(status, run_s) for status in statuses])
+    def ended(pipe: Any, outcomes: list[tuple[str, str]]) -> None:
+        telemetry.queue_jobs_done(pipe, ctx.kind, [(status, run_s) for _, status in outcomes])
 
     return outcome.settle(jobs, [ctx], [result], {ctx.job_id: raw}, begin, release=True,
                           ended=ended)[ctx.job_id]

@@ -43,23 +43,9 @@ def observe_batch(size: int) -> None:
     _pending_batches.append(int(size))
 
 
-def job_done(client: redis.Redis, kind: str, status: str, run_s: float | None) -> None:
-    """Count a finished job, observe its run time, and publish cache and memory state."""
-    jobs_done(client, kind, [(status, run_s)])
-
-
-def jobs_done(client: redis.Redis, kind: str, outcomes: list[tuple[str, float | None]]) -> None:
-    """``job_done`` for several jobs of one kind (a group) in one round trip: (status, run seconds) each."""
-    try:
-        pipe = client.pipeline(transaction=False)
-        queue_jobs_done(pipe, kind, outcomes)
-        pipe.execute()
-    except Exception as exc:  # noqa: BLE001 - telemetry must never fail a job
-        log.warning("could not publish worker telemetry: %s", exc)
-
-
 def queue_jobs_done(pipe: Any, kind: str, outcomes: list[tuple[str, float | None]]) -> None:
-    """Queue what ``jobs_done`` sends on ``pipe`` (a round trip the caller makes anyway: the lease release)."""
+    """Count finished jobs of one kind, observe their run times ((status, run seconds) each) and publish cache
+    and memory state: queued on ``pipe``, the round trip that writes their outcomes (worker/outcome.settle)."""
     node = node_name()
     statuses: dict[str, int] = {}
     for status, _ in outcomes:

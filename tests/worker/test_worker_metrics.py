@@ -91,3 +91,22 @@ def test_failed_preload_keeps_the_worker_unhealthy(stack: Stack) -> None:
     assert resp.status_code == 503 and "GPUQ_MODEL_ROOTS" in resp.json()["preload"]
     assert _health(f"{base}/livez").status_code == 200
     assert _health(f"{base}/nope").status_code == 404
+
+
+def test_a_group_s_jobs_are_counted_with_their_outcomes(stack: Stack, models: dict[str, str]) -> None:
+    """A bulk submit's jobs travel as one group message; each is counted once, by the outcome written for it."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    stack.start_redis()
+    stack.start_worker("wg", GPUQ_WORKER_METRICS_PORT=str(port))
+    stack.start_api()
+    wait_for(lambda: _health(f"{base}/healthz").status_code == 200, 60, "worker /healthz")
+    job = {"kind": "inference", "model": models["sentiment"], "inputs": ["good"],
+           "params": {"task": "text-classification"}}
+    with stack.client() as c:
+        done = c.post("/v1/jobs/batch", json={"jobs": [job] * 3}, headers={"Prefer": "wait=120"}).json()["jobs"]
+    assert [j["status"] for j in done] == ["succeeded"] * 3
+    assert [(j["batch"] or {}).get("group") for j in done] == [3] * 3  # one group of three
+    after = scrape(f"{base}/metrics")
+    assert value(after, "gpuq_worker_jobs_total", kind="inference", status="succeeded") == 3
+    assert value(after, "gpuq_worker_job_run_seconds_count", kind="inference") == 3
